@@ -1,0 +1,211 @@
+"""The Llama 3 dense Transformer: RMSNorm, RoPE, grouped-query attention, SwiGLU.
+
+Parameter names follow Meta's reference (`tok_embeddings`, `layers.N.attention.wq`, ...), and q/k
+use Meta's interleaved RoPE layout, so a Meta checkpoint loads without any permutation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from herd.model.config import ModelConfig
+from herd.model.kv_cache import KVCache
+from herd.model.rope import apply_rope, rope_cos_sin, rope_inv_freq
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in float32, then cast back (as the reference does)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_id: int) -> None:
+        super().__init__()
+        self.layer_id = layer_id
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
+        self.wq = nn.Linear(config.dim, config.n_heads * config.head_dim, bias=False)
+        self.wk = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
+        self.wv = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
+        self.wo = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None,
+        start_pos: int,
+    ) -> torch.Tensor:
+        batch, seqlen, _ = x.shape
+        q = self.wq(x).view(batch, seqlen, self.n_heads, self.head_dim)
+        k = self.wk(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        q = apply_rope(q, cos, sin).transpose(1, 2)
+        k = apply_rope(k, cos, sin).transpose(1, 2)
+        v = v.transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(self.layer_id, start_pos, k, v)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_heads != self.n_kv_heads
+        )
+        return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, config: ModelConfig, layer_id: int) -> None:
+        super().__init__()
+        self.attention = Attention(config, layer_id)
+        self.feed_forward = FeedForward(config.dim, config.ffn_dim)
+        self.attention_norm = RMSNorm(config.dim, config.norm_eps)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+
+    def forward(self, x, cos, sin, mask, is_causal, cache, start_pos):  # type: ignore[no-untyped-def]
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask, is_causal, cache, start_pos)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+def document_positions(doc_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segment index and in-document position for each token of packed sequences [B, T].
+
+    A new segment starts wherever the document id changes, so the same id appearing twice
+    non-contiguously still counts as two documents (they never see each other).
+    """
+    is_start = torch.ones_like(doc_ids, dtype=torch.bool)
+    is_start[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    index = torch.arange(doc_ids.shape[1], device=doc_ids.device).expand_as(doc_ids)
+    starts = torch.where(is_start, index, torch.zeros_like(index)).cummax(dim=1).values
+    return is_start.long().cumsum(dim=1), index - starts
+
+
+def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
+    """Boolean [B, 1, T, T] mask: causal and within the same segment (document)."""
+    seqlen = segments.shape[1]
+    causal = torch.ones(seqlen, seqlen, dtype=torch.bool, device=segments.device).tril()
+    same_doc = segments[:, :, None] == segments[:, None, :]
+    return (same_doc & causal)[:, None]
+
+
+class Transformer(nn.Module):
+    """Decoder-only Llama 3 Transformer returning next-token logits."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(TransformerBlock(config, i) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self.register_buffer(
+            "inv_freq", rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling), persistent=False
+        )
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        start_pos: int = 0,
+        doc_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits [B, T, vocab] (or [B, 1, vocab] with `last_only`) for `tokens` [B, T].
+
+        - `positions` ([T] or [B, T]) overrides RoPE positions; by default they are
+          `start_pos + arange(T)`, or restart at 0 for each document when `doc_ids` is given.
+        - `doc_ids` ([B, T]) makes attention block-causal: a token sees only earlier tokens of its
+          own document (packed pretraining sequences).
+        - `cache` holds keys/values of positions < `start_pos` for incremental decoding.
+        """
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
+        batch, seqlen = tokens.shape
+        mask: torch.Tensor | None = None
+        is_causal = False
+        if doc_ids is not None:
+            if cache is not None:
+                raise ValueError("doc_ids (packed documents) cannot be combined with a KV cache")
+            if doc_ids.shape != tokens.shape:
+                raise ValueError(f"doc_ids shape {tuple(doc_ids.shape)} != tokens shape {tuple(tokens.shape)}")
+            segments, doc_positions = document_positions(doc_ids)
+            mask = block_causal_mask(segments)
+            if positions is None:
+                positions = doc_positions
+        elif cache is None or start_pos == 0:
+            is_causal = seqlen > 1
+        elif seqlen > 1:
+            # Chunk of new tokens after a cached prefix: token i sees cache and new tokens <= i.
+            key_pos = torch.arange(start_pos + seqlen, device=tokens.device)
+            query_pos = torch.arange(start_pos, start_pos + seqlen, device=tokens.device)
+            mask = key_pos[None, :] <= query_pos[:, None]
+        if positions is None:
+            positions = torch.arange(start_pos, start_pos + seqlen, device=tokens.device)
+        cos, sin = rope_cos_sin(positions, self.inv_freq)
+
+        h = self.tok_embeddings(tokens)
+        for layer in self.layers:
+            h = layer(h, cos, sin, mask, is_causal, cache, start_pos)
+        if last_only:
+            h = h[:, -1:]
+        return self.output(self.norm(h))
+
+
+def init_weights(model: Transformer, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+    """Pretraining initialization (the torchtitan Llama 3 recipe).
+
+    Embeddings N(0, 1); input projections (wq, wk, wv, w1) truncated-normal with `std`; the
+    projections that write into the residual stream (wo, w2, w3) use a depth-scaled
+    std / sqrt(2 * (layer + 1)) so deeper layers start closer to identity; the output head uses
+    dim**-0.5 truncated at 3 sigma; norms start at 1.
+    """
+    with torch.no_grad():
+        nn.init.normal_(model.tok_embeddings.weight, generator=generator)
+        for layer_id, layer in enumerate(model.layers):
+            depth_std = std / math.sqrt(2 * (layer_id + 1))
+            attn, ffn = layer.attention, layer.feed_forward
+            for linear in (attn.wq, attn.wk, attn.wv, ffn.w1):
+                nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std, generator=generator)
+            for linear in (attn.wo, ffn.w2, ffn.w3):
+                nn.init.trunc_normal_(
+                    linear.weight, std=depth_std, a=-2 * depth_std, b=2 * depth_std, generator=generator
+                )
+            layer.attention_norm.weight.fill_(1.0)
+            layer.ffn_norm.weight.fill_(1.0)
+        model.norm.weight.fill_(1.0)
+        if not model.config.tie_embeddings:
+            out_std = model.config.dim**-0.5
+            nn.init.trunc_normal_(
+                model.output.weight, std=out_std, a=-3 * out_std, b=3 * out_std, generator=generator
+            )
