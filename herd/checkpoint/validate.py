@@ -1,18 +1,26 @@
-"""Load a state dict into a model, failing with a message that names every wrong tensor."""
+"""Check a state dict against a model config, failing with a message that names every wrong tensor."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from herd.checkpoint.errors import CheckpointError
+from herd.model import ModelConfig, Transformer
 
 
-def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy `state` into `model`, raising CheckpointError for missing, unexpected or misshapen tensors."""
-    expected = {k: v for k, v in model.state_dict().items()}
-    if getattr(getattr(model, "config", None), "tie_embeddings", False):
-        expected.pop("output.weight", None)
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape for `config` (built on the meta device: no memory, no init)."""
+    with torch.device("meta"):
+        model = Transformer(config)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if config.tie_embeddings:
+        shapes.pop("output.weight")
+    return shapes
+
+
+def check_state_dict(config: ModelConfig, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError listing missing, unexpected and misshapen tensors."""
+    expected = expected_shapes(config)
     problems = []
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -21,13 +29,17 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], so
     if unexpected:
         problems.append(f"unexpected tensors: {_short(unexpected)}")
     for key in sorted(set(expected) & set(state)):
-        if tuple(state[key].shape) != tuple(expected[key].shape):
+        if tuple(state[key].shape) != expected[key]:
             problems.append(
-                f"tensor {key} has shape {tuple(state[key].shape)}, the model config expects "
-                f"{tuple(expected[key].shape)}"
+                f"tensor {key} has shape {tuple(state[key].shape)}, the model config expects {expected[key]}"
             )
     if problems:
         raise CheckpointError(f"{source} does not match its model config: " + "; ".join(problems))
+
+
+def load_state_dict_checked(model: Transformer, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `model` after `check_state_dict`; tied output weights stay tied."""
+    check_state_dict(model.config, state, source)
     model.load_state_dict(state, strict=False)
 
 

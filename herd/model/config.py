@@ -90,7 +90,12 @@ class ModelConfig:
         ffn_dim = int(params.get("ffn_dim") or ffn_hidden_dim(params["dim"], mult, multiple_of))
         scaling = None
         if params.get("use_scaled_rope"):
-            scaling = RopeScaling(factor=float(params.get("rope_scaling_factor", 8.0)))
+            scaling = RopeScaling(
+                factor=float(params.get("rope_scaling_factor", 8.0)),
+                low_freq_factor=float(params.get("rope_low_freq_factor", 1.0)),
+                high_freq_factor=float(params.get("rope_high_freq_factor", 4.0)),
+                original_context=int(params.get("rope_original_context", 8192)),
+            )
         kwargs: dict[str, Any] = dict(
             dim=int(params["dim"]),
             n_layers=int(params["n_layers"]),
@@ -131,14 +136,15 @@ class ModelConfig:
         else:
             params["multiple_of"] = 1
             params["ffn_dim"] = self.ffn_dim  # exact width; the multiplier form cannot express it
-        if self.rope_scaling is not None:
-            if self.rope_scaling != RopeScaling(factor=self.rope_scaling.factor):
-                raise ValueError(
-                    "Meta params.json can only express the standard Llama 3.1 scaling band "
-                    f"(low 1, high 4, original 8192); got {self.rope_scaling}"
-                )
-            if self.rope_scaling.factor != 8.0:
-                params["rope_scaling_factor"] = self.rope_scaling.factor
+        scaling = self.rope_scaling
+        if scaling is not None:
+            if scaling.factor != 8.0:
+                params["rope_scaling_factor"] = scaling.factor
+            if scaling != RopeScaling(factor=scaling.factor):
+                # herd extension keys; the reference ignores keys it does not know
+                params["rope_low_freq_factor"] = scaling.low_freq_factor
+                params["rope_high_freq_factor"] = scaling.high_freq_factor
+                params["rope_original_context"] = scaling.original_context
         if self.tie_embeddings:
             params["tie_embeddings"] = True
         if self.head_dim_override is not None:

@@ -127,9 +127,20 @@ class Transformer(nn.Module):
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        self.register_buffer(
-            "inv_freq", rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling), persistent=False
-        )
+        self.register_buffer("inv_freq", torch.empty(config.head_dim // 2), persistent=False)
+        self.init_rope_buffer()
+
+    def init_rope_buffer(self) -> None:
+        """(Re)compute the RoPE frequencies in float32 on the buffer's current device."""
+        cfg = self.config
+        freqs = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
+        self.inv_freq = freqs.to(self.inv_freq.device)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        # `.to(bfloat16)` / `to_empty` would cast or wipe the RoPE table; rebuild it in float32 instead.
+        super()._apply(fn, recurse)
+        self.init_rope_buffer()
+        return self
 
     def forward(
         self,

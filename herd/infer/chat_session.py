@@ -1,0 +1,63 @@
+"""A multi-turn conversation with a loaded model: keeps the history and streams replies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from herd.infer.generate import stream_text
+from herd.infer.sampling import SamplingParams
+from herd.loading import LoadedModel
+from herd.tokenizer.chat import Message
+
+
+class ChatSession:
+    """History + streaming replies. Old turns are dropped (system prompt kept) when the context fills."""
+
+    def __init__(self, loaded: LoadedModel, params: SamplingParams, system: str | None = None) -> None:
+        self.loaded = loaded
+        self.params = params
+        self.system = system
+        self.history: list[Message] = []
+
+    def reset(self) -> None:
+        self.history = []
+
+    def set_system(self, text: str | None) -> None:
+        self.system = text or None
+
+    def messages(self) -> list[Message]:
+        prefix = [Message(role="system", content=self.system)] if self.system else []
+        return prefix + self.history
+
+    def _prompt_tokens(self) -> list[int]:
+        budget = self.loaded.config.max_seq_len - self.params.max_tokens
+        while True:
+            tokens = self.loaded.chat_format.encode_dialog(self.messages(), add_generation_prompt=True).tokens
+            if len(tokens) <= budget or len(self.history) <= 1:
+                break
+            self.history = self.history[2:] if len(self.history) > 2 else self.history[1:]
+        if len(tokens) > budget:
+            raise ValueError(
+                f"the message needs {len(tokens)} tokens but only {budget} fit before the reply "
+                f"(context {self.loaded.config.max_seq_len}, max_tokens {self.params.max_tokens})"
+            )
+        return tokens
+
+    def send(self, text: str) -> Iterator[str]:
+        """Add a user turn and stream the assistant's reply; the reply joins the history when done."""
+        self.history.append(Message(role="user", content=text))
+        try:
+            prompt = self._prompt_tokens()
+        except ValueError:
+            self.history.pop()
+            raise
+        pieces: list[str] = []
+        for piece in stream_text(self.loaded.model, self.loaded.tokenizer, prompt, self.params):
+            pieces.append(piece)
+            yield piece
+        reply = self.loaded.chat_format.parse_assistant("".join(pieces))
+        self.history.append(reply)
+
+    @property
+    def last_reply(self) -> Message | None:
+        return self.history[-1] if self.history and self.history[-1].role == "assistant" else None

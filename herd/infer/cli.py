@@ -1,0 +1,104 @@
+"""`herd generate` (one prompt) and `herd chat` (interactive, streaming)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_model_and_sampling(p: argparse.ArgumentParser, temperature: float) -> None:
+    p.add_argument("--model", default="smollm2-135m-instruct",
+                   help="built-in name, random:<size>, Meta/HF directory or .gguf file")
+    p.add_argument("--max-tokens", type=int, default=256, help="most new tokens per reply")
+    p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    g = subparsers.add_parser("generate", help="complete one prompt", description="Stream a completion.")
+    _add_model_and_sampling(g, temperature=0.0)
+    g.add_argument("--prompt", required=True, help="text to complete ('-' reads standard input)")
+    g.add_argument("--chat", action="store_true", help="wrap the prompt as a user turn in the chat format")
+    g.add_argument("--system", default=None, help="system prompt (with --chat)")
+    g.set_defaults(func=run_generate)
+
+    c = subparsers.add_parser(
+        "chat", help="interactive chat", description="Chat in the terminal. /reset, /system TEXT, Ctrl-D quits."
+    )
+    _add_model_and_sampling(c, temperature=0.7)
+    c.add_argument("--system", default=None, help="initial system prompt")
+    c.set_defaults(func=run_chat)
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    import torch
+
+    from herd.infer.sampling import SamplingParams
+    from herd.loading import load_model
+
+    params = SamplingParams(args.temperature, args.top_p, args.top_k, args.max_tokens, args.seed)
+    return load_model(args.model, dtype=getattr(torch, args.dtype)), params
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from herd.infer.generate import stream_text
+    from herd.tokenizer.chat import Message
+
+    loaded, params = _load(args)
+    text = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if args.chat:
+        messages = ([Message(role="system", content=args.system)] if args.system else []) + [
+            Message(role="user", content=text)
+        ]
+        prompt = loaded.chat_format.encode_dialog(messages, add_generation_prompt=True).tokens
+    else:
+        prompt = loaded.tokenizer.encode(text, bos=loaded.tokenizer.bos_id is not None and _wants_bos(loaded))
+    for piece in stream_text(loaded.model, loaded.tokenizer, prompt, params):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _wants_bos(loaded) -> bool:  # type: ignore[no-untyped-def]
+    """Llama 3 models expect <|begin_of_text|>; GGUF/HF tokenizers say whether theirs adds BOS."""
+    return bool(getattr(loaded.tokenizer, "add_bos", True))
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from herd.infer.chat_session import ChatSession
+
+    loaded, params = _load(args)
+    session = ChatSession(loaded, params, system=args.system)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"herd chat with {args.model} - /reset clears, /system TEXT sets the system prompt, Ctrl-D quits")
+    while True:
+        try:
+            line = input("> " if interactive else "")
+        except EOFError:
+            if interactive:
+                print()
+            return 0
+        line = line.strip()
+        if not line:
+            continue
+        if line == "/reset":
+            session.reset()
+            print("[conversation cleared]")
+            continue
+        if line.startswith("/system"):
+            session.set_system(line.removeprefix("/system").strip())
+            print(f"[system prompt {'set' if session.system else 'cleared'}]")
+            continue
+        for piece in session.send(line):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        reply = session.last_reply
+        if reply is not None and reply.tool_calls:
+            for call in reply.tool_calls:
+                print(f"[tool call] {call.name}({call.arguments})")

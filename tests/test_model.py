@@ -1,0 +1,161 @@
+"""The Transformer against Hugging Face transformers' LlamaForCausalLM, plus masking/caching invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from herd.checkpoint.hf import config_to_hf, herd_to_hf_state_dict
+from herd.model import (
+    KVCache,
+    ModelConfig,
+    RopeScaling,
+    Transformer,
+    flops_per_token,
+    get_config,
+    init_weights,
+    param_counts,
+)
+
+VOCAB = 512
+
+
+def random_model(config: ModelConfig, seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    model = Transformer(config)
+    init_weights(model)
+    with torch.no_grad():  # norms away from 1 so a wrong norm placement cannot hide
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def hf_twin(config: ModelConfig, model: Transformer) -> LlamaForCausalLM:
+    hf_dict = {k: v for k, v in config_to_hf(config).items() if k not in ("architectures", "model_type", "torch_dtype")}
+    hf = LlamaForCausalLM(LlamaConfig(**hf_dict)).eval()
+    result = hf.load_state_dict(herd_to_hf_state_dict(config, model.state_dict()), strict=False)
+    assert not result.unexpected_keys
+    assert set(result.missing_keys) <= {"lm_head.weight"} and (config.tie_embeddings or not result.missing_keys)
+    return hf
+
+
+CASES = {
+    # name: (heads, kv_heads, rope_scaling, tied)
+    "llama3.1-scaling-gqa4": (8, 2, RopeScaling(factor=8.0, original_context=128), False),
+    "llama3.2-scaling-tied-gqa2": (8, 4, RopeScaling(factor=32.0, original_context=128), True),
+    "gqa1-mqa": (4, 1, None, False),  # one KV head shared by all (ratio 4 via MQA-like shape)
+    "mha": (4, 4, None, True),
+    "gqa2-untied": (4, 2, None, False),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_match_transformers(case: str) -> None:
+    heads, kv_heads, scaling, tied = CASES[case]
+    config = ModelConfig(
+        dim=64, n_layers=2, n_heads=heads, n_kv_heads=kv_heads, vocab_size=VOCAB, ffn_dim=160,
+        rope_scaling=scaling, tie_embeddings=tied, max_seq_len=1024,
+    )
+    model = random_model(config)
+    hf = hf_twin(config, model)
+    tokens = torch.randint(0, VOCAB, (2, 300), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model(tokens)
+        theirs = hf(tokens).logits
+    assert (ours - theirs).abs().max().item() <= 1e-4
+
+
+def test_gqa_ratios_covered() -> None:
+    ratios = {h // kv for h, kv, _, _ in CASES.values()}
+    assert {1, 2, 4} <= ratios
+
+
+def test_document_mask_equals_separate_documents() -> None:
+    config = get_config("llama3-tiny", vocab_size=VOCAB)
+    model = random_model(config)
+    docs = [torch.randint(0, VOCAB, (n,), generator=torch.Generator().manual_seed(n)) for n in (7, 12, 5)]
+    packed = torch.cat(docs)[None]
+    doc_ids = torch.cat([torch.full((len(d),), i) for i, d in enumerate(docs)])[None]
+    with torch.no_grad():
+        together = model(packed, doc_ids=doc_ids)[0]
+        apart = torch.cat([model(d[None])[0] for d in docs])
+    assert (together - apart).abs().max().item() < 1e-5
+    # Without the mask, later documents would see earlier ones (the test can fail).
+    with torch.no_grad():
+        unmasked = model(packed)[0]
+    assert (unmasked[7:] - apart[7:]).abs().max().item() > 1e-3
+
+
+def test_repeated_doc_id_is_still_a_new_document() -> None:
+    config = get_config("llama3-tiny", vocab_size=VOCAB)
+    model = random_model(config)
+    a, b = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        packed = model(torch.cat([a, b, a])[None], doc_ids=torch.tensor([[0] * 6 + [1] * 6 + [0] * 6]))[0]
+        alone = model(a[None])[0]
+    assert (packed[12:] - alone).abs().max().item() < 1e-5
+
+
+def test_kv_cache_decoding_equals_full_forward() -> None:
+    config = get_config("llama3-tiny", vocab_size=VOCAB)
+    model = random_model(config)
+    tokens = torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(5))
+    cache = KVCache(config, batch_size=2, max_len=20)
+    with torch.no_grad():
+        full = model(tokens)
+        steps = [model(tokens[:, :8], cache=cache, start_pos=0)]  # prefill
+        steps.append(model(tokens[:, 8:13], cache=cache, start_pos=8))  # chunked prefill after a prefix
+        steps += [model(tokens[:, i : i + 1], cache=cache, start_pos=i) for i in range(13, 20)]  # decode
+    assert (torch.cat(steps, dim=1) - full).abs().max().item() < 1e-5
+
+
+def test_kv_cache_overflow_is_a_clear_error() -> None:
+    config = get_config("llama3-tiny", vocab_size=VOCAB)
+    model = random_model(config)
+    cache = KVCache(config, batch_size=1, max_len=4)
+    with pytest.raises(ValueError, match="KV cache holds 4 positions"):
+        model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
+
+
+def test_bfloat16_keeps_float32_rope_and_norm() -> None:
+    model = random_model(get_config("llama3-tiny", vocab_size=VOCAB)).to(torch.bfloat16)
+    assert model.inv_freq.dtype == torch.float32
+    logits = model(torch.zeros(1, 3, dtype=torch.long))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+
+
+def test_named_sizes_have_the_papers_shapes() -> None:
+    expected = {"llama3-8b": (14336, 8.03e9), "llama3-70b": (28672, 70.55e9), "llama3-405b": (53248, 405.85e9),
+                "llama3.2-1b": (8192, 1.236e9), "llama3.2-3b": (8192, 3.213e9)}
+    for name, (ffn, params) in expected.items():
+        config = get_config(name)
+        assert config.ffn_dim == ffn
+        assert abs(param_counts(config)["total"] - params) / params < 1e-3
+        assert config.vocab_size == 128_256 and config.n_kv_heads == 8
+    assert get_config("llama3.1-405b").rope_scaling == RopeScaling(factor=8.0)
+    assert get_config("llama3.2-1b").tie_embeddings and get_config("llama3.2-1b").rope_scaling.factor == 32
+
+
+def test_param_counts_match_a_built_model() -> None:
+    for name in ("llama3-tiny", "llama3-small"):
+        config = get_config(name)
+        model = Transformer(config)
+        assert param_counts(config)["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_flops_per_token_formula() -> None:
+    config = get_config("llama3-8b")
+    counts = param_counts(config)
+    expected = 6 * (counts["total"] - counts["embedding"]) + 12 * 32 * 32 * 128 * 8192
+    assert flops_per_token(config, 8192) == expected
+
+
+def test_bad_configs_are_rejected_with_reasons() -> None:
+    with pytest.raises(ValueError, match="not divisible by n_kv_heads"):
+        ModelConfig(dim=64, n_layers=1, n_heads=4, n_kv_heads=3, vocab_size=10, ffn_dim=8)
+    with pytest.raises(ValueError, match="dim 66 is not divisible by n_heads 4"):
+        ModelConfig(dim=66, n_layers=1, n_heads=4, n_kv_heads=4, vocab_size=10, ffn_dim=8)
+    with pytest.raises(KeyError, match="known sizes"):
+        get_config("llama3-9b")
