@@ -57,10 +57,11 @@ def to_reference(messages: list[Message]):
         stop = None
         if m.role == "assistant":
             stop = StopReason.end_of_message if m.end_of_message else StopReason.end_of_turn
-        calls = [RefToolCall(call_id=f"c{i}", tool_name=c.name, arguments=c.arguments) for i, c in enumerate(m.tool_calls)]
-        out.append(
-            RawMessage(role="tool" if m.role == "ipython" else m.role, content=m.content, stop_reason=stop, tool_calls=calls)
-        )
+        calls = [
+            RefToolCall(call_id=f"c{i}", tool_name=c.name, arguments=c.arguments) for i, c in enumerate(m.tool_calls)
+        ]
+        role = "tool" if m.role == "ipython" else m.role
+        out.append(RawMessage(role=role, content=m.content, stop_reason=stop, tool_calls=calls))
     return out
 
 
@@ -76,6 +77,8 @@ TRENDING = ToolDefinition(
 )
 SYSTEM_CUSTOM = system_prompt_with_tools([], [TRENDING], date="21 September 2024", instructions="Be brief.")
 
+PRIME_CODE = "def is_prime(n):\n    return n > 1 and all(n % i for i in range(2, n))\n\nprint(is_prime(7))"
+
 DIALOGS: dict[str, list[Message]] = {
     "system_user": [Message("system", "You are a helpful assistant"), Message("user", "Who are you?")],
     "user_only": [Message("user", "Hi")],
@@ -90,14 +93,20 @@ DIALOGS: dict[str, list[Message]] = {
     "brave_search": [
         Message("system", SYSTEM_BUILTIN),
         Message("user", "Search the web for the latest price of 1oz gold?"),
-        Message("assistant", tool_calls=[ToolCall("brave_search", {"query": "latest price of 1oz gold"})], end_of_message=True),
+        Message(
+            "assistant",
+            tool_calls=[ToolCall("brave_search", {"query": "latest price of 1oz gold"})],
+            end_of_message=True,
+        ),
         Message("ipython", '{"price": "2,650 USD"}'),
         Message("assistant", "Gold costs about $2,650 per ounce."),
     ],
     "wolfram_alpha": [
         Message("system", SYSTEM_BUILTIN),
         Message("user", "What is the 100th decimal of pi?"),
-        Message("assistant", tool_calls=[ToolCall("wolfram_alpha", {"query": "100th decimal of pi"})], end_of_message=True),
+        Message(
+            "assistant", tool_calls=[ToolCall("wolfram_alpha", {"query": "100th decimal of pi"})], end_of_message=True
+        ),
         Message("tool", '{\n    "queryresult": {"success": true, "plaintext": "7"}\n}\n'),
         Message("assistant", "The 100th decimal of pi is 7."),
     ],
@@ -106,7 +115,7 @@ DIALOGS: dict[str, list[Message]] = {
         Message("user", "Is 7 prime? Use code."),
         Message(
             "assistant",
-            tool_calls=[ToolCall("code_interpreter", {"code": "def is_prime(n):\n    return n > 1 and all(n % i for i in range(2, n))\n\nprint(is_prime(7))"})],
+            tool_calls=[ToolCall("code_interpreter", {"code": PRIME_CODE})],
             end_of_message=True,
         ),
         Message("ipython", "True\n"),
@@ -167,7 +176,11 @@ def test_llama3_accepts_dicts_and_tool_alias(llama):
         {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "f", "arguments": '{"x": 1}'}}]},
         {"role": "tool", "content": "2"},
     ]
-    as_messages = [Message("user", "hi"), Message("assistant", tool_calls=[ToolCall("f", {"x": 1})]), Message("ipython", "2")]
+    as_messages = [
+        Message("user", "hi"),
+        Message("assistant", tool_calls=[ToolCall("f", {"x": 1})]),
+        Message("ipython", "2"),
+    ]
     assert llama.encode_dialog(as_dicts).tokens == llama.encode_dialog(as_messages).tokens
     with pytest.raises(ValueError, match="role"):
         Message("narrator", "x")
@@ -229,9 +242,8 @@ def test_llama3_masks(llama, llama3_tokenizer, name, tool_format):
         headers = "".join(f"<|start_header_id|>{m.role}<|end_header_id|>\n\n" for m in messages)
         closes = "".join("<|eom_id|>" if m.role == "assistant" and m.end_of_message else "<|eot_id|>" for m in messages)
         format_text = tok.decode([t for t, f in zip(ids, enc.format_mask) if f])
-        assert sorted(format_text) == sorted(
-            "<|begin_of_text|>" + headers + closes + ("<|start_header_id|>assistant<|end_header_id|>\n\n" if gen else "")
-        )
+        gen_header = "<|start_header_id|>assistant<|end_header_id|>\n\n" if gen else ""
+        assert sorted(format_text) == sorted("<|begin_of_text|>" + headers + closes + gen_header)
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -243,7 +255,8 @@ def assert_same_calls(got: list[ToolCall], want: list[ToolCall]) -> None:
 
 @pytest.mark.parametrize("tool_format", ["json", "function_tag", "python_list"])
 @pytest.mark.parametrize(
-    "name", ["brave_search", "wolfram_alpha", "code_interpreter", "custom_tools", "two_custom_calls", "content_and_two_calls"]
+    "name",
+    ["brave_search", "wolfram_alpha", "code_interpreter", "custom_tools", "two_custom_calls", "content_and_two_calls"],
 )
 def test_llama3_parse_round_trip(llama, llama3_tokenizer, name, tool_format):
     """Render each tool-calling assistant turn, decode its target tokens, parse: same calls back."""
@@ -264,7 +277,8 @@ def test_llama3_parse_round_trip(llama, llama3_tokenizer, name, tool_format):
         '<|python_tag|>brave_search.call(query="latest price of 1oz gold")<|eom_id|>',  # prompt_format.md's form
         'wolfram_alpha.call(query="100th decimal of pi")',
         "<|python_tag|>def is_prime(n):\n    return n > 1\n\nprint(is_prime(7))<|eom_id|>",
-        '<|python_tag|>{"type": "function", "name": "trending_songs", "parameters": {"n": "10", "genre": "all"}}<|eom_id|>',
+        '<|python_tag|>{"type": "function", "name": "trending_songs", "parameters": {"n": "10", "genre": "all"}}'
+        "<|eom_id|>",
         '{"name": "get_weather", "parameters": {"city": "Paris"}}',
         '<function=trending_songs>{"n": 10}</function><|eot_id|>',
         '[get_weather(city="Paris", days=3)]',
@@ -322,6 +336,21 @@ def test_parse_malformed_is_plain_text(llama, chatml, text):
     assert got.tool_calls == [] and got.content == text
 
 
+def test_parse_never_raises_on_garbage(llama, chatml):
+    import random
+
+    rng = random.Random(0)
+    pieces = ['{', '}', '[', ']', '(', ')', '"', "'", "\\", ":", ",", ";", "\n", " ", "name", '"name"', '"parameters"',
+              "<function=f>", "</function>", "<tool_call>", "</tool_call>", "<|python_tag|>", "<|eom_id|>",
+              ".call(query=", "brave_search", "f(a=", "1", "null", "é", "🎉"]
+    texts = ["[" * 5000, "{" * 5000, '{"a":' * 3000, "<function=f>" + "[" * 5000, "<tool_call>" + "{" * 5000]
+    texts += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(2000)]
+    for text in texts:
+        for fmt in (llama, chatml):
+            msg = fmt.parse_assistant(text)
+            assert msg.role == "assistant" and isinstance(msg.content, str)
+
+
 # ------------------------------------------------------------------------------------ system prompts
 
 
@@ -337,7 +366,10 @@ def test_system_prompts_follow_prompt_format_md():
     assert system_prompt_with_tools(["brave_search", "wolfram_alpha"]) == (
         "Environment: ipython\nTools: brave_search, wolfram_alpha\n"
     )
-    assert system_prompt_with_tools([], [TRENDING], date="21 September 2024", instructions="You are a helpful assistant.") == (
+    custom = system_prompt_with_tools(
+        [], [TRENDING], date="21 September 2024", instructions="You are a helpful assistant."
+    )
+    assert custom == (
         "Environment: ipython\n\nCutting Knowledge Date: December 2023\nToday Date: 21 September 2024\n\n"
         "You are a helpful assistant.\n"
     )
@@ -399,29 +431,53 @@ def test_chatml_matches_jinja_template(chatml, smollm2_tokenizer, smollm2_meta, 
     enc = chatml.encode_dialog(messages, add_generation_prompt=gen)
     assert enc.tokens == expected
     assert smollm2_tokenizer.decode(enc.tokens) == text
-    # Masks: targets are each assistant content + <|im_end|>; format is everything of the template.
+    # Masks: targets are each assistant content + <|im_end|>; format is the template's tokens:
+    # <|im_start|>role\n, <|im_end|> and the newline after it (the injected default system prompt
+    # included), plus the generation prompt. Where BPE merges the header's "\n" into the content's
+    # first token (content starting with whitespace), that token counts as content.
     assistants = [m for m in messages if m.role == "assistant"]
+    lead = {id(m): "\n" if header_absorbed(smollm2_tokenizer, m.role, m.content) else "" for m in messages}
     target_text = [smollm2_tokenizer.decode(r) for r in runs(enc, enc.target_mask)]
-    assert target_text == [m.content + "<|im_end|>" for m in assistants]
+    assert target_text == [lead[id(m)] + m.content + "<|im_end|>" for m in assistants]
     dpo = [t and not f for t, f in zip(enc.target_mask, enc.format_mask)]
-    assert [smollm2_tokenizer.decode(r) for r in runs(enc, dpo)] == [m.content for m in assistants if m.content]
-    # Format tokens: <|im_start|>role\n, <|im_end|> and the newline after it, for every turn (the
-    # injected default system prompt included), plus the generation prompt.
-    roles = (["system"] if messages[0].role != "system" else []) + [m.role for m in messages]
-    want = "".join(f"<|im_start|>{r}\n<|im_end|>\n" for r in roles) + ("<|im_start|>assistant\n" if gen else "")
+    dpo_text = [smollm2_tokenizer.decode(r) for r in runs(enc, dpo)]
+    assert dpo_text == [lead[id(m)] + m.content for m in assistants if m.content]
+    turns = ([("system", "")] if messages[0].role != "system" else []) + [(m.role, lead[id(m)]) for m in messages]
+    want = "".join(f"<|im_start|>{r}{'' if lead else chr(10)}<|im_end|>\n" for r, lead in turns)
     format_text = smollm2_tokenizer.decode([t for t, f in zip(enc.tokens, enc.format_mask) if f])
-    assert format_text == want
+    assert format_text == want + ("<|im_start|>assistant\n" if gen else "")
 
 
-def test_chatml_matches_transformers_apply_chat_template(chatml, smollm2_path):
-    """Cross-check against transformers' own tokenizer + template (a second implementation)."""
-    transformers = pytest.importorskip("transformers")
-    hf = transformers.AutoTokenizer.from_pretrained(str(smollm2_path.parent), gguf_file=smollm2_path.name)
+def header_absorbed(tokenizer: Tokenizer, role: str, content: str) -> bool:
+    """True when no token boundary falls right after `role\n` (BPE merged it into the content)."""
+    ids = tokenizer.encode(f"{role}\n{content}")
+    return not any(tokenizer.decode(ids[:i]) == f"{role}\n" for i in range(len(ids) + 1))
+
+
+def test_chatml_straddling_header_token(chatml, smollm2_tokenizer):
+    """" 6" after "assistant\n" encodes as "\n " + "6": the merged token is a target, not format."""
+    assert header_absorbed(smollm2_tokenizer, "assistant", " 6")
+    enc = chatml.encode_dialog([Message("system", "s"), Message("assistant", " 6")], add_generation_prompt=False)
+    merged = [i for i, t in enumerate(enc.tokens) if smollm2_tokenizer.decode([t]) == "\n "]
+    assert len(merged) == 1 and enc.target_mask[merged[0]] and not enc.format_mask[merged[0]]
+
+
+def test_chatml_matches_transformers_template_rendering(chatml, smollm2_tokenizer, smollm2_meta):
+    """Cross-check with transformers' own chat-template renderer (sandboxed jinja, its settings).
+
+    (transformers' GGUF tokenizer loader is not used: it builds SmolLM2 without the `smollm`
+    pre-tokenizer's digit splitting, so its ids differ from llama.cpp's and the HF repo's.)
+    """
+    chat_template_utils = pytest.importorskip("transformers.utils.chat_template_utils")
+    template = smollm2_meta["tokenizer.chat_template"]
     for messages in CHATML_DIALOGS.values():
         dicts = [{"role": m.role, "content": m.content} for m in messages]
         for gen in (True, False):
-            text = hf.apply_chat_template(dicts, tokenize=False, add_generation_prompt=gen)
-            assert chatml.encode_dialog(messages, add_generation_prompt=gen).tokens == hf.encode(text, add_special_tokens=False)
+            (text,), _ = chat_template_utils.render_jinja_template(
+                [dicts], chat_template=template, add_generation_prompt=gen
+            )
+            tokens = chatml.encode_dialog(messages, add_generation_prompt=gen).tokens
+            assert tokens == smollm2_tokenizer.encode(text, allow_special=True)
 
 
 def test_chatml_default_system_prompt(chatml, smollm2_meta):
@@ -458,7 +514,9 @@ def test_chatml_tool_calls_round_trip(chatml, smollm2_tokenizer):
         assert parsed.content == m.content
         assert_same_calls(parsed.tool_calls, m.tool_calls)
     # A malformed block stays text; a good one beside it is still a call; an unclosed final one counts.
-    got = chatml.parse_assistant('a <tool_call>\n{"name": broken}\n</tool_call> <tool_call>{"name": "f", "arguments": {}}')
+    got = chatml.parse_assistant(
+        'a <tool_call>\n{"name": broken}\n</tool_call> <tool_call>{"name": "f", "arguments": {}}'
+    )
     assert got.content == 'a <tool_call>\n{"name": broken}\n</tool_call>'
     assert_same_calls(got.tool_calls, [ToolCall("f", {})])
 
@@ -473,7 +531,8 @@ def test_chat_format_for(llama3_tokenizer, smollm2_tokenizer, smollm2_meta):
     fmt = chat_format_for(smollm2_tokenizer, smollm2_meta["tokenizer.chat_template"])
     assert isinstance(fmt, ChatMLFormat) and fmt.stop_ids >= {smollm2_tokenizer.special_id("<|im_end|>")}
     llama = chat_format_for(llama3_tokenizer)
-    assert llama.stop_ids == frozenset(llama3_tokenizer.special_tokens[t] for t in ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"))
+    stops = ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
+    assert llama.stop_ids == frozenset(llama3_tokenizer.special_tokens[t] for t in stops)
 
     class Bare(Tokenizer):
         name, vocab_size, bos_id, eos_id, pad_id = "bare", 1, None, None, None

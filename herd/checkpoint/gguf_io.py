@@ -177,10 +177,13 @@ def config_from_gguf(metadata: dict[str, Any], rope_freqs: np.ndarray | None = N
     vocab = m.get("vocab_size") or len(metadata.get("tokenizer.ggml.tokens") or []) or vocab_rows
     if not vocab:
         raise CheckpointError(f"GGUF metadata lacks {ARCH}.vocab_size and tokenizer.ggml.tokens")
-    scaling_type = m.get("rope.scaling.type", "none")
-    if scaling_type not in ("none", ""):
-        raise CheckpointError(f"unsupported GGUF RoPE scaling type {scaling_type!r}; herd supports none, or "
-                              f"Llama 3.1 scaling stored as a {ROPE_FREQS} tensor")
+    # llama.cpp applies rope.scaling.factor (or the old rope.scale_linear) as linear scaling when no type
+    # is given; herd's RoPE has only the Llama 3.1 form, which llama.cpp stores as the rope_freqs tensor.
+    scaling_type = m.get("rope.scaling.type")
+    linear = float(m.get("rope.scaling.factor") or m.get("rope.scale_linear") or 1.0)
+    if scaling_type not in (None, "none", "") or (scaling_type is None and linear != 1.0):
+        raise CheckpointError(f"unsupported GGUF RoPE scaling (type {scaling_type or 'linear'!r}, factor {linear}); "
+                              f"herd supports none, or Llama 3.1 scaling stored as a {ROPE_FREQS} tensor")
     theta = _f32(m.get("rope.freq_base", 10_000.0))
     scaling = None
     if rope_freqs is not None:

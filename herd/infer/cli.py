@@ -55,17 +55,13 @@ def run_generate(args: argparse.Namespace) -> int:
         ]
         prompt = loaded.chat_format.encode_dialog(messages, add_generation_prompt=True).tokens
     else:
-        prompt = loaded.tokenizer.encode(text, bos=loaded.tokenizer.bos_id is not None and _wants_bos(loaded))
+        tokenizer = loaded.tokenizer
+        prompt = tokenizer.encode(text, bos=tokenizer.add_bos and tokenizer.bos_id is not None)
     for piece in stream_text(loaded.model, loaded.tokenizer, prompt, params):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
-
-
-def _wants_bos(loaded) -> bool:  # type: ignore[no-untyped-def]
-    """Llama 3 models expect <|begin_of_text|>; GGUF/HF tokenizers say whether theirs adds BOS."""
-    return bool(getattr(loaded.tokenizer, "add_bos", True))
 
 
 def run_chat(args: argparse.Namespace) -> int:

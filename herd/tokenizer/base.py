@@ -20,7 +20,10 @@ class Tokenizer(ABC):
       pad_id          padding id (None when there is none)
       special_tokens  special token text -> id
       stop_ids        ids that end generation (end of text, end of turn, end of message)
+      add_bos         whether plain-text prompts start with bos_id (Llama 3 yes; SmolLM2's GGUF says no)
     """
+
+    add_bos: bool = True
 
     name: str
     vocab_size: int

@@ -8,10 +8,10 @@ llama.cpp does, since the file stores only vocabulary and merges, not how text i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
@@ -40,8 +40,13 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 @lru_cache(maxsize=1)
-def unicode_to_bytes() -> dict[str, int]:
-    return {char: byte for byte, char in bytes_to_unicode().items()}
+def _unspell_table() -> dict[int, str]:
+    """str.translate table: byte-level character -> chr(byte); any other character below 256 -> a
+    character latin-1 cannot encode, so `unspell` rejects it (a raw space is not byte-level)."""
+    table = {ord(char): chr(byte) for byte, char in bytes_to_unicode().items()}
+    for code in range(256):
+        table.setdefault(code, "\uffff")
+    return table
 
 
 def spell_bytes(raw: bytes) -> str:
@@ -52,10 +57,9 @@ def spell_bytes(raw: bytes) -> str:
 
 def unspell(token: str) -> bytes | None:
     """A byte-level vocabulary string -> its raw bytes; None when it is not byte-level spelled."""
-    table = unicode_to_bytes()
     try:
-        return bytes(table[c] for c in token)
-    except KeyError:
+        return token.translate(_unspell_table()).encode("latin-1")
+    except UnicodeEncodeError:
         return None
 
 
@@ -132,17 +136,13 @@ class BPETokenizer(Tokenizer):
         chat_template: str | None = None,
         extra_stop_ids: Iterable[int] = (),
     ) -> None:
-        spec = json.loads(backend.to_str())
-        if spec["model"].get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")):
+        pre_state = backend.pre_tokenizer.__getstate__() if backend.pre_tokenizer is not None else b""
+        if not isinstance(backend.model, models.BPE) or b"ByteLevel" not in pre_state:
             raise TokenizerError(f"{name}: only byte-level BPE tokenizers are supported")
         self._backend = backend
-        self._plain = tokenizers.Tokenizer.from_str(json.dumps(spec))
+        self._plain = tokenizers.Tokenizer.from_str(backend.to_str())
         self._plain.encode_special_tokens = True
         self.name, self.pre, self.add_bos, self.chat_template = name, pre, add_bos, chat_template
-        self.merges: list[tuple[str, str]] = [
-            tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1])  # type: ignore[misc]
-            for m in spec["model"].get("merges", [])
-        ]
         added = backend.get_added_tokens_decoder()
         self.special_tokens = {tok.content: i for i, tok in added.items() if tok.special}
         self.added_tokens = {tok.content: i for i, tok in added.items() if not tok.special}
@@ -173,8 +173,7 @@ class BPETokenizer(Tokenizer):
             raise TokenizerError(f"tokenizer.json not found: {json_path}")
         try:
             backend = tokenizers.Tokenizer.from_file(str(json_path))
-            spec = json.loads(json_path.read_text(encoding="utf-8"))
-        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON
             raise TokenizerError(f"{json_path} is not a valid tokenizer.json: {exc}") from None
         config = _read_json(json_path.parent / "tokenizer_config.json")
         generation = _read_json(json_path.parent / "generation_config.json")
@@ -195,14 +194,18 @@ class BPETokenizer(Tokenizer):
         extra = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
         if eos_id is None and extra:
             eos_id = extra[0]
+        bos_id = token_id("bos_token")
+        add_bos = config.get("add_bos_token")
+        if add_bos is None:  # Meta's Llama 3 tokenizer.json says it only in its post-processor
+            add_bos = bos_id is not None and backend.encode("", add_special_tokens=True).ids[:1] == [bos_id]
         return cls(
             backend,
             name=f"bpe:{json_path}",
-            bos_id=token_id("bos_token"),
+            bos_id=bos_id,
             eos_id=eos_id,
             pad_id=token_id("pad_token"),
-            pre=detect_pre(spec.get("pre_tokenizer")),
-            add_bos=bool(config.get("add_bos_token", False)),
+            pre=detect_pre(json.loads(backend.pre_tokenizer.__getstate__()) if backend.pre_tokenizer else None),
+            add_bos=bool(add_bos),
             chat_template=_chat_template(config, json_path.parent),
             extra_stop_ids=extra,
         )
@@ -212,7 +215,9 @@ class BPETokenizer(Tokenizer):
         """Build from GGUF `tokenizer.ggml.*` metadata (only `gpt2`, i.e. byte-level BPE)."""
         model = meta.get("tokenizer.ggml.model")
         if model != "gpt2":
-            raise TokenizerError(f"{name}: tokenizer.ggml.model {model!r} is not supported (only 'gpt2' byte-level BPE)")
+            raise TokenizerError(
+                f"{name}: tokenizer.ggml.model {model!r} is not supported (only 'gpt2' byte-level BPE)"
+            )
         pre = str(meta.get("tokenizer.ggml.pre", "default"))
         if pre not in PRE_TOKENIZERS:
             raise TokenizerError(
@@ -237,7 +242,7 @@ class BPETokenizer(Tokenizer):
             raise TokenizerError(f"{name}: tokenizer.ggml.merges has an entry that is not 'left right'")
         try:
             bpe = models.BPE(vocab=vocab, merges=pairs, ignore_merges=pre in IGNORE_MERGES_PRE)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception
             raise TokenizerError(f"{name}: vocabulary and merges do not fit together: {exc}") from None
         backend = tokenizers.Tokenizer(bpe)
         backend.pre_tokenizer = PRE_TOKENIZERS[pre]()
@@ -313,6 +318,12 @@ class BPETokenizer(Tokenizer):
     def id_to_token(self, token_id: int) -> str | None:
         """The vocabulary string of an id (byte-level spelled; added tokens as their text)."""
         return self._id_to_token[token_id] if 0 <= token_id < self.vocab_size else None
+
+    @property
+    def merges(self) -> list[tuple[str, str]]:
+        """The BPE merges, best first, as vocabulary strings (read from the backend when asked)."""
+        model = json.loads(self._backend.to_str())["model"]
+        return [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in model.get("merges", [])]
 
     @property
     def backend(self) -> tokenizers.Tokenizer:

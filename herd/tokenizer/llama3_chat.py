@@ -21,6 +21,7 @@ from herd.tokenizer.chat import ChatFormat, Message, Segment, ToolCall, ToolDefi
 from herd.tokenizer.tool_calls import (
     BUILTIN_TOOLS,
     encode_llama3_call,
+    new_call_id,
     normalize_builtin,
     parse_builtin_calls,
     parse_custom_calls,
@@ -108,7 +109,7 @@ class Llama3ChatFormat(ChatFormat):
         else:
             calls = parse_builtin_calls(content)
             if calls is None and ipython:
-                calls = [ToolCall(name="code_interpreter", arguments={"code": content})]
+                calls = [ToolCall(name="code_interpreter", arguments={"code": content}, call_id=new_call_id())]
         if calls:
             content = ""
         return Message(role="assistant", content=content, tool_calls=calls or [], end_of_message=end_of_message)

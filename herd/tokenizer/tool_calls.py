@@ -44,7 +44,7 @@ def arguments_dict(arguments: dict[str, Any] | str) -> dict[str, Any] | str:
     if isinstance(arguments, str):
         try:
             parsed = json.loads(arguments)
-        except ValueError:
+        except (ValueError, RecursionError):
             return arguments
         return parsed if isinstance(parsed, dict) else arguments
     return arguments
@@ -56,10 +56,11 @@ def arguments_dict(arguments: dict[str, Any] | str) -> dict[str, Any] | str:
 def encode_builtin_call(call: ToolCall) -> str:
     """`NAME.call(query="...")`, or the bare code for code_interpreter (as the reference)."""
     args = arguments_dict(call.arguments)
-    if call.name == "code_interpreter":
-        return args if isinstance(args, str) else str(args["code"])
-    query = args if isinstance(args, str) else args["query"]
-    return f'{call.name}.call(query="{query}")'
+    key = "code" if call.name == "code_interpreter" else "query"
+    if isinstance(args, dict) and key not in args:
+        raise ValueError(f"a {call.name} call needs a {key!r} argument, got {sorted(args)}")
+    value = args if isinstance(args, str) else args[key]
+    return str(value) if key == "code" else f'{call.name}.call(query="{value}")'
 
 
 def _python_value(value: Any) -> str:
@@ -140,7 +141,7 @@ def _loads_lenient(text: str) -> Any:
     for candidate in (text, text.replace("'", '"')):
         try:
             return json.loads(candidate)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     return None
 
@@ -152,7 +153,7 @@ def parse_json_calls(text: str) -> list[ToolCall] | None:
     while pos < len(text):
         try:
             obj, pos = _decoder.raw_decode(text, pos)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         call = _call_from_object(obj)
         if call is None:
@@ -170,7 +171,7 @@ def parse_function_tags(text: str) -> list[ToolCall] | None:
         start = _skip(text, match.end(), " \t\r\n")
         try:
             args, _ = _decoder.raw_decode(text, start)
-        except ValueError:
+        except (ValueError, RecursionError):
             end = text.find(FUNCTION_TAG_CLOSE, start)
             args = _loads_lenient(text[start : end if end >= 0 else len(text)])
         if isinstance(args, dict):
@@ -178,11 +179,42 @@ def parse_function_tags(text: str) -> list[ToolCall] | None:
     return calls or None
 
 
-def parse_python_list(text: str) -> list[ToolCall] | None:
-    """`[f(a=1), g(b="x")]`: a Python list of keyword-only calls, read with `ast` (never eval)."""
+def _bracketed_pieces(text: str) -> list[str] | None:
+    """`[..][..]; [..]` -> its top-level `[...]` pieces (quotes respected), None if anything else."""
+    pieces: list[str] = []
+    depth, start, quote, escaped = 0, -1, "", False
+    for i, ch in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = ""
+            continue
+        if ch in "'\"":
+            quote, escaped = ch, False
+        elif ch in "[(":
+            if depth == 0:
+                if ch == "(":
+                    return None
+                start = i
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0:
+                return None
+            if depth == 0:
+                pieces.append(text[start : i + 1])
+        elif depth == 0 and ch not in CALL_SEPARATORS:
+            return None
+    return pieces if depth == 0 and not quote and pieces else None
+
+
+def _python_list_calls(text: str) -> list[ToolCall] | None:
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     if not isinstance(tree.body, ast.List) or not tree.body.elts:
         return None
@@ -192,9 +224,24 @@ def parse_python_list(text: str) -> list[ToolCall] | None:
             return None
         try:
             args = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg is not None}
-        except (ValueError, SyntaxError, TypeError):
+        except (ValueError, SyntaxError, TypeError, RecursionError):
             return None
         calls.append(ToolCall(name=node.func.id, arguments=args, call_id=new_call_id()))
+    return calls
+
+
+def parse_python_list(text: str) -> list[ToolCall] | None:
+    """`[f(a=1), g(b="x")]`, or several such lists back to back (how the reference renders several
+    calls): Python lists of keyword-only calls, read with `ast` (never evaluated)."""
+    pieces = _bracketed_pieces(text)
+    if pieces is None:
+        return None
+    calls: list[ToolCall] = []
+    for piece in pieces:
+        got = _python_list_calls(piece)
+        if got is None:
+            return None
+        calls.extend(got)
     return calls
 
 
