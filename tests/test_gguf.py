@@ -100,7 +100,7 @@ def test_smollm2_config_and_names(source) -> None:  # type: ignore[no-untyped-de
     assert metadata["general.architecture"] == "llama" and "tokenizer.chat_template" in metadata
 
 
-def test_smollm2_logits_match_transformers(smollm2_path, herd_model, prompt_ids) -> None:  # type: ignore[no-untyped-def]
+def test_smollm2_logits_match_transformers(smollm2_path, herd_model, prompt_ids):  # type: ignore[no-untyped-def]
     """GGUF q/k rows are Meta-layout: no permutation, and herd matches transformers' own GGUF loader."""
     diff = _max_diff_vs_transformers(smollm2_path, herd_model, prompt_ids)
     print(f"\nSmolLM2 Q4_1: max |logit diff| herd vs transformers = {diff:.3g}")
@@ -223,7 +223,9 @@ def write_raw_gguf(path: Path, config: ModelConfig, tensors: dict[str, tuple[np.
     writer.close()
 
 
-def synthetic(config: ModelConfig = TINY, seed: int = 0) -> tuple[dict[str, tuple[np.ndarray, Any]], dict[str, np.ndarray]]:
+def synthetic(
+    config: ModelConfig = TINY, seed: int = 0
+) -> tuple[dict[str, tuple[np.ndarray, Any]], dict[str, np.ndarray]]:
     """Every tensor of `config`, matrices cycling through Q4_0/Q4_1/BF16/Q8_0/F16, norms F32."""
     rng = np.random.default_rng(seed)
     cycle = [Q.Q4_0, Q.Q4_1, Q.BF16, Q.Q8_0, None]
@@ -350,6 +352,24 @@ def test_head_dim_override_and_untied_round_trip(tmp_path: Path) -> None:
     config2, state2, metadata = read_gguf(tmp_path / "hd.gguf")
     assert config2 == config and metadata["general.name"] == "tiny" and "output.weight" in state2
     assert all(torch.equal(state2[k], v.half().float() if v.dim() == 2 else v) for k, v in state.items())
+
+
+def test_metadata_types_and_filtering(tmp_path: Path) -> None:
+    metadata = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"],
+                "tokenizer.ggml.scores": [0.0, -1.5], "tokenizer.ggml.token_type": [1, 3],
+                "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.bos_token_id": 5,
+                "general.alignment": 64, "general.file_type": 99, "llama.block_count": 7, "other.key": 1}
+    write_gguf(tmp_path / "meta.gguf", TINY, _random_state(TINY), metadata)
+    fields = open_gguf(tmp_path / "meta.gguf").fields
+    assert fields["tokenizer.ggml.scores"].types == [V.ARRAY, V.FLOAT32]
+    assert fields["tokenizer.ggml.token_type"].types == [V.ARRAY, V.INT32]
+    assert fields["tokenizer.ggml.add_bos_token"].types == [V.BOOL]
+    assert fields["tokenizer.ggml.bos_token_id"].types == [V.UINT32]
+    config, _, read_back = read_gguf(tmp_path / "meta.gguf")
+    assert config.n_layers == TINY.n_layers and "other.key" not in read_back and "general.alignment" not in read_back
+    assert {k: read_back[k] for k in metadata if k.startswith("tokenizer.")} == {
+        k: v for k, v in metadata.items() if k.startswith("tokenizer.")}
+    assert read_back["general.file_type"] == gguf.LlamaFileType.MOSTLY_F16
 
 
 def test_q8_0_falls_back_to_f16_for_odd_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -124,7 +124,9 @@ def llama3_rope_factors(head_dim: int, theta: float, scaling: RopeScaling) -> np
     return np.asarray(factors, dtype=np.float32)
 
 
-def rope_scaling_from_factors(factors: np.ndarray, head_dim: int, theta: float, original_context: int) -> RopeScaling | None:
+def rope_scaling_from_factors(
+    factors: np.ndarray, head_dim: int, theta: float, original_context: int
+) -> RopeScaling | None:
     """Recover `RopeScaling` from a `rope_freqs` tensor, or raise if it is not the Llama 3.1 formula.
 
     The factor is the largest divisor; the blend band is a straight line in 1/wavelength, so two or
@@ -247,7 +249,8 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32
     missing = sorted(set(expected) - set(state))
     if missing:
         shown = ", ".join(herd_to_gguf_name(k) or k for k in missing[:6])
-        raise CheckpointError(f"{path} lacks tensors: {shown}" + (f" (and {len(missing) - 6} more)" if len(missing) > 6 else ""))
+        more = f" (and {len(missing) - 6} more)" if len(missing) > 6 else ""
+        raise CheckpointError(f"{path} lacks tensors: {shown}{more}")
     return config, state, metadata
 
 
@@ -318,7 +321,8 @@ def write_gguf(path: str | Path, config: ModelConfig, state_dict: dict[str, torc
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     writer = gguf.GGUFWriter(str(tmp), ARCH)
     try:
-        skip = {"general.architecture", "general.file_type", "general.quantization_version"}
+        # Ours to set: the architecture, the file type, and the alignment the writer actually pads to.
+        skip = {"general.architecture", "general.file_type", "general.quantization_version", "general.alignment"}
         for key, value in (metadata or {}).items():
             if key.startswith(("general.", "tokenizer.")) and key not in skip:
                 _add_metadata(writer, key, value)
