@@ -190,3 +190,13 @@ def test_unsupported_hf_configs(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="biases"):
         read_hf(tmp_path)
+
+
+def test_tokenizer_that_does_not_fit_the_model(tmp_path: Path, llama3_tokenizer) -> None:
+    from herd.tokenizer import TokenizerError, save_tokenizer
+
+    config = small_config()
+    write_hf(tmp_path, config, make(config).state_dict())
+    save_tokenizer(llama3_tokenizer, tmp_path, "hf")
+    with pytest.raises(TokenizerError, match="128256 tokens but the model's vocabulary has only 384 rows"):
+        read_checkpoint(tmp_path)

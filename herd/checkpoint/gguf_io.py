@@ -26,6 +26,7 @@ import torch
 
 from herd.checkpoint.errors import CheckpointError
 from herd.checkpoint.gguf_metadata import gguf_metadata, open_gguf
+from herd.checkpoint.validate import expected_shapes
 from herd.model.config import ModelConfig, RopeScaling
 
 log = logging.getLogger(__name__)
@@ -78,26 +79,6 @@ def herd_to_gguf_name(name: str) -> str | None:
         return f"blk.{layer}.{_HERD_LAYER[short]}.weight" if short in _HERD_LAYER else None
     top = name.removesuffix(".weight")
     return f"{_HERD_TOP[top]}.weight" if name.endswith(".weight") and top in _HERD_TOP else None
-
-
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """PyTorch shape of every herd parameter the config implies (output.weight only when untied)."""
-    q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
-    shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (config.vocab_size, config.dim)}
-    for i in range(config.n_layers):
-        p = f"layers.{i}."
-        shapes.update({
-            p + "attention.wq.weight": (q, config.dim), p + "attention.wk.weight": (kv, config.dim),
-            p + "attention.wv.weight": (kv, config.dim), p + "attention.wo.weight": (config.dim, q),
-            p + "feed_forward.w1.weight": (config.ffn_dim, config.dim),
-            p + "feed_forward.w3.weight": (config.ffn_dim, config.dim),
-            p + "feed_forward.w2.weight": (config.dim, config.ffn_dim),
-            p + "attention_norm.weight": (config.dim,), p + "ffn_norm.weight": (config.dim,),
-        })
-    shapes["norm.weight"] = (config.dim,)
-    if not config.tie_embeddings:
-        shapes["output.weight"] = (config.vocab_size, config.dim)
-    return shapes
 
 
 def _f32(value: Any) -> float:
