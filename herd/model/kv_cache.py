@@ -6,6 +6,8 @@ implements the same `update` contract.
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 
 from herd.model.config import ModelConfig
@@ -37,3 +39,17 @@ class KVCache:
         self.keys[layer][:, :, start_pos:end] = k
         self.values[layer][:, :, start_pos:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+@runtime_checkable
+class AttentionState(Protocol):
+    """A cache that runs attention itself (the paged engine's batched, variable-length attention).
+
+    The model hands it each layer's rotated queries and new keys/values; it stores k/v wherever it
+    keeps them and returns the attention output. With such a cache, `Transformer.forward` takes
+    flattened tokens [1, N] of many sequences and their `positions` [1, N].
+    """
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q [B, H, T, hd], k/v [B, H_kv, T, hd] (RoPE applied) -> output [B, H, T, hd]."""
+        ...

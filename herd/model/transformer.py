@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from herd.model.config import ModelConfig
-from herd.model.kv_cache import KVCache
+from herd.model.kv_cache import AttentionState, KVCache
 from herd.model.rope import apply_rope, rope_cos_sin, rope_inv_freq
 
 
@@ -50,7 +50,7 @@ class Attention(nn.Module):
         sin: torch.Tensor,
         mask: torch.Tensor | None,
         is_causal: bool,
-        cache: KVCache | None,
+        cache: KVCache | AttentionState | None,
         start_pos: int,
     ) -> torch.Tensor:
         batch, seqlen, _ = x.shape
@@ -60,6 +60,9 @@ class Attention(nn.Module):
         q = apply_rope(q, cos, sin).transpose(1, 2)
         k = apply_rope(k, cos, sin).transpose(1, 2)
         v = v.transpose(1, 2)
+        if cache is not None and not isinstance(cache, KVCache):
+            out = cache.attend(self.layer_id, q, k, v)
+            return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
         if cache is not None:
             k, v = cache.update(self.layer_id, start_pos, k, v)
         out = F.scaled_dot_product_attention(
@@ -149,16 +152,21 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,
         start_pos: int = 0,
         doc_ids: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | AttentionState | None = None,
         last_only: bool = False,
+        select: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits [B, T, vocab] (or [B, 1, vocab] with `last_only`) for `tokens` [B, T].
+        """Logits [B, T, vocab] (or [B, 1, vocab] with `last_only`, [B, K, vocab] with `select`).
 
         - `positions` ([T] or [B, T]) overrides RoPE positions; by default they are
           `start_pos + arange(T)`, or restart at 0 for each document when `doc_ids` is given.
         - `doc_ids` ([B, T]) makes attention block-causal: a token sees only earlier tokens of its
           own document (packed pretraining sequences).
-        - `cache` holds keys/values of positions < `start_pos` for incremental decoding.
+        - `cache` holds keys/values of positions < `start_pos` for incremental decoding; an
+          `AttentionState` (the paged engine) instead runs attention itself over flattened
+          sequences, with `positions` given.
+        - `select` ([K] indices along T) computes logits only where they are needed (the last
+          token of each sequence in a flattened batch); the output head is the costliest matmul.
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
@@ -174,6 +182,9 @@ class Transformer(nn.Module):
             mask = block_causal_mask(segments)
             if positions is None:
                 positions = doc_positions
+        elif isinstance(cache, AttentionState) and not isinstance(cache, KVCache):
+            if positions is None:
+                raise ValueError("a paged attention state needs explicit positions")
         elif cache is None or start_pos == 0:
             is_causal = seqlen > 1
         elif seqlen > 1:
@@ -190,6 +201,8 @@ class Transformer(nn.Module):
             h = layer(h, cos, sin, mask, is_causal, cache, start_pos)
         if last_only:
             h = h[:, -1:]
+        elif select is not None:
+            h = h[:, select]
         return self.output(self.norm(h))
 
 
