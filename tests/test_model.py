@@ -159,3 +159,14 @@ def test_bad_configs_are_rejected_with_reasons() -> None:
         ModelConfig(dim=66, n_layers=1, n_heads=4, n_kv_heads=4, vocab_size=10, ffn_dim=8)
     with pytest.raises(KeyError, match="known sizes"):
         get_config("llama3-9b")
+
+
+def test_fused_projections_give_the_same_logits() -> None:
+    model = random_model(get_config("llama3-tiny", vocab_size=VOCAB))
+    tokens = torch.randint(0, VOCAB, (2, 17), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = model(tokens)
+        model.fuse_projections()
+        after = model(tokens)
+    assert (before - after).abs().max().item() < 1e-5
+    assert "layers.0.attention.wqkv.weight" in model.state_dict()

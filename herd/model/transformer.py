@@ -42,6 +42,13 @@ class Attention(nn.Module):
         self.wk = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
         self.wv = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
         self.wo = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
+        self.wqkv: nn.Linear | None = None  # set by `fuse_projections` (inference only)
+
+    def fuse_projections(self) -> None:
+        """Replace wq/wk/wv by one matmul: at batch-1 decode the small k/v GEMVs cost a kernel each."""
+        weight = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight])
+        self.wqkv = _linear_with_weight(weight)
+        del self.wq, self.wk, self.wv
 
     def forward(
         self,
@@ -54,9 +61,14 @@ class Attention(nn.Module):
         start_pos: int,
     ) -> torch.Tensor:
         batch, seqlen, _ = x.shape
-        q = self.wq(x).view(batch, seqlen, self.n_heads, self.head_dim)
-        k = self.wk(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        if self.wqkv is not None:
+            kv_dim = self.n_kv_heads * self.head_dim
+            q, k, v = self.wqkv(x).split([self.n_heads * self.head_dim, kv_dim, kv_dim], dim=-1)
+        else:
+            q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        q = q.view(batch, seqlen, self.n_heads, self.head_dim)
+        k = k.view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        v = v.view(batch, seqlen, self.n_kv_heads, self.head_dim)
         q = apply_rope(q, cos, sin).transpose(1, 2)
         k = apply_rope(k, cos, sin).transpose(1, 2)
         v = v.transpose(1, 2)
@@ -79,9 +91,24 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w13: nn.Linear | None = None  # set by `fuse_projections` (inference only)
+
+    def fuse_projections(self) -> None:
+        """One matmul for the gate and up projections (w1, w3)."""
+        self.w13 = _linear_with_weight(torch.cat([self.w1.weight, self.w3.weight]))
+        del self.w1, self.w3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w13 is not None:
+            gate, up = self.w13(x).chunk(2, dim=-1)
+            return self.w2(F.silu(gate) * up)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def _linear_with_weight(weight: torch.Tensor) -> nn.Linear:
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    return linear
 
 
 class TransformerBlock(nn.Module):
@@ -138,6 +165,17 @@ class Transformer(nn.Module):
         cfg = self.config
         freqs = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.inv_freq = freqs.to(self.inv_freq.device)
+
+    def fuse_projections(self) -> "Transformer":
+        """Inference-only: fuse wq/wk/wv and w1/w3 into single matmuls (fewer, larger kernels).
+
+        The fused model's state_dict no longer has the Meta names, so fuse after loading and never
+        save a fused model as a checkpoint. Quantize (herd.infer.quant) before fusing, or not at all.
+        """
+        for layer in self.layers:
+            layer.attention.fuse_projections()
+            layer.feed_forward.fuse_projections()
+        return self
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # `.to(bfloat16)` / `to_empty` would cast or wipe the RoPE table; rebuild it in float32 instead.
