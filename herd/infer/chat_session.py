@@ -4,20 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from herd.infer.generate import stream_text
+from dataclasses import replace
+
+from herd.infer.engine import EngineConfig, LLMEngine
 from herd.infer.sampling import SamplingParams
 from herd.loading import LoadedModel
 from herd.tokenizer.chat import Message
 
 
 class ChatSession:
-    """History + streaming replies. Old turns are dropped (system prompt kept) when the context fills."""
+    """History + streaming replies. Old turns are dropped (system prompt kept) when the context fills.
 
-    def __init__(self, loaded: LoadedModel, params: SamplingParams, system: str | None = None) -> None:
+    Replies stream from one `LLMEngine` kept for the session, with prefix caching: each turn's
+    prompt starts with the previous turns, whose KV blocks are still cached, so only the new
+    message is prefilled.
+    """
+
+    def __init__(
+        self, loaded: LoadedModel, params: SamplingParams, system: str | None = None,
+        engine: LLMEngine | None = None,
+    ) -> None:
         self.loaded = loaded
         self.params = params
         self.system = system
         self.history: list[Message] = []
+        self._engine = engine
+
+    @property
+    def engine(self) -> LLMEngine:
+        """The session's engine, made on first use with a cache for one full-context sequence."""
+        if self._engine is None:
+            block_size = 16
+            tokens = self.loaded.config.max_seq_len
+            self._engine = LLMEngine(
+                self.loaded,
+                EngineConfig(block_size=block_size, num_blocks=-(-tokens // block_size), max_num_seqs=1),
+            )
+        return self._engine
 
     def reset(self) -> None:
         self.history = []
@@ -30,7 +53,7 @@ class ChatSession:
         return prefix + self.history
 
     def _prompt_tokens(self) -> list[int]:
-        budget = self.loaded.config.max_seq_len - self.params.max_tokens
+        budget = min(self.loaded.config.max_seq_len, self.engine.max_model_len) - self.params.max_tokens
         while True:
             tokens = self.loaded.chat_format.encode_dialog(self.messages(), add_generation_prompt=True).tokens
             if len(tokens) <= budget or len(self.history) <= 1:
@@ -52,9 +75,12 @@ class ChatSession:
             self.history.pop()
             raise
         pieces: list[str] = []
-        for piece in stream_text(self.loaded.model, self.loaded.tokenizer, prompt, self.params):
-            pieces.append(piece)
-            yield piece
+        params = replace(self.params, n=1)
+        for out in self.engine.stream(prompt, params):
+            piece = out.outputs[0].delta_text
+            if piece:
+                pieces.append(piece)
+                yield piece
         reply = self.loaded.chat_format.parse_assistant("".join(pieces))
         self.history.append(reply)
 

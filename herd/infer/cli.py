@@ -13,7 +13,10 @@ def _add_model_and_sampling(p: argparse.ArgumentParser, temperature: float) -> N
     p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
 
 
@@ -39,12 +42,15 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from herd.infer.sampling import SamplingParams
     from herd.loading import load_model
 
-    params = SamplingParams(args.temperature, args.top_p, args.top_k, args.max_tokens, args.seed)
+    params = SamplingParams(
+        args.temperature, args.top_p, args.top_k, args.max_tokens, args.seed,
+        min_p=args.min_p, repetition_penalty=args.repetition_penalty, stop=tuple(args.stop),
+    )
     return load_model(args.model, dtype=getattr(torch, args.dtype)), params
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from herd.infer.generate import stream_text
+    from herd.infer.generate import single_request_engine
     from herd.tokenizer.chat import Message
 
     loaded, params = _load(args)
@@ -57,9 +63,12 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         tokenizer = loaded.tokenizer
         prompt = tokenizer.encode(text, bos=tokenizer.add_bos and tokenizer.bos_id is not None)
-    for piece in stream_text(loaded.model, loaded.tokenizer, prompt, params):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
+    engine = single_request_engine(loaded.model, loaded.tokenizer, len(prompt), params.max_tokens)
+    for out in engine.stream(prompt, params):
+        piece = out.outputs[0].delta_text
+        if piece:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
 

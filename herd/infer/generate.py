@@ -1,15 +1,19 @@
-"""Single-sequence generation with a contiguous KV cache: prefill the prompt once, then decode."""
+"""Single-sequence generation helpers, as thin wrappers over `LLMEngine` (one inference path).
+
+Each call runs one request on an engine whose paged KV cache is sized for exactly that request
+(prompt + max_tokens, the model's context at most) and whose token budget takes the whole prompt
+in one prefill, so the computation is the classic prefill-then-decode loop.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import torch
-
-from herd.infer.sampling import SamplingParams, sample
-from herd.model import KVCache, Transformer
-from herd.tokenizer.base import IncrementalDecoder, Tokenizer
+from herd.infer.engine import EngineConfig, LLMEngine, RequestOutput
+from herd.infer.sampling import SamplingParams
+from herd.model import Transformer
+from herd.tokenizer.base import Tokenizer
 
 
 @dataclass
@@ -18,8 +22,37 @@ class Generation:
 
     tokens: list[int]
     text: str
-    finish_reason: str  # "stop" (a stop token) or "length" (max_tokens / context full)
+    finish_reason: str  # "stop" (a stop token or stop string) or "length" (max_tokens / context full)
     stop_token: int | None = None
+
+
+def single_request_engine(
+    model: Transformer, tokenizer: Tokenizer | None, prompt_len: int, max_tokens: int, block_size: int = 16
+) -> LLMEngine:
+    """An engine whose cache holds one sequence of prompt_len + max_tokens tokens (capped at the context)."""
+    from herd.loading import LoadedModel
+
+    config = model.config
+    tokens = min(max(prompt_len, 1) + max(max_tokens, 1), config.max_seq_len)
+    engine_config = EngineConfig(
+        block_size=block_size,
+        num_blocks=-(-tokens // block_size),
+        max_num_seqs=1,
+        max_batched_tokens=max(prompt_len, 1),
+        enable_prefix_caching=False,
+    )
+    return LLMEngine(LoadedModel(model, tokenizer, None, config, "<model>"), engine_config)  # type: ignore[arg-type]
+
+
+def _run(
+    model: Transformer, tokenizer: Tokenizer | None, prompt: list[int], params: SamplingParams, stops: Iterable[int]
+) -> Iterator[RequestOutput]:
+    params = replace(
+        params, n=1, stop_token_ids=tuple(sorted(set(stops) | set(params.stop_token_ids))), ignore_eos=True,
+        stop=params.stop if tokenizer is not None else (),
+    )
+    engine = single_request_engine(model, tokenizer, len(prompt), params.max_tokens)
+    yield from engine.stream(list(prompt), params)
 
 
 def generate_tokens(
@@ -29,30 +62,11 @@ def generate_tokens(
     stop_ids: Iterable[int] = (),
 ) -> Iterator[int]:
     """Yield new token ids one by one; a stop token is yielded last, then generation ends."""
-    config = model.config
-    if not prompt:
-        raise ValueError("the prompt is empty; generation needs at least one token")
-    if len(prompt) >= config.max_seq_len:
-        raise ValueError(f"prompt has {len(prompt)} tokens; the model's context is {config.max_seq_len}")
-    stops = frozenset(stop_ids)
-    max_len = min(len(prompt) + params.max_tokens, config.max_seq_len)
-    device = model.tok_embeddings.weight.device
-    generator = None
-    if params.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(params.seed)
-    cache = KVCache(config, 1, max_len, dtype=model.tok_embeddings.weight.dtype, device=device)
-    with torch.inference_mode():
-        tokens = torch.tensor([prompt], device=device)
-        logits = model(tokens, cache=cache, start_pos=0, last_only=True)
-        position = len(prompt)
-        while position < max_len:
-            next_token = sample(logits[:, -1], params, generator)
-            token_id = int(next_token)
-            yield token_id
-            if token_id in stops or position + 1 >= max_len:
-                return
-            logits = model(next_token.view(1, 1), cache=cache, start_pos=position)
-            position += 1
+    for out in _run(model, None, prompt, params, stop_ids):
+        choice = out.outputs[0]
+        yield from choice.delta_token_ids
+        if out.finished and isinstance(choice.stop_reason, int):
+            yield choice.stop_reason
 
 
 def stream_text(
@@ -63,17 +77,11 @@ def stream_text(
     stop_ids: Iterable[int] | None = None,
 ) -> Iterator[str]:
     """Yield text pieces as they are generated; never splits a UTF-8 character, never shows stop tokens."""
-    stops = frozenset(tokenizer.stop_ids if stop_ids is None else stop_ids)
-    decoder = IncrementalDecoder(tokenizer)
-    for token_id in generate_tokens(model, prompt, params, stops):
-        if token_id in stops:
-            break
-        piece = decoder.add(token_id)
+    stops = tokenizer.stop_ids if stop_ids is None else stop_ids
+    for out in _run(model, tokenizer, prompt, params, stops):
+        piece = out.outputs[0].delta_text
         if piece:
             yield piece
-    tail = decoder.flush()
-    if tail:
-        yield tail
 
 
 def generate(
@@ -84,8 +92,12 @@ def generate(
     stop_ids: Iterable[int] | None = None,
 ) -> Generation:
     """Run generation to the end and return tokens, text and the finish reason."""
-    stops = frozenset(tokenizer.stop_ids if stop_ids is None else stop_ids)
-    tokens = list(generate_tokens(model, prompt, params, stops))
-    stop_token = tokens.pop() if tokens and tokens[-1] in stops else None
-    reason = "stop" if stop_token is not None else "length"
-    return Generation(tokens, tokenizer.decode(tokens), reason, stop_token)
+    stops = tokenizer.stop_ids if stop_ids is None else stop_ids
+    final = None
+    for final in _run(model, tokenizer, prompt, params, stops):
+        pass
+    if final is None:  # max_tokens == 0 still yields one (finished) output; guard anyway
+        return Generation([], "", "length")
+    choice = final.outputs[0]
+    stop_token = choice.stop_reason if isinstance(choice.stop_reason, int) else None
+    return Generation(list(choice.token_ids), choice.text, choice.finish_reason or "length", stop_token)

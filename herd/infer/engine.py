@@ -1,0 +1,457 @@
+"""`LLMEngine`: continuous batching over a paged KV cache (see herd/infer/ENGINE.md).
+
+One `step()`:
+1. the scheduler picks sequences and token counts (decodes first, then chunked prefill, preempting
+   by recompute when blocks run out);
+2. copy-on-write block copies run, and the step's metadata (slot mapping, gather slots, masks) is
+   built once;
+3. one model forward over the flattened new tokens of every scheduled sequence, with logits only
+   for the last token of each sequence that samples;
+4. one batched sampling call for all of them (a request with n samples forks here, after its
+   prompt is computed once);
+5. tokens are appended, detokenized, checked against stop tokens/strings and length, finished
+   sequences free their blocks, and one `RequestOutput` per touched request is returned.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import warnings
+from collections.abc import Iterator, Sequence as SequenceABC
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from herd.infer.block_manager import BlockManager
+from herd.infer.detokenize import Detokenizer
+from herd.infer.paged_attention import PagedAttentionState, PagedKVCache, build_metadata
+from herd.infer.sampling import SamplerRow, SamplingParams, sample_batch
+from herd.infer.scheduler import Scheduler, Sequence, SequenceGroup, Status
+
+if TYPE_CHECKING:
+    from herd.loading import LoadedModel
+
+CPU_KV_CACHE_BYTES = 1 << 30
+GPU_KV_CACHE_FRACTION = 0.3
+
+
+@dataclass
+class EngineConfig:
+    block_size: int = 16
+    num_blocks: int | None = None        # None: as many as kv_cache_bytes allows
+    kv_cache_bytes: int | None = None    # None: 1 GiB on CPU, 30% of free memory on GPU
+    max_num_seqs: int = 64               # sequences in one step
+    max_batched_tokens: int = 2048       # token budget per step (decodes first, then chunked prefill)
+    enable_prefix_caching: bool = True
+    quantization: str | None = None      # None | "int8" | "fp8" (herd.infer.quant)
+    compile: bool = False                # torch.compile / CUDA graphs for decode (GPU)
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {self.num_blocks}")
+        if self.kv_cache_bytes is not None and self.kv_cache_bytes < 1:
+            raise ValueError(f"kv_cache_bytes must be >= 1, got {self.kv_cache_bytes}")
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_batched_tokens < 1:
+            raise ValueError(f"max_batched_tokens must be >= 1, got {self.max_batched_tokens}")
+        if self.quantization not in (None, "int8", "fp8"):
+            raise ValueError(f"quantization must be None, 'int8' or 'fp8', got {self.quantization!r}")
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    token: str          # the token's text (bytes decoded with errors="replace")
+    logprob: float
+    top: list[tuple[int, str, float]]   # top_logprobs alternatives, best first
+
+
+@dataclass
+class CompletionOutput:        # one of the n choices of a request
+    index: int
+    text: str                  # all text so far (stop strings and stop tokens excluded)
+    token_ids: list[int]
+    delta_text: str            # new since the previous RequestOutput of this request
+    delta_token_ids: list[int]
+    logprobs: list[TokenLogprob] | None   # per generated token when params.logprobs
+    finish_reason: str | None  # None while running; "stop" | "length" | "abort"
+    stop_reason: int | str | None = None  # the stop token id or stop string that ended it (extension)
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    finished: bool
+
+
+@dataclass
+class EngineStats:
+    running: int
+    waiting: int
+    kv_blocks_used: int
+    kv_blocks_total: int
+    prompt_tokens_total: int
+    generation_tokens_total: int
+    requests_total: int
+    preemptions_total: int = 0
+    prefix_cache_hit_tokens: int = 0
+    cow_copies_total: int = 0
+
+
+@dataclass
+class _Pending:
+    """A request validated outside the engine's thread, ready to be queued."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    seed: int
+    extra: dict = field(default_factory=dict)
+
+
+class LLMEngine:
+    def __init__(self, loaded: "LoadedModel", config: EngineConfig | None = None) -> None:
+        self.loaded = loaded
+        self.config = config = config or EngineConfig()
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.model_config = self.model.config
+        weight = self.model.tok_embeddings.weight
+        self.device, self.dtype = weight.device, weight.dtype
+        if config.quantization is not None:
+            from herd.infer.quant import quantize_model
+
+            self.model = quantize_model(self.model, config.quantization)
+        if config.compile:
+            warnings.warn("EngineConfig.compile is not implemented yet; running eagerly", stacklevel=2)
+        per_block = PagedKVCache.bytes_per_block(self.model_config, config.block_size, self.dtype)
+        num_blocks = config.num_blocks
+        if num_blocks is None:
+            budget = config.kv_cache_bytes
+            if budget is None:
+                if self.device.type == "cuda":
+                    budget = int(torch.cuda.mem_get_info(self.device)[0] * GPU_KV_CACHE_FRACTION)
+                else:
+                    budget = CPU_KV_CACHE_BYTES
+            num_blocks = budget // per_block
+            if num_blocks < 1:
+                raise ValueError(f"kv_cache_bytes={budget} holds no block of {per_block} bytes")
+        self.num_blocks = num_blocks
+        self.cache = PagedKVCache(self.model_config, num_blocks, config.block_size, self.dtype, self.device)
+        self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_batched_tokens)
+        # One sequence can never outgrow the whole cache.
+        self.max_model_len = min(self.model_config.max_seq_len, num_blocks * config.block_size)
+        self._gqa = self.model_config.n_heads != self.model_config.n_kv_heads
+        self._groups: dict[str, SequenceGroup] = {}
+        self._pending_outputs: list[RequestOutput] = []
+        self._request_counter = itertools.count()
+        self._seq_counter = itertools.count()
+        self._arrivals = itertools.count()
+        self.prompt_tokens_total = 0
+        self.generation_tokens_total = 0
+        self.requests_total = 0
+
+    # ----- requests
+
+    def _encode(self, prompt: str | SequenceABC[int]) -> list[int]:
+        if isinstance(prompt, str):
+            tok = self.tokenizer
+            if tok is None:
+                raise ValueError("this engine has no tokenizer; pass token ids")
+            return tok.encode(prompt, bos=tok.add_bos and tok.bos_id is not None)
+        return [int(t) for t in prompt]
+
+    def prepare_request(
+        self, prompt: str | SequenceABC[int], params: SamplingParams, request_id: str | None = None
+    ) -> _Pending:
+        """Validate and encode a request without touching the engine's state (safe from any thread)."""
+        if not isinstance(params, SamplingParams):
+            raise ValueError(f"params must be SamplingParams, got {type(params).__name__}")
+        ids = self._encode(prompt)
+        if not ids:
+            raise ValueError("the prompt is empty; generation needs at least one token")
+        context = self.model_config.max_seq_len
+        if len(ids) >= context:
+            raise ValueError(f"prompt has {len(ids)} tokens; the model's context is {context}")
+        vocab = self.model_config.vocab_size
+        if min(ids) < 0 or max(ids) >= vocab:
+            raise ValueError(f"prompt token ids must be in [0, {vocab}), got {min(ids)}..{max(ids)}")
+        bs = self.config.block_size
+        if -(-(len(ids) + 1) // bs) > self.num_blocks:
+            raise ValueError(
+                f"prompt has {len(ids)} tokens; the KV cache holds {self.num_blocks} blocks of {bs} "
+                f"({self.num_blocks * bs} tokens), so it can never run"
+            )
+        if params.n > self.config.max_num_seqs:
+            raise ValueError(f"n={params.n} exceeds max_num_seqs={self.config.max_num_seqs}")
+        if request_id is None:
+            request_id = f"req-{next(self._request_counter)}"
+        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
+        return _Pending(str(request_id), ids, params, seed)
+
+    def add_request(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> str:
+        """Queue a request; returns its id. ValueError for a prompt that can never run."""
+        return self.add_prepared(self.prepare_request(prompt, params, request_id))
+
+    def add_prepared(self, pending: _Pending) -> str:
+        rid = pending.request_id
+        if rid in self._groups:
+            raise ValueError(f"request id {rid!r} is already running")
+        params, ids = pending.params, pending.prompt_ids
+        stops = set(params.stop_token_ids)
+        if not params.ignore_eos and self.tokenizer is not None:
+            stops |= set(self.tokenizer.stop_ids)
+        group = SequenceGroup(
+            rid, ids, params, frozenset(stops),
+            max_len=min(len(ids) + params.max_tokens, self.max_model_len),
+            arrival=next(self._arrivals), base_seed=pending.seed,
+        )
+        self.requests_total += 1
+        self.prompt_tokens_total += len(ids)
+        if group.max_len <= len(ids):  # max_tokens == 0: nothing to generate
+            for i in range(params.n):
+                seq = self._new_seq(group, i, list(ids), pending.seed + i)
+                seq.status, seq.finish_reason = Status.FINISHED, "length"
+                group.seqs.append(seq)
+            group.forked = True
+            self._pending_outputs.append(self._request_output(group))
+            return rid
+        parent = self._new_seq(group, 0, list(ids), pending.seed)
+        group.seqs.append(parent)
+        group.forked = params.n == 1
+        self._groups[rid] = group
+        self.scheduler.add(parent)
+        return rid
+
+    def _new_seq(self, group: SequenceGroup, index: int, token_ids: list[int], seed: int) -> Sequence:
+        seq = Sequence(next(self._seq_counter), group, index, token_ids, len(group.prompt_ids), seed)
+        if self.tokenizer is not None:
+            seq.detokenizer = Detokenizer(self.tokenizer, group.params.stop)
+        if group.params.logprobs:
+            seq.logprobs = []
+        return seq
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request now and free its blocks; its final output (finish_reason "abort") comes
+        with the next step()."""
+        group = self._groups.pop(request_id, None)
+        if group is None:
+            return
+        for seq in group.seqs:
+            if not seq.finished:
+                self.scheduler.remove(seq)
+                seq.finish_reason = "abort"
+        self._pending_outputs.append(self._request_output(group, finished=True))
+
+    def has_unfinished(self) -> bool:
+        return bool(self._groups) or bool(self._pending_outputs)
+
+    # ----- the step
+
+    def step(self) -> list[RequestOutput]:
+        """One scheduler iteration: a model forward over every scheduled sequence, one sampling call."""
+        outputs, self._pending_outputs = self._pending_outputs, []
+        sched = self.scheduler.schedule()
+        chunks = sched.chunks
+        if not chunks:
+            return outputs
+        self.cache.copy_blocks(sched.copies)
+        flat: list[int] = []
+        select: list[int] = []
+        sampling: list[Sequence] = []
+        for chunk in chunks:
+            flat += chunk.seq.token_ids[chunk.start:chunk.start + chunk.length]
+            if chunk.samples:
+                select.append(len(flat) - 1)
+                sampling.append(chunk.seq)
+        meta, positions = build_metadata(
+            [c.seq.block_table for c in chunks], [c.start for c in chunks], [c.length for c in chunks],
+            self.config.block_size, self.device,
+        )
+        state = PagedAttentionState(self.cache, meta, self._gqa)
+        tokens = torch.tensor(flat, dtype=torch.long).to(self.device, non_blocking=True).view(1, -1)
+        select_t = torch.tensor(select, dtype=torch.long).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            logits = self.model(tokens, positions=positions.view(1, -1), cache=state, select=select_t)[0]
+        for chunk in chunks:
+            chunk.seq.num_computed += chunk.length
+            self.blocks.register_full_blocks(chunk.seq)
+        if not sampling:
+            return outputs
+
+        rows: list[SamplerRow] = []
+        row_seqs: list[Sequence] = []
+        logit_rows: list[int] = []
+        for i, seq in enumerate(sampling):
+            group = seq.group
+            members = self._fork(seq) if not group.forked else [seq]
+            for s in members:
+                rows.append(SamplerRow(group.params, s.seed, len(s.output_ids), group.prompt_ids, s.output_ids))
+                row_seqs.append(s)
+                logit_rows.append(i)
+        if len(logit_rows) != len(sampling):
+            logits = logits[torch.tensor(logit_rows, device=logits.device)]
+        with torch.inference_mode():
+            result = sample_batch(logits, rows)
+        touched: dict[str, SequenceGroup] = {}
+        for i, seq in enumerate(row_seqs):
+            top = result.top[i] if result.top is not None else None
+            lp = result.logprobs[i] if result.logprobs is not None else None
+            self._append_token(seq, result.tokens[i], lp, top)
+            touched[seq.group.request_id] = seq.group
+        for group in touched.values():
+            outputs.append(self._request_output(group))
+        return outputs
+
+    def _fork(self, parent: Sequence) -> list[Sequence]:
+        """A request's prompt is computed: make its n samples, all sharing the prompt's blocks."""
+        group = parent.group
+        members = [parent]
+        for i in range(1, group.params.n):
+            child = self._new_seq(group, i, list(parent.token_ids), group.base_seed + i)
+            child.num_computed = parent.num_computed
+            child.block_hashes = list(parent.block_hashes)
+            self.blocks.fork(parent, child)
+            child.status = Status.RUNNING
+            self.scheduler.running.append(child)
+            group.seqs.append(child)
+            members.append(child)
+        group.forked = True
+        return members
+
+    def _token_text(self, token_id: int) -> str:
+        if self.tokenizer is None:
+            return ""
+        return self.tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
+
+    def _append_token(
+        self, seq: Sequence, token: int, logprob: float | None, top: list[tuple[int, float]] | None
+    ) -> None:
+        group = seq.group
+        self.generation_tokens_total += 1
+        if token in group.stop_ids:
+            self._finish(seq, "stop", token)
+            return
+        seq.token_ids.append(token)
+        seq.output_ids.append(token)
+        if seq.logprobs is not None and logprob is not None:
+            alternatives = [(t, self._token_text(t), v) for t, v in (top or [])]
+            seq.logprobs.append(TokenLogprob(token, self._token_text(token), logprob, alternatives))
+        if seq.detokenizer is not None:
+            stop = seq.detokenizer.add(token)
+            if stop is not None:
+                self._finish(seq, "stop", stop)
+                return
+        if len(seq.token_ids) >= group.max_len:
+            self._finish(seq, "length", None)
+
+    def _finish(self, seq: Sequence, reason: str, stop_reason: int | str | None) -> None:
+        seq.finish_reason, seq.stop_reason = reason, stop_reason
+        if seq.detokenizer is not None:
+            seq.detokenizer.finish()
+        self.scheduler.remove(seq)
+
+    def _request_output(self, group: SequenceGroup, finished: bool | None = None) -> RequestOutput:
+        outs = []
+        for seq in sorted(group.seqs, key=lambda s: s.index):
+            text = seq.detokenizer.text if seq.detokenizer is not None else ""
+            outs.append(
+                CompletionOutput(
+                    seq.index, text, list(seq.output_ids), text[seq.sent_text:], seq.output_ids[seq.sent_tokens:],
+                    list(seq.logprobs) if seq.logprobs is not None else None, seq.finish_reason, seq.stop_reason,
+                )
+            )
+            seq.sent_text, seq.sent_tokens = len(text), len(seq.output_ids)
+        done = group.finished if finished is None else finished
+        if done:
+            self._groups.pop(group.request_id, None)
+        return RequestOutput(group.request_id, group.prompt_ids, outs, done)
+
+    # ----- conveniences
+
+    def generate(
+        self,
+        prompts: str | list[int] | SequenceABC[str | list[int]],
+        params: SamplingParams | SequenceABC[SamplingParams] | None = None,
+        progress: bool = False,
+    ) -> list[RequestOutput]:
+        """Run prompts to completion (continuous batching) and return their final outputs in order."""
+        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]  # type: ignore[list-item]
+        prompts = list(prompts)  # type: ignore[arg-type]
+        if params is None:
+            params = SamplingParams()
+        param_list = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+        if len(param_list) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(param_list)} sampling parameters")
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, param_list)]
+        wanted = set(ids)
+        final: dict[str, RequestOutput] = {}
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(ids), desc="generating", unit="req", dynamic_ncols=True)
+        start, generated0 = time.perf_counter(), self.generation_tokens_total
+        try:
+            while len(final) < len(ids) and self.has_unfinished():
+                for out in self.step():
+                    if out.finished and out.request_id in wanted:
+                        final[out.request_id] = out
+                        if bar is not None:
+                            bar.update(1)
+                if bar is not None:
+                    rate = (self.generation_tokens_total - generated0) / max(time.perf_counter() - start, 1e-9)
+                    bar.set_postfix(tok_s=f"{rate:.1f}", running=len(self.scheduler.running), refresh=False)
+        except BaseException:
+            for rid in ids:
+                if rid not in final:
+                    self.abort(rid)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        return [final[rid] for rid in ids]
+
+    def stream(
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+    ) -> Iterator[RequestOutput]:
+        """Add one request and step the engine until it ends, yielding each of its outputs.
+
+        For a single caller driving the engine (CLI, chat). Closing the iterator aborts the request.
+        """
+        rid = self.add_request(prompt, params, request_id)
+        try:
+            while self.has_unfinished():
+                for out in self.step():
+                    if out.request_id == rid:
+                        yield out
+                        if out.finished:
+                            return
+        finally:
+            if rid in self._groups:
+                self.abort(rid)
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            running=len(self.scheduler.running),
+            waiting=len(self.scheduler.waiting),
+            kv_blocks_used=self.blocks.num_used,
+            kv_blocks_total=self.num_blocks,
+            prompt_tokens_total=self.prompt_tokens_total,
+            generation_tokens_total=self.generation_tokens_total,
+            requests_total=self.requests_total,
+            preemptions_total=self.scheduler.preemptions_total,
+            prefix_cache_hit_tokens=self.blocks.prefix_hit_tokens,
+            cow_copies_total=self.blocks.copies_total,
+        )

@@ -1,0 +1,198 @@
+"""The paged KV cache tensors and attention over them for one engine step.
+
+Storage: one tensor `kv [n_layers, 2, num_blocks, block_size, n_kv_heads, head_dim]` in the model's
+dtype and device. Layer l's keys are `kv[l, 0]`, a `[num_blocks, block_size, n_kv_heads, head_dim]`
+view (the per-layer layout the engine's contract asks for). One allocation lets a copy-on-write
+move a block for every layer and both k and v in a single indexing op, and flattening a layer's
+view to `[num_blocks * block_size, n_kv_heads, head_dim]` makes "slot" indexing one `index_copy_`
+(write) or `index_select` (gather) per layer.
+
+A step's tokens come flattened: first the single-token chunks (decodes), then the multi-token
+chunks (prefill, possibly a chunk of a longer prompt). `StepMetadata` is built once per step (slot
+mapping, key slots and masks); `PagedAttentionState.attend` then writes each layer's new k/v and
+calls `paged_attention`, the one function a CUDA kernel (FlexAttention / a paged decode kernel)
+would replace. Its portable implementation:
+- decodes: gather each sequence's cached keys into a padded [B, Hkv, L, hd] with a length mask,
+  one SDPA call for the whole batch;
+- prefill chunks: one SDPA per chunk; a chunk with no cached prefix attends to its own new k/v
+  causally, a later chunk gathers its prefix and uses an offset causal mask.
+Every op used is available on CUDA too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from herd.model.config import ModelConfig
+
+
+class PagedKVCache:
+    def __init__(
+        self, config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype, device: torch.device | str
+    ) -> None:
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.n_kv_heads = config.n_kv_heads
+        self.head_dim = config.head_dim
+        shape = (config.n_layers, 2, num_blocks, block_size, config.n_kv_heads, config.head_dim)
+        self.kv = torch.zeros(shape, dtype=dtype, device=device)
+        slots = num_blocks * block_size
+        # Flat per-layer views: [slots, Hkv, hd]
+        self.keys = [self.kv[i, 0].view(slots, config.n_kv_heads, config.head_dim) for i in range(config.n_layers)]
+        self.values = [self.kv[i, 1].view(slots, config.n_kv_heads, config.head_dim) for i in range(config.n_layers)]
+
+    @staticmethod
+    def bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        return config.n_layers * 2 * block_size * config.n_kv_heads * config.head_dim * itemsize
+
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        """Copy whole blocks (every layer, keys and values): copy-on-write of shared partial blocks."""
+        if not copies:
+            return
+        src = torch.tensor([s for s, _ in copies], device=self.kv.device)
+        dst = torch.tensor([d for _, d in copies], device=self.kv.device)
+        self.kv[:, :, dst] = self.kv[:, :, src]
+
+
+@dataclass
+class PrefillChunk:
+    start: int                        # offset of the chunk's first token in the step's flat batch
+    length: int                       # tokens in the chunk
+    key_slots: torch.Tensor | None    # [context] cache slots of the whole context (None: no cached prefix)
+    mask: torch.Tensor | None         # [length, context] bool, True = attend
+
+
+@dataclass
+class StepMetadata:
+    slot_mapping: torch.Tensor           # [N] cache slot of every new token
+    num_decodes: int                     # the first num_decodes tokens are single-token chunks
+    decode_slots: torch.Tensor | None    # [B, L] cache slots of each decode's context (padded)
+    decode_mask: torch.Tensor | None     # [B, 1, 1, L] bool (None when every context has length L)
+    prefills: list[PrefillChunk]
+
+
+def build_metadata(
+    block_tables: list[list[int]],
+    starts: list[int],
+    lengths: list[int],
+    block_size: int,
+    device: torch.device,
+) -> tuple[StepMetadata, torch.Tensor]:
+    """Metadata and the RoPE positions [N] for chunks (decodes first, then prefills).
+
+    Chunk i covers positions starts[i] .. starts[i] + lengths[i] - 1 of a sequence whose blocks are
+    block_tables[i]. Built with a handful of tensor ops on the CPU, then moved to `device`.
+    """
+    num_chunks = len(starts)
+    num_decodes = 0
+    while num_decodes < num_chunks and lengths[num_decodes] == 1:
+        num_decodes += 1
+    width = max(len(t) for t in block_tables)
+    table = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.long)
+    start_t = torch.tensor(starts, dtype=torch.long)
+    arange_bs = torch.arange(block_size)
+    if num_decodes == num_chunks:  # pure decode: one token per chunk
+        positions = start_t
+        row = torch.arange(num_chunks)
+    else:
+        len_t = torch.tensor(lengths, dtype=torch.long)
+        row = torch.repeat_interleave(torch.arange(num_chunks), len_t)
+        offsets = torch.cumsum(len_t, 0) - len_t
+        positions = torch.arange(int(len_t.sum())) - offsets[row] + start_t[row]
+    slot_mapping = table[row, positions // block_size] * block_size + positions % block_size
+    # Every slot of every table, in token order: [chunks, width * block_size]
+    all_slots = (table[:, :, None] * block_size + arange_bs).view(num_chunks, width * block_size)
+
+    decode_slots = decode_mask = None
+    if num_decodes:
+        ctx = start_t[:num_decodes] + 1
+        longest = max(starts[:num_decodes]) + 1
+        decode_slots = all_slots[:num_decodes, :longest].contiguous().to(device, non_blocking=True)
+        if min(starts[:num_decodes]) + 1 != longest:
+            decode_mask = (torch.arange(longest)[None, :] < ctx[:, None])[:, None, None, :]
+            decode_mask = decode_mask.to(device, non_blocking=True)
+    prefills = []
+    offset = num_decodes
+    for i in range(num_decodes, num_chunks):
+        start, length = starts[i], lengths[i]
+        if start == 0:
+            prefills.append(PrefillChunk(offset, length, None, None))
+        else:
+            context = start + length
+            key_pos = torch.arange(context)
+            query_pos = torch.arange(start, context)
+            mask = key_pos[None, :] <= query_pos[:, None]
+            prefills.append(
+                PrefillChunk(
+                    offset, length, all_slots[i, :context].to(device, non_blocking=True),
+                    mask.to(device, non_blocking=True),
+                )
+            )
+        offset += length
+    meta = StepMetadata(slot_mapping.to(device, non_blocking=True), num_decodes, decode_slots, decode_mask, prefills)
+    return meta, positions.to(device, non_blocking=True)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    meta: StepMetadata,
+    gqa: bool,
+) -> torch.Tensor:
+    """Attention of the step's new tokens. q [1, H, N, hd]; k/v [1, Hkv, N, hd] (already written
+    to the cache); key_cache/value_cache [slots, Hkv, hd]. Returns [1, H, N, hd].
+
+    This is the kernel boundary: a fused paged-attention kernel takes exactly these inputs.
+    """
+    pieces: list[torch.Tensor] = []
+    n_kv, head_dim = key_cache.shape[1], key_cache.shape[2]
+    b = meta.num_decodes
+    if b:
+        slots = meta.decode_slots
+        assert slots is not None
+        length = slots.shape[1]
+        qd = q[0, :, :b].transpose(0, 1).unsqueeze(2)                     # [B, H, 1, hd]
+        keys = key_cache.index_select(0, slots.view(-1)).view(b, length, n_kv, head_dim).transpose(1, 2)
+        values = value_cache.index_select(0, slots.view(-1)).view(b, length, n_kv, head_dim).transpose(1, 2)
+        out = F.scaled_dot_product_attention(qd, keys, values, attn_mask=meta.decode_mask, enable_gqa=gqa)
+        if not meta.prefills:
+            return out.squeeze(2).transpose(0, 1).unsqueeze(0)
+        pieces.append(out.squeeze(2).transpose(0, 1))                      # [H, B, hd]
+    for chunk in meta.prefills:
+        end = chunk.start + chunk.length
+        qp = q[:, :, chunk.start:end]
+        if chunk.key_slots is None:
+            out = F.scaled_dot_product_attention(
+                qp, k[:, :, chunk.start:end], v[:, :, chunk.start:end], is_causal=chunk.length > 1, enable_gqa=gqa
+            )
+        else:
+            keys = key_cache.index_select(0, chunk.key_slots).transpose(0, 1).unsqueeze(0)
+            values = value_cache.index_select(0, chunk.key_slots).transpose(0, 1).unsqueeze(0)
+            out = F.scaled_dot_product_attention(qp, keys, values, attn_mask=chunk.mask, enable_gqa=gqa)
+        pieces.append(out[0])
+    if len(pieces) == 1:
+        return pieces[0].unsqueeze(0)
+    return torch.cat(pieces, dim=1).unsqueeze(0)
+
+
+class PagedAttentionState:
+    """The model's `AttentionState` for one engine step."""
+
+    def __init__(self, cache: PagedKVCache, meta: StepMetadata, gqa: bool) -> None:
+        self.cache = cache
+        self.meta = meta
+        self.gqa = gqa
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        key_cache, value_cache = self.cache.keys[layer], self.cache.values[layer]
+        slots = self.meta.slot_mapping
+        key_cache.index_copy_(0, slots, k[0].transpose(0, 1))
+        value_cache.index_copy_(0, slots, v[0].transpose(0, 1))
+        return paged_attention(q, k, v, key_cache, value_cache, self.meta, self.gqa)

@@ -1,0 +1,85 @@
+"""`herd serve`: the OpenAI-compatible API and the web chat page over the batching engine."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP server with a web chat page",
+        description="Serve a model over HTTP: /v1/chat/completions, /v1/completions, /v1/models, /health, "
+        "/metrics, and a chat page at /.",
+    )
+    p.add_argument("--model", default="smollm2-135m-instruct",
+                   help="built-in name, random:<size>, Meta/HF directory or .gguf file")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("HERD_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1 routes (default: $HERD_API_KEY, else none)")
+    p.add_argument("--served-model-name", default=None, help="the model id clients use (default: --model)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--max-num-seqs", type=int, default=None, help="most sequences in one engine step")
+    p.add_argument("--max-batched-tokens", type=int, default=None, help="token budget per engine step")
+    p.add_argument("--block-size", type=int, default=None, help="KV cache block size in tokens")
+    p.add_argument("--num-blocks", type=int, default=None, help="KV cache blocks (default: from --kv-cache-gb)")
+    p.add_argument("--kv-cache-gb", type=float, default=None, help="KV cache size in GiB")
+    p.add_argument("--no-prefix-caching", action="store_true", help="do not share cached prompt prefixes")
+    p.add_argument("--quantization", default=None, choices=["int8", "fp8"], help="quantize FFN weights")
+    p.add_argument("--compile", action="store_true", help="torch.compile / CUDA graphs for decode (GPU)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run_serve)
+
+
+def engine_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from herd.infer.engine import EngineConfig
+
+    values = {
+        "max_num_seqs": args.max_num_seqs,
+        "max_batched_tokens": args.max_batched_tokens,
+        "block_size": args.block_size,
+        "num_blocks": args.num_blocks,
+        "kv_cache_bytes": None if args.kv_cache_gb is None else int(args.kv_cache_gb * (1 << 30)),
+        "quantization": args.quantization,
+    }
+    config = EngineConfig(**{k: v for k, v in values.items() if v is not None})
+    if args.no_prefix_caching:
+        config.enable_prefix_caching = False
+    if args.compile:
+        config.compile = True
+    return config
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import torch
+    import uvicorn
+
+    from herd.infer.async_engine import AsyncEngine
+    from herd.infer.engine import LLMEngine
+    from herd.loading import load_model
+    from herd.serve.app import create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("herd.serve")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    log.info("loading %s on %s", args.model, device)
+    loaded = load_model(args.model, dtype=getattr(torch, args.dtype), device=device)
+    engine = AsyncEngine(LLMEngine(loaded, engine_config(args)))
+    name = args.served_model_name or args.model
+    app = create_app(engine, loaded, name, api_key=args.api_key)
+    shown_host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{shown_host}:{args.port}"
+    log.info("serving %s at %s (web chat: %s/ , API: %s/v1)%s", name, url, url, url,
+             " - API key required" if args.api_key else "")
+    print(f"herd serve: {name} at {url}/  (OpenAI API at {url}/v1)", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        engine.shutdown()
+    return 0

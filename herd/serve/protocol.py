@@ -1,0 +1,263 @@
+"""OpenAI wire format: request models (validated with pydantic), response builders and the error shape.
+
+Requests are parsed by hand (`parse_request`) rather than through FastAPI's body parameters so that
+every problem, malformed JSON included, becomes an OpenAI error object
+`{"error": {"message", "type", "param", "code"}}` with status 400, never FastAPI's 422 shape.
+Responses are plain dicts: they are built once per chunk on the hot path of streaming.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+# Logprobs of -inf do not survive JSON; vLLM clamps the same way.
+MIN_LOGPROB = -9999.0
+MAX_TOP_LOGPROBS = 20
+
+
+class OpenAIError(Exception):
+    """An error the client sees as OpenAI's error object with an HTTP status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        type: str = "invalid_request_error",  # noqa: A002 - the wire name
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:  # noqa: A002
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+# ------------------------------------------------------------------------------------ requests
+
+
+class _Model(BaseModel):
+    # Unknown fields are ignored (as OpenAI and vLLM do); clients send vendor extensions freely.
+    model_config = ConfigDict(extra="ignore")
+
+
+class FunctionDefinition(_Model):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinitionIn(_Model):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(_Model):
+    name: str
+
+
+class NamedToolChoice(_Model):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class ToolCallFunctionIn(_Model):
+    name: str
+    arguments: str | dict[str, Any] = "{}"
+
+
+class ToolCallIn(_Model):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: ToolCallFunctionIn
+
+
+class ContentPart(_Model):
+    type: str
+    text: str | None = None
+
+
+class ChatMessageIn(_Model):
+    role: Literal["system", "developer", "user", "assistant", "tool", "ipython"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        """The content as one string (text parts joined; other part types are refused)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        texts = []
+        for i, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise OpenAIError(
+                    f"content part type {part.type!r} is not supported; this server takes text only",
+                    param=f"messages.content.{i}.type",
+                )
+            texts.append(part.text)
+        return "\n".join(texts)
+
+
+class StreamOptions(_Model):
+    include_usage: bool = False
+
+
+class _SamplingFields(_Model):
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int = 1
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+    # vLLM extensions
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    ignore_eos: bool = False
+    stop_token_ids: list[int] | None = None
+
+    def stop_list(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        return tuple(s for s in stops if s)
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    tools: list[ToolDefinitionIn] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+
+class CompletionRequest(_SamplingFields):
+    # OpenAI's str | str[] | int[] | int[][], and (as vLLM) a list that mixes texts and token lists
+    prompt: str | list[int] | list[str | list[int]]
+    echo: bool = False
+    logprobs: int | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
+    # pydantic adds union-branch names (e.g. "str", "list[ContentPart]") to the location; drop them
+    parts = [str(p) for p in loc if isinstance(p, int) or not any(c in str(p) for c in "[]|") and p not in _TYPE_NAMES]
+    return ".".join(parts) or None
+
+
+_TYPE_NAMES = {"str", "int", "float", "bool", "dict", "list", "function-after", "literal", "NamedToolChoice"}
+
+
+def parse_request(body: bytes, model: type[M]) -> M:
+    """Bytes of a request body -> validated request, or an OpenAIError (400) saying what is wrong."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise OpenAIError(
+            "We could not parse the JSON body of your request. The body must be valid JSON.", param=None
+        ) from None
+    if not isinstance(data, dict):
+        raise OpenAIError(f"the request body must be a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: ValidationError | Any) -> OpenAIError:
+    """The first pydantic (or FastAPI) validation error as an OpenAIError."""
+    errors = exc.errors() if hasattr(exc, "errors") else []
+    if not errors:
+        return OpenAIError(str(exc))
+    first = errors[0]
+    loc = tuple(first.get("loc", ()))
+    if loc and loc[0] == "body":
+        loc = loc[1:]
+    param = _loc_to_param(loc)
+    msg = first.get("msg", "invalid value")
+    extra = f" ({len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    where = f"'{param}'" if param else "the request body"
+    return OpenAIError(f"Invalid value for {where}: {msg}{extra}", param=param)
+
+
+# ----------------------------------------------------------------------------------- responses
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def new_tool_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def clamp_logprob(value: float) -> float:
+    return value if value > MIN_LOGPROB else MIN_LOGPROB
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def chat_logprob_entries(logprobs: list[Any], token_bytes: Any, top_n: int) -> list[dict[str, Any]]:
+    """OpenAI chat `logprobs.content` entries from engine TokenLogprobs."""
+    entries = []
+    for lp in logprobs:
+        entries.append(
+            {
+                "token": lp.token,
+                "logprob": clamp_logprob(lp.logprob),
+                "bytes": list(token_bytes(lp.token_id)),
+                "top_logprobs": [
+                    {"token": tok, "logprob": clamp_logprob(val), "bytes": list(token_bytes(tid))}
+                    for tid, tok, val in (lp.top or [])[:top_n]
+                ],
+            }
+        )
+    return entries
+
+
+def tool_call_json(call_id: str, name: str, arguments: str, index: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    if index is not None:
+        out = {"index": index, **out}
+    return out
