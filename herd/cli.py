@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Modules that add subcommands; each exposes `register(subparsers)`.
-COMMAND_MODULES = ("herd.checkpoint.cli", "herd.infer.cli", "herd.serve.cli")
+COMMAND_MODULES = ("herd.checkpoint.cli", "herd.infer.cli", "herd.serve.cli", "herd.train.cli", "herd.data.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

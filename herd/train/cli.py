@@ -1,0 +1,50 @@
+"""`herd pretrain CONFIG.toml [--set key=value ...] [--resume PATH|auto]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="pretrain (or continue) a model from a TOML recipe",
+        description=(
+            "Train as the TOML recipe says (configs/pretrain/*.toml). Writes <out_dir>/metrics.jsonl, "
+            "TensorBoard logs, loss.png and checkpoints; SIGTERM/Ctrl-C saves a checkpoint and exits."
+        ),
+    )
+    p.add_argument("config", help="TOML recipe")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optim.lr=1e-3 --set run.max_steps=50 (repeatable)")
+    p.add_argument("--resume", default=None, metavar="PATH|auto",
+                   help="restore everything from a checkpoint (a step_XXXXXXXX dir or a dir of them); "
+                        "'auto' = the newest one in the run's checkpoint dir, if any")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    import json
+
+    from herd.train.config import load_config
+    from herd.train.trainer import TrainingError, train
+
+    config = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+    try:
+        result = train(config, resume=args.resume)
+    except TrainingError as exc:
+        print(f"herd pretrain: error: {exc}", file=sys.stderr)
+        return 3
+    loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+    val = f", validation loss {result.val_loss:.4f}" if result.val_loss is not None else ""
+    print(
+        f"{'stopped by signal' if result.stopped == 'signal' else 'done'}: step {result.steps}, "
+        f"{result.tokens:,} tokens, loss {loss}{val}; checkpoint {result.checkpoint}; metrics {result.metrics_path}"
+        + (f"; loss curve {result.loss_curve}" if result.loss_curve else "")
+    )
+    return 0
