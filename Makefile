@@ -1,10 +1,13 @@
-# Two commands on a fresh machine: `make chat` (the main job) and `make test` (the test suite).
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the test suite).
 VENV ?= .venv
 export HERD_VENV := $(VENV)
 
-.PHONY: setup chat test
+.PHONY: setup demo chat test
 setup:
 	bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/herd demo
 
 chat: setup
 	$(VENV)/bin/herd chat
