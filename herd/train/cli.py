@@ -24,6 +24,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.set_defaults(func=run_pretrain)
 
+    j = subparsers.add_parser(
+        "judge-data",
+        help="annealing to judge a dataset: anneal with and without a candidate source, compare held-out losses",
+        description="From CHECKPOINT, anneal (LR linearly to 0 over --tokens) on the recipe's default mix, and again "
+        "with --share (default 30%%) of the candidate token shards; report both held-out losses (the paper, 3.1.3).",
+    )
+    j.add_argument("config", help="TOML recipe (model, optimizer, data sources and mix)")
+    j.add_argument("checkpoint", help="training checkpoint (or a directory of them) to anneal from")
+    j.add_argument("new_data", help="token-shard directory of the candidate data (from `herd tokenize`)")
+    j.add_argument("--out", default="runs/judge", help="output directory (default: runs/judge)")
+    j.add_argument("--tokens", type=int, required=True, help="annealing tokens for each of the two runs")
+    j.add_argument("--share", type=float, default=0.3, help="candidate share of the annealing mix (default 0.3)")
+    j.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    j.set_defaults(func=run_judge)
+
+
+def run_judge(args: argparse.Namespace) -> int:
+    from herd.train.judge import judge_dataset
+
+    result = judge_dataset(args.config, args.checkpoint, args.new_data, args.out, tokens=args.tokens,
+                           new_share=args.share, overrides=args.overrides)
+    print(result.summary())
+    return 0
+
 
 def run_pretrain(args: argparse.Namespace) -> int:
     import json
