@@ -451,6 +451,18 @@ def _stream_error(exc: BaseException) -> str:
     return sse(error_body(f"generation failed: {exc}", "internal_server_error") | {"status": 500})
 
 
+def stream_chunk(run: Any, obj: str, choices: list[dict[str, Any]], with_usage: bool) -> dict[str, Any]:
+    """One SSE chunk of a chat or completion run; `usage` only when the client asked for it
+    (stream_options.include_usage): null on every chunk but the last."""
+    chunk: dict[str, Any] = {
+        "id": run.id, "object": obj, "created": run.created, "model": run.server.model_name,
+        "system_fingerprint": None, "choices": choices,
+    }
+    if run.req.stream_options is not None and run.req.stream_options.include_usage:
+        chunk["usage"] = run.usage() if with_usage else None
+    return chunk
+
+
 class ChatRun:
     """One chat request's choices: engine outputs -> OpenAI chunks or one response body."""
 
@@ -497,17 +509,7 @@ class ChatRun:
         return usage(len(self.plan.prompt_ids), sum(st.tokens for st in self.states))
 
     def _chunk(self, choices: list[dict[str, Any]], with_usage: bool = False) -> dict[str, Any]:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.server.model_name,
-            "system_fingerprint": None,
-            "choices": choices,
-        }
-        if self.req.stream_options is not None and self.req.stream_options.include_usage:
-            chunk["usage"] = self.usage() if with_usage else None
-        return chunk
+        return stream_chunk(self, "chat.completion.chunk", choices, with_usage)
 
     @staticmethod
     def _delta(events: list[Any]) -> dict[str, Any]:
@@ -644,17 +646,7 @@ class CompletionRun:
         return usage(prompt, sum(st.tokens for st in self.states))
 
     def _chunk(self, choices: list[dict[str, Any]], with_usage: bool = False) -> dict[str, Any]:
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.server.model_name,
-            "system_fingerprint": None,
-            "choices": choices,
-        }
-        if self.req.stream_options is not None and self.req.stream_options.include_usage:
-            chunk["usage"] = self.usage() if with_usage else None
-        return chunk
+        return stream_chunk(self, "text_completion", choices, with_usage)
 
     async def stream(self, gens: Generations | None) -> AsyncIterator[str]:
         try:

@@ -6,6 +6,7 @@ silently fall back to a default). Errors are `CurationConfigError` (a ValueError
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
@@ -257,7 +258,7 @@ def _set_override(data: dict[str, Any], assignment: str, where: str) -> None:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<dict>", overrides: list[str] | None = None) -> CurateConfig:
-    data = dict(data)
+    data = copy.deepcopy(data)  # overrides write into nested tables; never into the caller's dict
     for assignment in overrides or []:
         _set_override(data, assignment, source)
     cfg = _build(CurateConfig, data, source)
