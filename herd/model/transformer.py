@@ -7,6 +7,7 @@ use Meta's interleaved RoPE layout, so a Meta checkpoint loads without any permu
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,9 @@ class Attention(nn.Module):
         self.wv = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
         self.wo = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
         self.wqkv: nn.Linear | None = None  # set by `fuse_projections` (inference only)
+        # Context parallelism (training): gathers this rank's keys/values [B, H, T_local, Dh] from every
+        # rank of its context-parallel group along the sequence; set by herd.train.parallel.
+        self.kv_gather: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def fuse_projections(self) -> None:
         """Replace wq/wk/wv by one matmul: at batch-1 decode the small k/v GEMVs cost a kernel each."""
@@ -66,9 +70,10 @@ class Attention(nn.Module):
             q, k, v = self.wqkv(x).split([self.n_heads * self.head_dim, kv_dim, kv_dim], dim=-1)
         else:
             q, k, v = self.wq(x), self.wk(x), self.wv(x)
-        q = q.view(batch, seqlen, self.n_heads, self.head_dim)
-        k = k.view(batch, seqlen, self.n_kv_heads, self.head_dim)
-        v = v.view(batch, seqlen, self.n_kv_heads, self.head_dim)
+        # -1 heads: under tensor parallelism each rank holds n_heads / tp of them
+        q = q.view(batch, seqlen, -1, self.head_dim)
+        k = k.view(batch, seqlen, -1, self.head_dim)
+        v = v.view(batch, seqlen, -1, self.head_dim)
         q = apply_rope(q, cos, sin).transpose(1, 2)
         k = apply_rope(k, cos, sin).transpose(1, 2)
         v = v.transpose(1, 2)
@@ -77,8 +82,10 @@ class Attention(nn.Module):
             return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
         if cache is not None:
             k, v = cache.update(self.layer_id, start_pos, k, v)
+        if self.kv_gather is not None:
+            k, v = self.kv_gather(k), self.kv_gather(v)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_heads != self.n_kv_heads
+            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=q.shape[1] != k.shape[1]
         )
         return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
 
@@ -190,6 +197,7 @@ class Transformer(nn.Module):
         positions: torch.Tensor | None = None,
         start_pos: int = 0,
         doc_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         cache: KVCache | AttentionState | None = None,
         last_only: bool = False,
         select: torch.Tensor | None = None,
@@ -200,22 +208,59 @@ class Transformer(nn.Module):
           `start_pos + arange(T)`, or restart at 0 for each document when `doc_ids` is given.
         - `doc_ids` ([B, T]) makes attention block-causal: a token sees only earlier tokens of its
           own document (packed pretraining sequences).
+        - `attention_mask` (boolean [B, 1, T, T_keys], with `positions`) replaces the mask derived
+          from `doc_ids`: context parallelism attends local queries to the gathered keys of all ranks.
         - `cache` holds keys/values of positions < `start_pos` for incremental decoding; an
           `AttentionState` (the paged engine) instead runs attention itself over flattened
           sequences, with `positions` given.
         - `select` ([K] indices along T) computes logits only where they are needed (the last
           token of each sequence in a flattened batch); the output head is the costliest matmul.
+
+        A pipeline stage is this module with some parts removed (herd.train.parallel.pipeline):
+        without `tok_embeddings` it takes hidden states [B, T, dim] instead of token ids, without
+        `output` it returns hidden states, and `layers` may be a ModuleDict keyed by the original
+        layer index (so parameter names stay those of the full model).
         """
-        if tokens.dim() != 2:
+        if self.tok_embeddings is not None and tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
-        batch, seqlen = tokens.shape
+        batch, seqlen = tokens.shape[:2]
+        mask, is_causal, positions = self._attention_layout(tokens, positions, start_pos, doc_ids, attention_mask, cache)
+        cos, sin = rope_cos_sin(positions, self.inv_freq)
+
+        h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
+        layers = self.layers.values() if isinstance(self.layers, nn.ModuleDict) else self.layers
+        for layer in layers:
+            h = layer(h, cos, sin, mask, is_causal, cache, start_pos)
+        if self.output is None:
+            return h
+        if last_only:
+            h = h[:, -1:]
+        elif select is not None:
+            h = h[:, select]
+        return self.output(self.norm(h))
+
+    def _attention_layout(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor | None,
+        start_pos: int,
+        doc_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        cache: KVCache | AttentionState | None,
+    ) -> tuple[torch.Tensor | None, bool, torch.Tensor]:
+        """(mask, is_causal, RoPE positions) for this call's mode: packed, paged, cached or plain."""
+        batch, seqlen = tokens.shape[:2]
         mask: torch.Tensor | None = None
         is_causal = False
-        if doc_ids is not None:
+        if attention_mask is not None:
+            if positions is None or cache is not None:
+                raise ValueError("attention_mask needs explicit positions and no KV cache")
+            mask = attention_mask
+        elif doc_ids is not None:
             if cache is not None:
                 raise ValueError("doc_ids (packed documents) cannot be combined with a KV cache")
-            if doc_ids.shape != tokens.shape:
-                raise ValueError(f"doc_ids shape {tuple(doc_ids.shape)} != tokens shape {tuple(tokens.shape)}")
+            if tuple(doc_ids.shape) != (batch, seqlen):
+                raise ValueError(f"doc_ids shape {tuple(doc_ids.shape)} != tokens shape {(batch, seqlen)}")
             segments, doc_positions = document_positions(doc_ids)
             mask = block_causal_mask(segments)
             if positions is None:
@@ -232,16 +277,7 @@ class Transformer(nn.Module):
             mask = key_pos[None, :] <= query_pos[:, None]
         if positions is None:
             positions = torch.arange(start_pos, start_pos + seqlen, device=tokens.device)
-        cos, sin = rope_cos_sin(positions, self.inv_freq)
-
-        h = self.tok_embeddings(tokens)
-        for layer in self.layers:
-            h = layer(h, cos, sin, mask, is_causal, cache, start_pos)
-        if last_only:
-            h = h[:, -1:]
-        elif select is not None:
-            h = h[:, select]
-        return self.output(self.norm(h))
+        return mask, is_causal, positions
 
 
 def init_weights(model: Transformer, std: float = 0.02, generator: torch.Generator | None = None) -> None:

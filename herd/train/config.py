@@ -136,6 +136,29 @@ class LogSection:
 
 
 @dataclass
+class ParallelSection:
+    """4D parallelism sizes, ordered as in the paper [TP, CP, PP, DP] from innermost to outermost.
+
+    Their product must equal the number of processes (`torchrun --nproc-per-node N`). dp_shard = -1
+    takes whatever the other sizes leave, so a plain `torchrun` launch defaults to FSDP.
+    """
+
+    dp_replicate: int = 1  # data-parallel replicas (HSDP: replicate across, shard within)
+    dp_shard: int = -1  # FSDP shard group size; -1 = world size / (dp_replicate * cp * pp * tp)
+    cp: int = 1  # context parallel: the sequence split into 2*cp load-balanced chunks
+    pp: int = 1  # pipeline stages (ranks)
+    tp: int = 1  # tensor parallel (with sequence parallel norms and loss parallel)
+    pp_schedule: str = "1F1B"  # GPipe | 1F1B | Interleaved1F1B
+    pp_stages_per_rank: int = 1  # virtual stages per rank (Interleaved1F1B needs >= 2)
+    pp_microbatches: int = 0  # micro-batches per step through the pipeline; 0 = pp * stages per rank
+    pp_layers: list[int] = field(default_factory=list)  # layers per stage; [] = balanced, first/last 1 fewer
+    reshard_after_forward: str = "auto"  # FSDP: auto (not with pp) | always | never
+    loss_parallel: bool = True  # with tp: cross-entropy on vocabulary-sharded logits
+    timeout_s: float = 300.0  # a collective waiting longer than this fails the job instead of hanging
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+
+
+@dataclass
 class TrainConfig:
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -146,6 +169,7 @@ class TrainConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     log: LogSection = field(default_factory=LogSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
 
     @property
     def min_lr(self) -> float:

@@ -21,16 +21,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
-import torch.utils.checkpoint
 
 from herd.checkpoint.errors import CheckpointError
 from herd.model import Transformer, flops_per_token, init_weights
 from herd.train import checkpointing
 from herd.train.config import ConfigError, TrainConfig
 from herd.train.metrics import MetricsLogger, memory_mb, peak_flops, plot_loss_curve
-from herd.train.optim import build_optimizer
 from herd.train.parallel import SingleProcessPlan
+from herd.train.parallel.single import LocalBatch
 from herd.train.schedule import Schedule
 
 MAX_CONSECUTIVE_SKIPS = 10  # with nan_policy = "skip", this many bad batches in a row still stop the run
@@ -87,21 +85,6 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def enable_activation_checkpointing(model: Transformer) -> None:
-    """Recompute each block's activations in backward instead of storing them (memory for compute).
-
-    The block's `forward` is replaced on the instance, so parameter names (and checkpoints) are
-    unchanged.
-    """
-    for layer in model.layers:
-        inner = layer.forward
-
-        def checkpointed(*args: Any, _inner: Callable = inner) -> torch.Tensor:
-            return torch.utils.checkpoint.checkpoint(_inner, *args, use_reentrant=False)
-
-        layer.forward = checkpointed  # type: ignore[method-assign]
-
-
 class Trainer:
     def __init__(
         self,
@@ -149,20 +132,13 @@ class Trainer:
         torch.manual_seed(config.run.seed)
         with torch.device("meta"):
             model = Transformer(self.model_config)
-        model.to_empty(device=self.device)
-        generator = torch.Generator(device=self.device).manual_seed(config.run.seed)
-        init_weights(model, std=config.model.init_std, generator=generator)
-        if config.run.init_from:
-            from herd.checkpoint import load_state_dict_checked
-
-            state = checkpointing.load_model_weights(config.run.init_from)
-            load_state_dict_checked(model, state, config.run.init_from)
-        self.model = model  # the unwrapped module: checkpoints and hooks see this one
-        if config.run.activation_checkpointing:
-            enable_activation_checkpointing(model)
-        wrapped = self.plan.wrap_model(model)
-        self.forward_model = torch.compile(wrapped) if config.run.compile else wrapped
-        self.optimizer, self.optim_impl = build_optimizer(model, config.optim, self.device)
+        # the model checkpoints, hooks and the optimizer see (under pipeline parallelism: this
+        # rank's stages; under FSDP/TP: modules holding sharded DTensor parameters)
+        self.model = self.plan.build_model(
+            model, self._initialise, self.device, checkpoint_activations=config.run.activation_checkpointing
+        )
+        self.forward_model = torch.compile(self.model) if config.run.compile else self.model
+        self.optimizer, self.optim_impl = self.plan.build_optimizer(self.model, config.optim, self.device)
 
         self.step = 0
         self.tokens = 0
@@ -171,6 +147,16 @@ class Trainer:
         if self.resume_path is not None:
             self._restore(self.resume_path)
         self._stop_signal: int | None = None
+
+    def _initialise(self, model: Transformer) -> None:
+        """Random init (the same for every layout, from run.seed), then run.init_from weights if given."""
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.config.run.seed)
+        init_weights(model, std=self.config.model.init_std, generator=generator)
+        if self.config.run.init_from:
+            from herd.checkpoint import load_state_dict_checked
+
+            state = checkpointing.load_model_weights(self.config.run.init_from)
+            load_state_dict_checked(model, state, self.config.run.init_from)
 
     # ------------------------------------------------------------------ state
     def _active_loader(self) -> TrainLoader:
@@ -209,17 +195,9 @@ class Trainer:
         self.last_checkpoint = path
 
     # ------------------------------------------------------------------ compute
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        return self.plan.local_batch(tensor).to(self.device, non_blocking=True)
-
-    def _loss_sum(self, inputs: torch.Tensor, targets: torch.Tensor, doc_ids: torch.Tensor | None) -> torch.Tensor:
-        """Summed cross-entropy over trained targets (float32 logits for the softmax)."""
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            logits = self.forward_model(inputs, doc_ids=doc_ids)
-        return F.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
-        )
+    def _local_batch(self, batch: Any) -> LocalBatch:
+        doc_ids = batch[2] if self.config.run.document_mask else None
+        return self.plan.shard_batch(batch[0], batch[1], doc_ids, self.device)
 
     def _check_tokens(self, inputs: torch.Tensor) -> None:
         top = int(inputs.max())
@@ -244,15 +222,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
-        inputs, targets = self._to_device(inputs), self._to_device(targets)
-        doc_ids = self._to_device(doc_ids) if self.config.run.document_mask else None
-        n_targets = self.plan.all_reduce_sum((targets != -100).sum()).clamp(min=1)
-        total = torch.zeros((), device=self.device)
-        for i in range(0, inputs.shape[0], shape.micro_batch_size):
-            part = slice(i, i + shape.micro_batch_size)
-            loss = self._loss_sum(inputs[part], targets[part], doc_ids[part] if doc_ids is not None else None)
-            (loss / n_targets).backward()
-            total += loss.detach()
+        local = self._local_batch(batch)
+        n_targets = self.plan.all_reduce_sum((local.targets != -100).sum()).clamp(min=1)
+        micro_rows = max(1, shape.micro_batch_size * local.inputs.shape[0] // shape.batch_size)
+        total = self.plan.forward_backward(
+            self.forward_model, local, micro_rows, n_targets, self.device, self.autocast_dtype
+        )
         loss_value = float(self.plan.all_reduce_sum(total) / n_targets)
         grad_norm = float(self.plan.clip_grad_norm(self.model, self.config.optim.grad_clip))
         skipped = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
@@ -307,10 +282,9 @@ class Trainer:
         for _ in range(self.config.eval.batches):
             batch = self.val_loader.next_batch(batch_size, seq_len)
             self._check_tokens(batch[0])
-            inputs, targets = self._to_device(batch[0]), self._to_device(batch[1])
-            doc_ids = self._to_device(batch[2]) if self.config.run.document_mask else None
-            total += self._loss_sum(inputs, targets, doc_ids)
-            count += (targets != -100).sum()
+            local = self._local_batch(batch)
+            total += self.plan.eval_loss_sum(self.forward_model, local, self.device, self.autocast_dtype)
+            count += (local.targets != -100).sum()
         self.model.train(was_training)
         return float(self.plan.all_reduce_sum(total) / self.plan.all_reduce_sum(count).clamp(min=1))
 

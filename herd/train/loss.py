@@ -1,0 +1,35 @@
+"""The pretraining loss: summed next-token cross-entropy over trained targets.
+
+Summed (not averaged) so that micro-batches, data-parallel ranks, context-parallel chunks and pipeline
+micro-batches can all be added up and divided once by the number of trained targets of the whole
+global batch: every layout then computes the same gradient as one process on one big batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Float32 cross-entropy summed over targets != -100 (logits may be a vocabulary-sharded DTensor)."""
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), targets.flatten(0, 1), ignore_index=-100, reduction="sum"
+    )
+
+
+def loss_sum(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    model_kwargs: dict[str, Any],
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """Forward under optional autocast, then `cross_entropy_sum` in float32."""
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        logits = model(inputs, **model_kwargs)
+    return cross_entropy_sum(logits, targets)

@@ -1,0 +1,133 @@
+"""The seam where multi-process parallelism plugs into the trainer, and its one-process implementation.
+
+The loop never touches `torch.distributed`; it asks a plan to build the model, shard a global batch
+for this rank, run forward/backward over it, reduce scalars across ranks, clip the (possibly sharded)
+gradient norm, and read/write checkpoints. `SingleProcessPlan` is the identity for all of these;
+`herd.train.parallel.distributed.DistributedPlan` implements them with FSDP2, tensor, pipeline and
+context parallelism.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from herd.train import checkpointing
+from herd.train.config import OptimSection
+from herd.train.loss import loss_sum
+from herd.train.optim import build_optimizer
+
+
+@dataclass
+class LocalBatch:
+    """This rank's share of a global batch: model inputs, targets and the extra forward kwargs."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self, part: slice) -> LocalBatch:
+        return LocalBatch(self.inputs[part], self.targets[part], {k: v[part] for k, v in self.model_kwargs.items()})
+
+
+def activation_checkpointing(layers: Any) -> None:
+    """Recompute each block's activations in backward instead of storing them (memory for compute).
+
+    The block's `forward` is replaced on the instance, so parameter names (and checkpoints) are
+    unchanged.
+    """
+    import torch.utils.checkpoint
+
+    for layer in layers:
+        inner = layer.forward
+
+        def checkpointed(*args: Any, _inner: Callable = inner) -> torch.Tensor:
+            return torch.utils.checkpoint.checkpoint(_inner, *args, use_reentrant=False)
+
+        layer.forward = checkpointed  # type: ignore[method-assign]
+
+
+class SingleProcessPlan:
+    """One process, one device: every hook is the identity (or the plain torch call)."""
+
+    rank = 0
+    world_size = 1
+    description = "single process"
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main rank writes logs, plots and checkpoint metadata."""
+        return self.rank == 0
+
+    def build_model(
+        self, meta_model: nn.Module, init: Callable[[nn.Module], None], device: torch.device,
+        *, checkpoint_activations: bool = False,
+    ) -> nn.Module:
+        """Materialise the meta-device model on `device` and initialise it with `init`."""
+        meta_model.to_empty(device=device)
+        init(meta_model)
+        if checkpoint_activations:
+            activation_checkpointing(meta_model.layers)
+        return meta_model
+
+    def build_optimizer(self, model: nn.Module, cfg: OptimSection, device: torch.device) -> tuple[Any, str]:
+        return build_optimizer(model, cfg, device)
+
+    def shard_batch(self, inputs: torch.Tensor, targets: torch.Tensor, doc_ids: torch.Tensor | None,
+                    device: torch.device) -> LocalBatch:
+        """This rank's rows (and sequence chunk) of a global batch, on `device`."""
+        kwargs = {"doc_ids": doc_ids.to(device)} if doc_ids is not None else {}
+        return LocalBatch(inputs.to(device), targets.to(device), kwargs)
+
+    def forward_backward(
+        self, model: nn.Module, batch: LocalBatch, micro_batch_rows: int, n_targets: torch.Tensor,
+        device: torch.device, autocast_dtype: torch.dtype | None,
+    ) -> torch.Tensor:
+        """Gradient of sum-CE / n_targets over the batch, in micro-batches; returns the summed loss."""
+        total = torch.zeros((), device=device)
+        for i in range(0, batch.inputs.shape[0], micro_batch_rows):
+            part = batch.rows(slice(i, i + micro_batch_rows))
+            loss = loss_sum(model, part.inputs, part.targets, part.model_kwargs, device, autocast_dtype)
+            (loss / n_targets).backward()
+            total += loss.detach()
+        return total
+
+    @torch.no_grad()
+    def eval_loss_sum(self, model: nn.Module, batch: LocalBatch, device: torch.device,
+                      autocast_dtype: torch.dtype | None) -> torch.Tensor:
+        return loss_sum(model, batch.inputs, batch.targets, batch.model_kwargs, device, autocast_dtype)
+
+    def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
+        """Sum over the ranks that hold different tokens (data and context parallel)."""
+        return value
+
+    def clip_grad_norm(self, model: nn.Module, max_norm: float) -> torch.Tensor:
+        """Total gradient norm before clipping (max_norm 0 = measure only)."""
+        params = [p for p in model.parameters() if p.grad is not None]
+        return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"), foreach=True)
+
+    def save(
+        self, directory: Path, step: int, model: nn.Module, optimizer: Any,
+        meta: dict[str, Any], keep_last: int,
+    ) -> Path:
+        return checkpointing.save_checkpoint(
+            directory, step, model.state_dict(), optimizer.state_dict(), meta, keep_last
+        )
+
+    def load(self, path: Path, model: nn.Module, optimizer: Any) -> dict[str, Any]:
+        """Restore model and optimizer in place; returns the checkpoint's metadata."""
+        state = checkpointing.load_checkpoint(path)
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optim)
+        return state.meta
+
+    def barrier(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
