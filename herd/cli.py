@@ -8,7 +8,7 @@ import sys
 
 # Modules that add subcommands; each exposes `register(subparsers)`.
 COMMAND_MODULES = ("herd.checkpoint.cli", "herd.infer.cli", "herd.serve.cli", "herd.train.cli", "herd.train.demo_cli",
-                   "herd.data.cli", "herd.data.curation.cli")
+                   "herd.data.cli", "herd.data.curation.cli", "herd.train.plan_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -248,8 +248,17 @@ class Transformer(nn.Module):
         attention_mask: torch.Tensor | None,
         cache: KVCache | AttentionState | None,
     ) -> tuple[torch.Tensor | None, bool, torch.Tensor]:
-        """(mask, is_causal, RoPE positions) for this call's mode: packed, paged, cached or plain."""
+        """(mask, is_causal, RoPE positions) for this call's mode: packed, paged, cached or plain.
+
+        The sequence length is that of `doc_ids` or `positions` when given: a later pipeline stage under
+        sequence parallelism receives only a slice of the hidden states but attends over all of them.
+        """
         batch, seqlen = tokens.shape[:2]
+        if self.tok_embeddings is None:
+            if doc_ids is not None:
+                seqlen = doc_ids.shape[1]
+            elif positions is not None:
+                seqlen = positions.shape[-1]
         mask: torch.Tensor | None = None
         is_causal = False
         if attention_mask is not None:

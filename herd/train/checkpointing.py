@@ -36,6 +36,7 @@ from herd.checkpoint.errors import CheckpointError
 FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8,})$")
 REQUIRED_FILES = ("model.pt", "optim.pt", "state.json")
+DCP_DIR = "dcp"  # distributed runs: model and optimizer in torch.distributed.checkpoint format
 
 
 def checkpoint_name(step: int) -> str:
@@ -83,15 +84,27 @@ def save_checkpoint(
     keep_last: int,
 ) -> Path:
     """Atomically write checkpoint `step` under `directory`, update `latest`, prune to `keep_last`."""
+    tmp = begin_checkpoint(directory, step)
+    write_torch(tmp / "model.pt", model_state)
+    write_torch(tmp / "optim.pt", optim_state)
+    return commit_checkpoint(tmp, step, meta, keep_last)
+
+
+def begin_checkpoint(directory: str | Path, step: int) -> Path:
+    """A fresh `step_XXXXXXXX.tmp/` directory to write a checkpoint's files into."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / checkpoint_name(step)
-    tmp = directory / (final.name + ".tmp")
+    tmp = directory / (checkpoint_name(step) + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    write_torch(tmp / "model.pt", model_state)
-    write_torch(tmp / "optim.pt", optim_state)
+    return tmp
+
+
+def commit_checkpoint(tmp: Path, step: int, meta: dict[str, Any], keep_last: int) -> Path:
+    """Write state.json into `tmp`, rename it to its final name atomically, update `latest`, prune."""
+    directory = tmp.parent
+    final = directory / checkpoint_name(step)
     write_json(tmp / "state.json", {"format_version": FORMAT_VERSION, "step": step, **meta})
     _fsync_dir(tmp)
     if final.exists():  # re-saving the same step (e.g. stopped right after a resume): swap it out
@@ -119,7 +132,14 @@ def _prune(directory: Path, keep_last: int) -> None:
 
 
 def is_complete(path: Path) -> bool:
-    return bool(_NAME.match(path.name)) and path.is_dir() and all((path / f).is_file() for f in REQUIRED_FILES)
+    if not (_NAME.match(path.name) and path.is_dir() and (path / "state.json").is_file()):
+        return False
+    return all((path / f).is_file() for f in REQUIRED_FILES) or is_distributed(path)
+
+
+def is_distributed(path: Path) -> bool:
+    """Written by a multi-process run: sharded model/optimizer state under dcp/ (any layout can load it)."""
+    return (path / DCP_DIR / ".metadata").is_file()
 
 
 def list_checkpoints(directory: str | Path) -> list[Path]:
@@ -186,6 +206,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not is_complete(path):
         raise CheckpointError(f"{path} is not a complete training checkpoint (needs {', '.join(REQUIRED_FILES)})")
     meta = read_meta(path)
+    if is_distributed(path):
+        from herd.train.parallel.dcp import read_consolidated
+
+        model, optim = read_consolidated(path / DCP_DIR)
+        return TrainingState(path, model, optim, meta)
     try:
         model = torch.load(path / "model.pt", map_location=map_location, weights_only=True)
         optim = torch.load(path / "optim.pt", map_location=map_location, weights_only=True)
@@ -202,6 +227,10 @@ def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"run.init_from {path}: no such file or directory")
     if is_complete(path) or latest_checkpoint(path) is not None:
         ckpt = path if is_complete(path) else latest_checkpoint(path)
+        if is_distributed(ckpt):  # type: ignore[arg-type]
+            from herd.train.parallel.dcp import read_consolidated
+
+            return read_consolidated(ckpt / DCP_DIR, optimizer=False)[0]  # type: ignore[operator]
         return torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)  # type: ignore[operator]
     from herd.checkpoint import read_checkpoint
 

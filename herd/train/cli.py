@@ -59,11 +59,18 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
+    from herd.train.parallel.distributed import make_plan
+
+    plan = make_plan(config)
     try:
-        result = train(config, resume=args.resume)
+        result = train(config, resume=args.resume, plan=plan)
     except TrainingError as exc:
-        print(f"herd pretrain: error: {exc}", file=sys.stderr)
+        print(f"herd pretrain: error{f' (rank {plan.rank})' if plan.world_size > 1 else ''}: {exc}", file=sys.stderr)
         return 3
+    finally:
+        plan.close()
+    if not plan.is_main:
+        return 0
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
     val = f", validation loss {result.val_loss:.4f}" if result.val_loss is not None else ""
     print(

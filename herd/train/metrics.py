@@ -94,7 +94,9 @@ class MetricsLogger:
         total_steps: int | None,
         tensorboard: bool,
         progress: bool,
+        quiet: bool = False,
     ) -> None:
+        self.quiet = quiet  # non-main ranks of a distributed run: records to their own file, no messages
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / "metrics.jsonl"
@@ -133,6 +135,8 @@ class MetricsLogger:
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
 
     def message(self, text: str) -> None:
+        if self.quiet:
+            return
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
         else:

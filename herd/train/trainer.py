@@ -24,10 +24,12 @@ import torch
 
 from herd.checkpoint.errors import CheckpointError
 from herd.model import Transformer, flops_per_token, init_weights
+from herd.model.flops import param_counts
 from herd.train import checkpointing
 from herd.train.config import ConfigError, TrainConfig
 from herd.train.metrics import MetricsLogger, memory_mb, peak_flops, plot_loss_curve
 from herd.train.parallel import SingleProcessPlan
+from herd.train.parallel.distributed import make_plan
 from herd.train.parallel.single import LocalBatch
 from herd.train.schedule import Schedule
 
@@ -97,11 +99,11 @@ class Trainer:
     ) -> None:
         self.config = config
         self.hooks = hooks or TrainHooks()
-        self.plan = plan or SingleProcessPlan()
+        self.plan = plan or make_plan(config)
         self.schedule = Schedule(config)
         self.out_dir = Path(config.run.out_dir)
         self.ckpt_dir = config.checkpoint_dir
-        self.device = _device(config.run.device)
+        self.device = getattr(self.plan, "device", None) or _device(config.run.device)
         self.autocast_dtype = torch.bfloat16 if config.run.dtype == "bfloat16" else None
         self.model_config = config.model_config()
 
@@ -302,14 +304,15 @@ class Trainer:
         )
         total_steps = cfg.run.max_steps or None
         self.logger = MetricsLogger(
-            self.out_dir, start_step=self.step, total_steps=total_steps,
+            self.out_dir if self.plan.is_main else self.out_dir / "ranks" / str(self.plan.rank),
+            start_step=self.step, total_steps=total_steps, quiet=not self.plan.is_main,
             tensorboard=cfg.log.tensorboard and self.plan.is_main, progress=cfg.log.progress and self.plan.is_main,
         )
         self._consecutive_skips = 0
         if self.logger.tb_note:
             self.logger.message(self.logger.tb_note)
         self.logger.message(
-            f"pretrain: {sum(p.numel() for p in self.model.parameters()):,} parameters on {self.device}, "
+            f"pretrain: {param_counts(self.model_config)['total']:,} parameters on {self.device} ({self.plan.description}), "
             f"AdamW ({self.optim_impl}), autocast {cfg.run.dtype}, MFU peak {self.peak_flops:.3g} FLOP/s "
             f"({peak_source})" + (f", resumed from {self.resume_path} at step {self.step}" if self.resume_path else "")
         )
@@ -377,6 +380,10 @@ def train(
     resume: str | Path | None = None,
     loader_factory: LoaderFactory | None = None,
     hooks: TrainHooks | None = None,
+    plan: SingleProcessPlan | None = None,
 ) -> TrainResult:
-    """Pretrain (or resume, or continue from `run.init_from`) as `config` says; see `Trainer`."""
-    return Trainer(config, resume=resume, loader_factory=loader_factory, hooks=hooks).run()
+    """Pretrain (or resume, or continue from `run.init_from`) as `config` says; see `Trainer`.
+
+    Under torchrun the plan defaults to herd.train.parallel's DistributedPlan for `config.parallel`.
+    """
+    return Trainer(config, resume=resume, loader_factory=loader_factory, hooks=hooks, plan=plan).run()

@@ -1,0 +1,76 @@
+"""Pipeline parallelism with torch.distributed.pipelining: stage modules, schedules, the loss.
+
+A stage is the full Transformer with the parts of other stages removed (no `tok_embeddings` after the
+first stage, no `norm`/`output` before the last, `layers` a ModuleDict keyed by the original layer
+index), so parameter names, and therefore distributed checkpoints, are identical for every layout.
+With `pp_stages_per_rank = v` each rank holds v stages (looped placement: rank r holds stages r,
+r + pp, ...) for the interleaved 1F1B schedule; `pp_microbatches` sets how many micro-batches flow
+through the pipeline per step (the paper's tunable N).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.pipelining import PipelineStage
+from torch.distributed.pipelining.schedules import (
+    PipelineScheduleMulti,
+    PipelineScheduleSingle,
+    Schedule1F1B,
+    ScheduleGPipe,
+    ScheduleInterleaved1F1B,
+)
+
+from herd.model import Transformer
+
+SCHEDULES: dict[str, type] = {
+    "GPipe": ScheduleGPipe,
+    "1F1B": Schedule1F1B,
+    "Interleaved1F1B": ScheduleInterleaved1F1B,
+}
+
+
+def stage_ids(pp_rank: int, pp: int, stages_per_rank: int) -> list[int]:
+    """Looped placement: rank r runs stages r, r + pp, r + 2*pp, ..."""
+    return [pp_rank + i * pp for i in range(stages_per_rank)]
+
+
+def split_model(model: Transformer, layer_counts: list[int], stage_id: int) -> Transformer:
+    """A deep copy of (meta-device) `model` keeping only stage `stage_id`'s parts."""
+    first = sum(layer_counts[:stage_id])
+    keep = range(first, first + layer_counts[stage_id])
+    stage = copy.deepcopy(model)
+    stage.layers = nn.ModuleDict({str(i): model_layer for i, model_layer in enumerate(stage.layers) if i in keep})
+    if stage_id != 0:
+        stage.tok_embeddings = None
+    if stage_id != len(layer_counts) - 1:
+        stage.norm = None
+        stage.output = None
+    return stage
+
+
+def build_schedule(
+    name: str,
+    modules: list[nn.Module],
+    ids: list[int],
+    n_stages: int,
+    group: dist.ProcessGroup,
+    device: torch.device,
+    n_microbatches: int,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> PipelineScheduleSingle | PipelineScheduleMulti:
+    """The schedule object that runs forward/backward of this rank's stages for one batch.
+
+    `scale_grads=False`: the loss function already divides by the global number of trained targets
+    (herd.train.loss), so gradients must not be divided again by the number of micro-batches.
+    """
+    stages = [PipelineStage(m, stage_index=i, num_stages=n_stages, device=device, group=group)
+              for m, i in zip(modules, ids)]
+    cls = SCHEDULES[name]
+    if issubclass(cls, PipelineScheduleMulti):
+        return cls(stages, n_microbatches=n_microbatches, loss_fn=loss_fn, scale_grads=False)
+    return cls(stages[0], n_microbatches=n_microbatches, loss_fn=loss_fn, scale_grads=False)
