@@ -49,6 +49,16 @@ def run_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_collective_failure(exc: BaseException) -> bool:
+    """A torch.distributed error that means a peer is gone or hung (not a bug in this rank)."""
+    import torch.distributed as dist
+
+    text = str(exc).lower()
+    return isinstance(exc, dist.DistError) or any(
+        marker in text for marker in ("connection closed by peer", "timed out", "timeout", "connection reset")
+    )
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
     import json
 
@@ -67,6 +77,17 @@ def run_pretrain(args: argparse.Namespace) -> int:
     except TrainingError as exc:
         print(f"herd pretrain: error{f' (rank {plan.rank})' if plan.world_size > 1 else ''}: {exc}", file=sys.stderr)
         return 3
+    except RuntimeError as exc:
+        if plan.world_size == 1 or not _is_collective_failure(exc):
+            raise
+        print(
+            f"herd pretrain: rank {plan.rank} stopped: another rank died, or stopped responding for more than "
+            f"{config.parallel.timeout_s:g} s (parallel.timeout_s) during a collective; the job exits instead of "
+            f"hanging. Relaunch with --resume auto to continue from the last checkpoint. ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})",
+            file=sys.stderr,
+        )
+        return 4
     finally:
         plan.close()
     if not plan.is_main:

@@ -38,8 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--activations", choices=["compiled", "eager"], default="compiled",
                    help="which tensors backward keeps: fused/compiled (default) or plain eager")
     p.add_argument("--hardware", choices=["h100", "cpu"], default="h100")
-    p.add_argument("--memory-gb", type=float, default=None, help="memory per device (overrides the preset; cpu: required)")
-    p.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s per device (cpu: measured matmul rate)")
+    p.add_argument("--memory-gb", type=float, default=None,
+                   help="memory per device (overrides the preset; cpu: required)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak TFLOP/s per device (cpu: the measured matmul rate)")
     p.add_argument("--bandwidth-gbs", type=float, default=None, help="cpu: measured copy bandwidth in GB/s")
     p.add_argument("--search", action="store_true", help="list the layouts that fit, fastest predicted first")
     p.add_argument("--top", type=int, default=15, help="with --search: how many layouts to show (default 15)")
@@ -51,8 +53,9 @@ def _hardware(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from herd.train.parallel.planner import Hardware, PlanError
 
     if args.hardware == "cpu":
-        missing = [flag for flag, value in (("--peak-tflops", args.peak_tflops), ("--bandwidth-gbs", args.bandwidth_gbs),
-                                            ("--memory-gb", args.memory_gb)) if value is None]
+        given = {"--peak-tflops": args.peak_tflops, "--bandwidth-gbs": args.bandwidth_gbs,
+                 "--memory-gb": args.memory_gb}
+        missing = [flag for flag, value in given.items() if value is None]
         if missing:
             raise PlanError(f"--hardware cpu needs measured numbers: {', '.join(missing)}")
         return Hardware.cpu(args.peak_tflops * 1e12, args.bandwidth_gbs * 1e9, args.memory_gb * 1e9)

@@ -134,3 +134,18 @@ def flatten_optimizer_state(model: nn.Module, optim_state: dict[str, Any], weigh
                 if key != "params":
                     flat[f"param_groups.{ordered[int(index)]}.{key}"] = value
     return flat
+
+
+def indexed_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, flat: dict[str, Any]) -> dict[str, Any]:
+    """Flattened FQN-keyed optimizer state -> `optimizer.load_state_dict` format (the inverse of
+    `flatten_optimizer_state`), so one process can resume a distributed run's checkpoint."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    current = optimizer.state_dict()
+    ordered = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    state: dict[int, dict[str, Any]] = {}
+    for index, name in enumerate(ordered):
+        prefix = f"state.{name}."
+        entries = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+        if entries:
+            state[index] = entries
+    return {"state": state, "param_groups": current["param_groups"]}

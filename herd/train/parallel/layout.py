@@ -103,11 +103,17 @@ def layout_problems(
     sizes: MeshSizes, section: ParallelSection, model: ModelConfig, stages: list[tuple[int, int, int]]
 ) -> list[str]:
     """Everything about this layout that cannot work, for the model and each (seq_len, batch, micro) stage."""
-    problems = []
-    if model.n_heads % sizes.tp or model.n_kv_heads % sizes.tp:
-        problems.append(
-            f"parallel.tp = {sizes.tp} must divide the heads ({model.n_heads}) and KV heads ({model.n_kv_heads})"
-        )
+    from herd.train.parallel.planner import layout_size_problems
+
+    problems: list[str] = []
+    for seq_len in sorted({seq for seq, _, _ in stages}):
+        for problem in layout_size_problems(
+            n_layers=model.n_layers, n_heads=model.n_heads, n_kv_heads=model.n_kv_heads, ffn_dim=model.ffn_dim,
+            world_size=sizes.world_size, seq_len=seq_len, dp_replicate=sizes.dp_replicate, dp_shard=sizes.dp_shard,
+            cp=sizes.cp, pp=sizes.pp, tp=sizes.tp, pp_stages_per_rank=max(1, section.pp_stages_per_rank),
+        ):
+            if problem not in problems:
+                problems.append(problem)
     if section.pp_schedule not in PP_SCHEDULES:
         problems.append(f"parallel.pp_schedule = {section.pp_schedule!r}; choose one of {', '.join(PP_SCHEDULES)}")
     if section.pp_stages_per_rank < 1:
@@ -120,10 +126,11 @@ def layout_problems(
     if sizes.pp > 1:
         if model.tie_embeddings:
             problems.append("a model with tied embeddings cannot be split into pipeline stages (embedding and output live on different ranks)")
-        try:
-            stage_layer_counts(model.n_layers, n_stages, section.pp_layers)
-        except ConfigError as exc:
-            problems.append(str(exc))
+        if section.pp_layers:
+            try:
+                stage_layer_counts(model.n_layers, n_stages, section.pp_layers)
+            except ConfigError as exc:
+                problems.append(str(exc))
     microbatches = section.pp_microbatches or n_stages
     if section.pp_microbatches < 0:
         problems.append("parallel.pp_microbatches must be >= 0")
@@ -135,13 +142,6 @@ def layout_problems(
         problems.append("parallel.timeout_s must be positive")
     for seq_len, batch, micro in stages:
         where = f"(seq_len {seq_len}, batch {batch}, micro_batch {micro})"
-        if seq_len % (2 * sizes.cp) and sizes.cp > 1:
-            problems.append(f"sequence length {seq_len} is not divisible by 2*cp = {2 * sizes.cp} {where}")
-        elif (seq_len // sizes.cp) % sizes.tp and sizes.tp > 1:
-            problems.append(
-                f"the per-rank sequence {seq_len // sizes.cp} is not divisible by tp = {sizes.tp} "
-                f"(sequence parallelism splits it) {where}"
-            )
         if micro % sizes.dp:
             problems.append(f"micro-batch of {micro} sequences is not divisible by the {sizes.dp} data-parallel ranks {where}")
         elif sizes.pp > 1 and (micro // sizes.dp) % microbatches:

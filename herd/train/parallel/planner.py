@@ -23,7 +23,10 @@ ignored, < 0.01% of a layer); FSDP shards over dp_shard * cp ranks (`shard`):
     "compiled" (default; what fused kernels and torch.compile's recomputing partitioner keep): the
     two norm inputs (2h), q, k, v after RoPE (h + 2k), attention output (h), w1 and w3 outputs (2f),
     i.e. 2*(4h + 2k + 2f) bytes + fp32 softmax statistics (4 B x heads) + 2 fp32 norm scales.
-    "eager" adds the two norm outputs (2h) and the SwiGLU product (f) that plain eager autograd keeps.
+    "eager": what herd's own Transformer block keeps under plain autograd (checked tensor by tensor in
+    tests/test_planner.py): per RMSNorm an fp32 copy of the input (4 B), the normalized bf16 value
+    and the output; q, k, v, attention output; w1 and w3 outputs, silu(w1 x) and the product, i.e.
+    2*(10h + 2k + 4f) bytes + the same fp32 statistics.
     Everything is divided by tp (sequence parallelism shards the norm regions, heads and FFN columns
     shard the rest) and each GPU holds seq_len / cp tokens of a sequence (context parallelism).
     activation_checkpointing keeps only each layer's input (h per token) plus one layer's full set.
@@ -54,16 +57,22 @@ Step time (per optimizer step; the slowest pipeline rank sets the pace):
     all-gather + one reduce-scatter per step; True: 2 all-gathers + 1 reduce-scatter per micro-batch.
     Overlapped with compute: only the part longer than the busy time is exposed.
   * Not modelled: the optimizer step (memory-bound on sharded state, ~ms), kernel launch gaps,
-    stragglers, and causal attention doing half the counted attention FLOPs (flash attention skips
-    masked blocks: the model is pessimistic at long sequences).
+    stragglers, causal attention doing half the counted attention FLOPs (flash attention skips
+    masked blocks: the model is pessimistic at long sequences), and kernels getting less efficient
+    as tp and cp shrink each GPU's matmuls and attention blocks (so a search may pick small-sequence
+    context parallelism that would disappoint in practice).
+  * Precision: bf16 mixed precision (bf16 activations and compute weights, fp32 master, moments and
+    gradient reduction). An fp32 run saves twice the activation bytes and has no separate bf16 copy.
 
 Communication bandwidths are link rates; NCCL reaches ~80% of them, so communication is a lower bound.
 
 CPU (to check the model against measurements with the gloo backend): time a large fp32 matmul,
 `peak = 2*n**3 / seconds`, and a large tensor copy, `bandwidth = bytes / seconds`, then
 `Hardware.cpu(peak_flops=peak, bandwidth_bytes_s=bandwidth, memory_bytes=psutil.virtual_memory().total)`.
-Since `peak` is already the achieved matmul rate, the CPU `achievable_fraction` is 1.0; all ranks
-share one "node", so every group uses `bandwidth`. Compare `Estimate.step_time_s` with the
+Since `peak` is already the achieved matmul rate, the CPU `achievable_fraction` is 1.0 (a real
+step adds element-wise work, so expect the measurement to be slower); all ranks share one "node", so
+every group uses `bandwidth` (gloo over loopback is slower than a copy: timing one all-gather of a
+large tensor gives a more faithful number). Compare `Estimate.step_time_s` with the
 measured step time and the activation bytes with `torch.cuda.max_memory_allocated` on a GPU.
 """
 
@@ -95,8 +104,8 @@ class Hardware:
     overhead_bytes: float = 4 * GIB
 
     @classmethod
-    def h100(cls) -> "Hardware":
-        """H100 SXM 80GB. 80e9 bytes (torch reports ~85e9: we keep a margin); dense BF16 989 TFLOP/s;
+    def h100(cls) -> Hardware:
+        """H100 SXM 80GB. 80e9 bytes (the card exposes ~79 GiB = ~85e9; the rest is margin); dense BF16 989 TFLOP/s;
         NVLink 4 450 GB/s per direction; one 400 Gb/s InfiniBand NIC per GPU = 50 GB/s.
         achievable_fraction 0.54: torchtitan 0.2.0 compiled, 8B layer shapes at seq 8,192 on one
         H100 (DESIGN.md section 4). overhead 4 GiB: ~0.5 GiB CUDA context, ~1-2 GiB NCCL
@@ -104,7 +113,7 @@ class Hardware:
         return cls("h100", 80e9, 989e12, 450e9, 50e9, 0.54, gpus_per_node=8, overhead_bytes=4 * GIB)
 
     @classmethod
-    def cpu(cls, peak_flops: float, bandwidth_bytes_s: float, memory_bytes: float) -> "Hardware":
+    def cpu(cls, peak_flops: float, bandwidth_bytes_s: float, memory_bytes: float) -> Hardware:
         """A CPU box from measured numbers (module docstring): every rank in one node, gloo over
         memory, peak = the measured matmul rate (so achievable_fraction = 1)."""
         if min(peak_flops, bandwidth_bytes_s, memory_bytes) <= 0:
@@ -154,7 +163,8 @@ class Layout:
             parts.append(f"v={self.pp_stages_per_rank}")
         parts += [f"dp_shard={self.dp_shard}"] + ([f"dp_rep={self.dp_replicate}"] if self.dp_replicate > 1 else [])
         parts.append(f"mb={self.microbatch_sequences}x{self.n_microbatches}")
-        return " ".join(parts + (["ac"] if self.activation_checkpointing else []) + (["reshard"] if self.reshard else []))
+        flags = (["ac"] if self.activation_checkpointing else []) + (["reshard"] if self.reshard else [])
+        return " ".join(parts + flags)
 
 
 def layout_size_problems(
@@ -163,7 +173,8 @@ def layout_size_problems(
 ) -> list[str]:
     """Human-readable reasons these sizes cannot run (empty = fine). Plain ints, no torch: the
     runtime plan can call it before building a device mesh."""
-    sizes = dict(dp_replicate=dp_replicate, dp_shard=dp_shard, cp=cp, pp=pp, tp=tp, pp_stages_per_rank=pp_stages_per_rank)
+    sizes = {"dp_replicate": dp_replicate, "dp_shard": dp_shard, "cp": cp, "pp": pp, "tp": tp,
+             "pp_stages_per_rank": pp_stages_per_rank}
     problems = [f"{name} = {value} must be >= 1" for name, value in sizes.items() if value < 1]
     if problems:
         return problems
@@ -177,7 +188,8 @@ def layout_size_problems(
         problems.append(f"tp = {tp} must divide the FFN width {ffn_dim}")
     stages = pp * pp_stages_per_rank
     if n_layers < stages:
-        problems.append(f"{n_layers} layers cannot fill pp*pp_stages_per_rank = {pp}*{pp_stages_per_rank} = {stages} stages")
+        problems.append(f"{n_layers} layers cannot fill pp*pp_stages_per_rank = {pp}*{pp_stages_per_rank} "
+                        f"= {stages} stages")
     if pp == 1 and pp_stages_per_rank > 1:
         problems.append("pp_stages_per_rank > 1 needs pp > 1")
     if cp > 1 and seq_len % (2 * cp):
@@ -201,9 +213,11 @@ def validate_layout(config: ModelConfig, layout: Layout, world_size: int, seq_le
         per_step = layout.dp * layout.microbatch_sequences * layout.n_microbatches
         if per_step != global_batch_sequences:
             problems.append(f"dp*microbatch_sequences*n_microbatches = {layout.dp}*{layout.microbatch_sequences}*"
-                            f"{layout.n_microbatches} = {per_step} != the global batch of {global_batch_sequences} sequences")
+                            f"{layout.n_microbatches} = {per_step} != the global batch of "
+                            f"{global_batch_sequences} sequences")
     if config.tie_embeddings and layout.pp > 1:
-        problems.append("tied embeddings cannot be split into pipeline stages (embedding and output on different ranks)")
+        problems.append("tied embeddings cannot be split into pipeline stages "
+                        "(embedding and output on different ranks)")
     return problems
 
 
@@ -232,7 +246,8 @@ class Estimate:
         lines.append(f"memory per GPU (pipeline rank {self.worst_rank}, the largest):")
         lines += [f"  {k:<26}{v / 1e9:8.2f} GB" for k, v in self.memory.items()]
         verdict = "fits" if self.fits else "does NOT fit"
-        lines.append(f"  {'total':<26}{self.memory_bytes / 1e9:8.2f} GB of {self.capacity_bytes / 1e9:.1f} GB: {verdict}")
+        lines.append(f"  {'total':<26}{self.memory_bytes / 1e9:8.2f} GB of {self.capacity_bytes / 1e9:.1f} GB: "
+                     f"{verdict}")
         lines.append("step time:")
         lines += [f"  {k:<26}{v:8.3f} s" for k, v in self.time.items()]
         lines.append(f"  {'step':<26}{self.step_time_s:8.3f} s  (pipeline bubble {self.bubble_fraction:.1%})")
@@ -259,7 +274,7 @@ def bubble_fraction(pp: int, n_microbatches: int, stages_per_rank: int = 1) -> f
 def activation_bytes_per_token(config: ModelConfig, mode: str = "compiled") -> float:
     """Bytes one Transformer layer saves for backward per token, before tp division (docstring)."""
     h, k, f = config.dim, config.n_kv_heads * config.head_dim, config.ffn_dim
-    elements = {"compiled": 4 * h + 2 * k + 2 * f, "eager": 6 * h + 2 * k + 3 * f}
+    elements = {"compiled": 4 * h + 2 * k + 2 * f, "eager": 10 * h + 2 * k + 4 * f}  # in bf16 elements
     if mode not in elements:
         raise PlanError(f"activation mode {mode!r}; choose compiled or eager")
     return 2 * elements[mode] + 4 * config.n_heads + 2 * 4

@@ -110,7 +110,8 @@ def search(config: ModelConfig, gpus: int, seq_len: int, global_batch_sequences:
            activations: str = "compiled") -> list[Estimate]:
     """Every valid layout of `gpus` GPUs (dp_replicate = 1; tp within a node) that fits, fastest first."""
     if gpus < 1 or global_batch_sequences < 1:
-        raise PlanError(f"need >= 1 GPU and >= 1 sequence per batch, got {gpus} GPUs, {global_batch_sequences} sequences")
+        raise PlanError(f"need >= 1 GPU and >= 1 sequence per batch, got {gpus} GPUs, "
+                        f"{global_batch_sequences} sequences")
     results = []
     tps = [t for t in _divisors(gpus, hardware.gpus_per_node) if config.n_heads % t == 0 and config.n_kv_heads % t == 0]
     for tp, cp in product(tps, _divisors(gpus, 64)):

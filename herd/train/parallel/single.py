@@ -123,7 +123,12 @@ class SingleProcessPlan:
         """Restore model and optimizer in place; returns the checkpoint's metadata."""
         state = checkpointing.load_checkpoint(path)
         model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optim)
+        optim = state.optim
+        if checkpointing.is_distributed(Path(path)):  # written by a multi-process run: FQN-keyed state
+            from herd.train.parallel.dcp import indexed_optimizer_state
+
+            optim = indexed_optimizer_state(model, optimizer, optim)
+        optimizer.load_state_dict(optim)
         return state.meta
 
     def barrier(self) -> None:
