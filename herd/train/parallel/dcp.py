@@ -105,9 +105,13 @@ def read_consolidated(directory: Path, optimizer: bool = True) -> tuple[dict[str
     """Full model (and flattened optimizer) state from a DCP directory, in this one process, on CPU."""
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
+    import warnings
+
     keys = {"model", "optim"} if optimizer else {"model"}
     try:
-        state = _load_state_dict_from_keys(keys, checkpoint_id=str(directory))
+        with warnings.catch_warnings():  # "no process group: loading in a single process" is the intent
+            warnings.simplefilter("ignore")
+            state = _load_state_dict_from_keys(keys, checkpoint_id=str(directory))
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{directory}: cannot read the distributed checkpoint: {exc}") from None
     model = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state["model"].items()}
