@@ -418,3 +418,39 @@ def test_smollm2_batched_chat_equals_single_sequence(smollm2) -> None:
         assert choice.text == smollm2.tokenizer.decode(ref)
         assert choice.finish_reason == ("stop" if len(ref) < 24 else "length")
     assert outs[0].outputs[0].text.strip().startswith("The capital of France is Paris")
+
+
+def test_cascade_decode_attention_equals_attention_over_the_whole_context() -> None:
+    """The n samples of one prompt read the shared prompt keys once; the result must not change."""
+    import torch.nn.functional as F
+
+    from herd.infer.paged_attention import cascade_decode_attention
+
+    gen = torch.Generator().manual_seed(0)
+    b, n_kv, group, hd, prefix, suffix = 5, 3, 3, 16, 70, 9
+    key_cache = torch.randn(200, n_kv, hd, generator=gen)
+    value_cache = torch.randn(200, n_kv, hd, generator=gen)
+    shared = torch.randperm(200, generator=gen)[:prefix]
+    own_k = torch.randn(b, n_kv, suffix, hd, generator=gen)
+    own_v = torch.randn(b, n_kv, suffix, hd, generator=gen)
+    lengths = torch.tensor([9, 3, 1, 7, 9])
+    mask = (torch.arange(suffix)[None, :] < lengths[:, None])[:, None, None, :]
+    q = torch.randn(b, n_kv * group, 1, hd, generator=gen)
+    got = cascade_decode_attention(q, key_cache, value_cache, shared, own_k, own_v, mask)
+    full_k = torch.cat([key_cache[shared].transpose(0, 1).expand(b, -1, -1, -1), own_k], dim=2)
+    full_v = torch.cat([value_cache[shared].transpose(0, 1).expand(b, -1, -1, -1), own_v], dim=2)
+    full_mask = torch.cat([torch.ones(b, 1, 1, prefix, dtype=torch.bool), mask], dim=-1)
+    want = F.scaled_dot_product_attention(q, full_k, full_v, attn_mask=full_mask, enable_gqa=True)
+    assert (got - want).abs().max() < 1e-5
+
+
+def test_decodes_sharing_a_prompt_use_cascade_metadata() -> None:
+    from herd.infer.paged_attention import build_metadata
+
+    shared_blocks = list(range(10))  # 10 blocks x 16 = 160 shared prompt tokens
+    tables = [shared_blocks + [10 + i] for i in range(4)]
+    meta, _ = build_metadata(tables, [165, 166, 170, 163], [1, 1, 1, 1], 16, torch.device("cpu"))
+    assert meta.shared_slots is not None and meta.shared_slots.tolist() == list(range(160))
+    assert meta.decode_slots is not None and meta.decode_slots.shape == (4, 171 - 160)
+    unshared, _ = build_metadata([[1, 2], [3, 4]], [20, 20], [1, 1], 16, torch.device("cpu"))
+    assert unshared.shared_slots is None

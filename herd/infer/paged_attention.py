@@ -70,9 +70,28 @@ class PrefillChunk:
 class StepMetadata:
     slot_mapping: torch.Tensor           # [N] cache slot of every new token
     num_decodes: int                     # the first num_decodes tokens are single-token chunks
-    decode_slots: torch.Tensor | None    # [B, L] cache slots of each decode's context (padded)
+    decode_slots: torch.Tensor | None    # [B, L] cache slots of each decode's context after the shared prefix (padded)
     decode_mask: torch.Tensor | None     # [B, 1, 1, L] bool (None when every context has length L)
     prefills: list[PrefillChunk]
+    shared_slots: torch.Tensor | None = None  # [P] slots of a prefix every decode shares (cascade attention)
+
+
+# Below this many shared tokens the two-part (cascade) decode attention is not worth its extra ops.
+MIN_SHARED_PREFIX = 64
+
+
+def shared_prefix_blocks(tables: list[list[int]], contexts: list[int], block_size: int) -> int:
+    """Leading blocks that every table has in common and every context fully covers.
+
+    The n samples of one prompt (rejection sampling) share their prompt's blocks copy-on-write, so
+    their decode attention can read the prompt's keys once for all of them (cascade attention).
+    """
+    limit = min(min(contexts) // block_size, min(len(t) for t in tables))
+    first = tables[0]
+    count = 0
+    while count < limit and all(t[count] == first[count] for t in tables):
+        count += 1
+    return count
 
 
 def build_metadata(
@@ -107,13 +126,21 @@ def build_metadata(
     # Every slot of every table, in token order: [chunks, width * block_size]
     all_slots = (table[:, :, None] * block_size + arange_bs).view(num_chunks, width * block_size)
 
-    decode_slots = decode_mask = None
+    decode_slots = decode_mask = shared_slots = None
     if num_decodes:
         ctx = start_t[:num_decodes] + 1
         longest = max(starts[:num_decodes]) + 1
-        decode_slots = all_slots[:num_decodes, :longest].contiguous().to(device, non_blocking=True)
+        shared = 0
+        if num_decodes > 1:
+            contexts = [s + 1 for s in starts[:num_decodes]]
+            shared = shared_prefix_blocks(block_tables[:num_decodes], contexts, block_size) * block_size
+            if shared < MIN_SHARED_PREFIX:
+                shared = 0
+        if shared:
+            shared_slots = all_slots[0, :shared].contiguous().to(device, non_blocking=True)
+        decode_slots = all_slots[:num_decodes, shared:longest].contiguous().to(device, non_blocking=True)
         if min(starts[:num_decodes]) + 1 != longest:
-            decode_mask = (torch.arange(longest)[None, :] < ctx[:, None])[:, None, None, :]
+            decode_mask = (torch.arange(shared, longest)[None, :] < ctx[:, None])[:, None, None, :]
             decode_mask = decode_mask.to(device, non_blocking=True)
     prefills = []
     offset = num_decodes
@@ -133,7 +160,9 @@ def build_metadata(
                 )
             )
         offset += length
-    meta = StepMetadata(slot_mapping.to(device, non_blocking=True), num_decodes, decode_slots, decode_mask, prefills)
+    meta = StepMetadata(
+        slot_mapping.to(device, non_blocking=True), num_decodes, decode_slots, decode_mask, prefills, shared_slots
+    )
     return meta, positions.to(device, non_blocking=True)
 
 
@@ -161,7 +190,10 @@ def paged_attention(
         qd = q[0, :, :b].transpose(0, 1).unsqueeze(2)                     # [B, H, 1, hd]
         keys = key_cache.index_select(0, slots.view(-1)).view(b, length, n_kv, head_dim).transpose(1, 2)
         values = value_cache.index_select(0, slots.view(-1)).view(b, length, n_kv, head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(qd, keys, values, attn_mask=meta.decode_mask, enable_gqa=gqa)
+        if meta.shared_slots is not None:
+            out = cascade_decode_attention(qd, key_cache, value_cache, meta.shared_slots, keys, values, meta.decode_mask)
+        else:
+            out = F.scaled_dot_product_attention(qd, keys, values, attn_mask=meta.decode_mask, enable_gqa=gqa)
         if not meta.prefills:
             return out.squeeze(2).transpose(0, 1).unsqueeze(0)
         pieces.append(out.squeeze(2).transpose(0, 1))                      # [H, B, hd]
@@ -180,6 +212,44 @@ def paged_attention(
     if len(pieces) == 1:
         return pieces[0].unsqueeze(0)
     return torch.cat(pieces, dim=1).unsqueeze(0)
+
+
+def _partial_attention(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax-weighted values over one part of the keys and that part's log-sum-exp (float32)."""
+    lse = torch.logsumexp(scores, dim=-1, keepdim=True)
+    return torch.matmul(torch.exp(scores - lse).to(values.dtype), values).float(), lse
+
+
+def cascade_decode_attention(
+    q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, shared_slots: torch.Tensor,
+    keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Decode attention for B sequences that share a prefix: the prefix part is one matmul for all.
+
+    q [B, H, 1, hd]; the shared prefix's keys/values are read once from the cache ([P, Hkv, hd]); each
+    sequence's own suffix is `keys`/`values` [B, Hkv, S, hd] with `mask` [B, 1, 1, S]. The two
+    partial softmaxes are merged exactly through their log-sum-exps (as FlashAttention merges
+    blocks), so the result equals attention over the concatenated keys.
+    """
+    b, n_heads, _, head_dim = q.shape
+    n_kv = key_cache.shape[1]
+    group = n_heads // n_kv
+    scale = head_dim**-0.5
+    # queries grouped by KV head: [Hkv, B * group, hd] (head h uses KV head h // group)
+    qg = q.reshape(b, n_kv, group, head_dim).permute(1, 0, 2, 3).reshape(n_kv, b * group, head_dim)
+    prefix_k = key_cache.index_select(0, shared_slots).permute(1, 2, 0)      # [Hkv, hd, P]
+    prefix_v = value_cache.index_select(0, shared_slots).transpose(0, 1)     # [Hkv, P, hd]
+    out1, lse1 = _partial_attention(torch.matmul(qg, prefix_k).float() * scale, prefix_v)
+    out1 = out1.view(n_kv, b, group, head_dim).permute(1, 0, 2, 3)          # [B, Hkv, group, hd]
+    lse1 = lse1.view(n_kv, b, group, 1).permute(1, 0, 2, 3)
+    q_own = q.reshape(b, n_kv, group, head_dim)
+    scores = torch.matmul(q_own, keys.transpose(-1, -2)).float() * scale    # [B, Hkv, group, S]
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    out2, lse2 = _partial_attention(scores, values)
+    lse = torch.logaddexp(lse1, lse2)
+    out = out1 * torch.exp(lse1 - lse) + out2 * torch.exp(lse2 - lse)
+    return out.to(q.dtype).reshape(b, n_heads, 1, head_dim)
 
 
 class PagedAttentionState:
