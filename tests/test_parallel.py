@@ -79,13 +79,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     common = _common(sources, root)
     train(load_config(TINY, common + [f"run.out_dir={root / 'single'}"]))
     train(load_config(TINY, common + [f"run.out_dir={root / 'single_bf16'}", "run.dtype=bfloat16"]))
+    init_from = f"run.init_from={root / 'single/checkpoints/step_00000002'}"
+    train(load_config(TINY, common + [f"run.out_dir={root / 'single_init'}", init_from]))
 
     def run(name: str, sets: list[str], resume: str | None = None, extra: tuple[str, ...] = ()) -> dict:
         return {"name": name, "sets": [f"run.out_dir={root / name}", *extra] + [f"parallel.{s}" for s in sets],
                 "resume": resume}
 
     bf16 = run("fsdp_bf16", TWO["fsdp"], extra=("run.dtype=bfloat16",))
-    _torchrun(2, {"overrides": common, "runs": [run(n, s) for n, s in TWO.items()] + [bf16]}, root, "two")
+    tp_init = run("tp_init_from", TWO["tp"], extra=(init_from,))
+    _torchrun(2, {"overrides": common, "runs": [run(n, s) for n, s in TWO.items()] + [bf16, tp_init]}, root, "two")
     resumes = [
         run("resume_fsdp_as_tp_pp", FOUR["tp_pp"], str(root / "fsdp/checkpoints/step_00000002")),
         run("resume_single_as_fsdp_tp", FOUR["fsdp_tp"], str(root / "single/checkpoints/step_00000002")),
@@ -110,6 +113,10 @@ def _assert_same_run(got_dir: Path, want_dir: Path, first_step: int = 1, toleran
 def test_each_parallelism_alone_matches_one_process(runs: Path, layout: str) -> None:
     _assert_same_run(runs / layout, runs / "single")
     assert len(_records(runs / layout, "val")) == 2
+
+
+def test_run_init_from_weights_is_sharded_like_one_process(runs: Path) -> None:
+    _assert_same_run(runs / "tp_init_from", runs / "single_init")
 
 
 def test_fsdp_mixed_precision_stays_close_to_autocast(runs: Path) -> None:

@@ -289,30 +289,48 @@ class Transformer(nn.Module):
         return mask, is_causal, positions
 
 
-def init_weights(model: Transformer, std: float = 0.02, generator: torch.Generator | None = None) -> None:
-    """Pretraining initialization (the torchtitan Llama 3 recipe).
+def init_plan(config: ModelConfig, std: float = 0.02) -> list[tuple[str, Callable[..., None]]]:
+    """(parameter name, in-place initializer(tensor, generator)) in the order random numbers are drawn.
 
     Embeddings N(0, 1); input projections (wq, wk, wv, w1) truncated-normal with `std`; the
     projections that write into the residual stream (wo, w2, w3) use a depth-scaled
     std / sqrt(2 * (layer + 1)) so deeper layers start closer to identity; the output head uses
-    dim**-0.5 truncated at 3 sigma; norms start at 1.
+    dim**-0.5 truncated at 3 sigma; norms start at 1 (the torchtitan Llama 3 recipe).
+
+    One list drives both the single-process init and the sharded one (herd.train.parallel), which
+    generates each full parameter in this order and keeps only its own shard, so every layout starts
+    from the same weights while holding at most one full parameter at a time.
     """
+
+    def normal(t: torch.Tensor, g: torch.Generator | None) -> None:
+        nn.init.normal_(t, generator=g)
+
+    def trunc(sigma: float, cut: float) -> Callable[..., None]:
+        def init(t: torch.Tensor, g: torch.Generator | None) -> None:
+            nn.init.trunc_normal_(t, std=sigma, a=-cut * sigma, b=cut * sigma, generator=g)
+        return init
+
+    def ones(t: torch.Tensor, g: torch.Generator | None) -> None:
+        t.fill_(1.0)
+
+    plan: list[tuple[str, Callable[..., None]]] = [("tok_embeddings.weight", normal)]
+    for layer_id in range(config.n_layers):
+        depth_std = std / math.sqrt(2 * (layer_id + 1))
+        prefix = f"layers.{layer_id}."
+        plan += [(f"{prefix}attention.{n}.weight", trunc(std, 2)) for n in ("wq", "wk", "wv")]
+        plan.append((f"{prefix}feed_forward.w1.weight", trunc(std, 2)))
+        plan.append((f"{prefix}attention.wo.weight", trunc(depth_std, 2)))
+        plan += [(f"{prefix}feed_forward.{n}.weight", trunc(depth_std, 2)) for n in ("w2", "w3")]
+        plan += [(f"{prefix}attention_norm.weight", ones), (f"{prefix}ffn_norm.weight", ones)]
+    plan.append(("norm.weight", ones))
+    if not config.tie_embeddings:
+        plan.append(("output.weight", trunc(config.dim**-0.5, 3)))
+    return plan
+
+
+def init_weights(model: Transformer, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+    """Pretraining initialization of a full model in place (see `init_plan`)."""
+    params = dict(model.named_parameters())
     with torch.no_grad():
-        nn.init.normal_(model.tok_embeddings.weight, generator=generator)
-        for layer_id, layer in enumerate(model.layers):
-            depth_std = std / math.sqrt(2 * (layer_id + 1))
-            attn, ffn = layer.attention, layer.feed_forward
-            for linear in (attn.wq, attn.wk, attn.wv, ffn.w1):
-                nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std, generator=generator)
-            for linear in (attn.wo, ffn.w2, ffn.w3):
-                nn.init.trunc_normal_(
-                    linear.weight, std=depth_std, a=-2 * depth_std, b=2 * depth_std, generator=generator
-                )
-            layer.attention_norm.weight.fill_(1.0)
-            layer.ffn_norm.weight.fill_(1.0)
-        model.norm.weight.fill_(1.0)
-        if not model.config.tie_embeddings:
-            out_std = model.config.dim**-0.5
-            nn.init.trunc_normal_(
-                model.output.weight, std=out_std, a=-3 * out_std, b=3 * out_std, generator=generator
-            )
+        for name, init in init_plan(model.config, std):
+            init(params[name], generator)

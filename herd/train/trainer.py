@@ -23,10 +23,11 @@ from typing import Any, Protocol
 import torch
 
 from herd.checkpoint.errors import CheckpointError
-from herd.model import Transformer, flops_per_token, init_weights
+from herd.model import Transformer, flops_per_token
 from herd.model.flops import param_counts
 from herd.train import checkpointing
 from herd.train.config import ConfigError, TrainConfig
+from herd.train.init import ModelInit
 from herd.train.metrics import MetricsLogger, memory_mb, peak_flops, plot_loss_curve
 from herd.train.parallel import SingleProcessPlan
 from herd.train.parallel.distributed import make_plan
@@ -136,8 +137,9 @@ class Trainer:
             model = Transformer(self.model_config)
         # the model checkpoints, hooks and the optimizer see (under pipeline parallelism: this
         # rank's stages; under FSDP/TP: modules holding sharded DTensor parameters)
+        init = ModelInit(config.run.seed, config.model.init_std, config.run.init_from)
         self.model = self.plan.build_model(
-            model, self._initialise, self.device, checkpoint_activations=config.run.activation_checkpointing
+            model, init, self.device, checkpoint_activations=config.run.activation_checkpointing
         )
         self.forward_model = torch.compile(self.model) if config.run.compile else self.model
         self.optimizer, self.optim_impl = self.plan.build_optimizer(self.model, config.optim, self.device)
@@ -149,16 +151,6 @@ class Trainer:
         if self.resume_path is not None:
             self._restore(self.resume_path)
         self._stop_signal: int | None = None
-
-    def _initialise(self, model: Transformer) -> None:
-        """Random init (the same for every layout, from run.seed), then run.init_from weights if given."""
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.config.run.seed)
-        init_weights(model, std=self.config.model.init_std, generator=generator)
-        if self.config.run.init_from:
-            from herd.checkpoint import load_state_dict_checked
-
-            state = checkpointing.load_model_weights(self.config.run.init_from)
-            load_state_dict_checked(model, state, self.config.run.init_from)
 
     # ------------------------------------------------------------------ state
     def _active_loader(self) -> TrainLoader:

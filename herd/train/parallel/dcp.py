@@ -71,6 +71,16 @@ def _like(full: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def copy_full(tensor: torch.Tensor, full: torch.Tensor) -> None:
+    """Copy this rank's piece of `full` (identical on every rank) into `tensor` (a DTensor or not)."""
+    local = _like(full, tensor)
+    if isinstance(tensor, DTensor):
+        tensor.to_local().copy_(local.to_local())
+    else:
+        tensor.copy_(local)
+
+
+@torch.no_grad()
 def load_full(parts: list[nn.Module], optimizers: list[torch.optim.Optimizer] | None,
               model_state: dict[str, torch.Tensor], optim_state: dict[str, Any] | None) -> None:
     """Copy full (unsharded) state dicts, identical on every rank, into this rank's parts.
@@ -83,11 +93,7 @@ def load_full(parts: list[nn.Module], optimizers: list[torch.optim.Optimizer] | 
         if missing:
             raise CheckpointError(f"the weights lack {len(missing)} parameters of this model, e.g. {missing[:3]}")
         for name, tensor in own.items():
-            local = _like(model_state[name], tensor)
-            if isinstance(tensor, DTensor):
-                tensor.to_local().copy_(local.to_local())
-            else:
-                tensor.copy_(local)
+            copy_full(tensor, model_state[name])
         if optimizers is None or optim_state is None:
             continue
         opt = optimizers[i]

@@ -10,9 +10,8 @@ mesh order and the checks made before any compute.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from torch.distributed.tensor import DTensor
 from herd.checkpoint.errors import CheckpointError
 from herd.train import checkpointing
 from herd.train.config import ConfigError, OptimSection, TrainConfig
+from herd.train.init import ModelInit
 from herd.train.loss import cross_entropy_sum, loss_sum
 from herd.train.optim import build_optimizer
 from herd.train.parallel import dcp as dcp_io
@@ -115,21 +115,17 @@ class DistributedPlan:
 
     # ------------------------------------------------------------------ model
     def build_model(
-        self, meta_model: nn.Module, init: Callable[[nn.Module], None], device: torch.device,
+        self, meta_model: nn.Module, init: ModelInit, device: torch.device,
         *, checkpoint_activations: bool = False,
     ) -> nn.Module:
-        """Split, parallelize and shard the meta model, then load the single-process initialisation.
+        """Split, parallelize and shard the meta model, then initialise it as one process would.
 
-        Every rank materialises the full model once on `device`, initialises it exactly as one process
-        would (same seed, same order of random draws), and keeps its shards: all layouts start from
-        identical weights. (For models too large for one device, initialise from run.init_from.)
+        Each full parameter is generated (same seed, same order of random draws as one process) or
+        read from run.init_from one at a time, and every rank copies its own shard of it: all
+        layouts start from identical weights, holding at most one full parameter at a time.
         """
         self._meta_model = meta_model
-        full = copy.deepcopy(meta_model)
-        full.to_empty(device=device)
-        init(full)
-        full_state = {k: v.detach() for k, v in full.state_dict().items()}
-        del full
+        shapes = {name: p.shape for name, p in meta_model.named_parameters()}
 
         section = self.config.parallel
         if self.sizes.pp > 1:
@@ -154,7 +150,14 @@ class DistributedPlan:
             part.to_empty(device=device)
             if self.cp is not None:
                 self.cp.install(part)
-        dcp_io.load_full(parts, None, full_state, None)
+        owned = [dict(part.named_parameters()) for part in parts]
+        with torch.no_grad():
+            for name, full in init.stream(meta_model.config, shapes, device):
+                for params in owned:
+                    if name in params:
+                        dcp_io.copy_full(params[name], full)
+        for part in parts:  # non-persistent buffers (RoPE frequencies) are rebuilt, not initialised
+            part.init_rope_buffer()
         self.parts = parts
         if self.sizes.pp > 1:
             from herd.train.parallel.pipeline import build_schedule

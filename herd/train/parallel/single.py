@@ -19,6 +19,7 @@ from torch import nn
 
 from herd.train import checkpointing
 from herd.train.config import OptimSection
+from herd.train.init import ModelInit
 from herd.train.loss import loss_sum
 from herd.train.optim import build_optimizer
 
@@ -65,12 +66,12 @@ class SingleProcessPlan:
         return self.rank == 0
 
     def build_model(
-        self, meta_model: nn.Module, init: Callable[[nn.Module], None], device: torch.device,
+        self, meta_model: nn.Module, init: ModelInit, device: torch.device,
         *, checkpoint_activations: bool = False,
     ) -> nn.Module:
-        """Materialise the meta-device model on `device` and initialise it with `init`."""
+        """Materialise the meta-device model on `device` and initialise it."""
         meta_model.to_empty(device=device)
-        init(meta_model)
+        init.apply(meta_model)
         if checkpoint_activations:
             activation_checkpointing(meta_model.layers)
         return meta_model
