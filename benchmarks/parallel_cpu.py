@@ -97,15 +97,16 @@ def worker(spec_path: str) -> None:
     if spec.get("calibrate"):  # every rank takes part in the all-reduce
         from herd.train.metrics import measure_matmul_flops
 
-        result["allreduce_bytes_s"] = _allreduce_bandwidth()
+        result["allreduce_bytes_s"], result["latency_s"] = _allreduce_bandwidth()
         result["matmul_flops"] = measure_matmul_flops(torch.device("cpu"), torch.bfloat16)
     Path(spec["out"], f"rank{rank}.json").write_text(json.dumps(result))
     trainer.plan.close()
     del torch
 
 
-def _allreduce_bandwidth() -> float:
-    """Bus bandwidth of a gloo all-reduce of 16 MiB between the ranks (the planner's link speed)."""
+def _allreduce_bandwidth() -> tuple[float, float]:
+    """Bus bandwidth of a gloo all-reduce of 16 MiB between the ranks (the planner's link speed) and
+    the time of a 4-byte one (its latency)."""
     import torch
     import torch.distributed as dist
 
@@ -115,7 +116,13 @@ def _allreduce_bandwidth() -> float:
     for _ in range(5):
         dist.all_reduce(x)
     n = dist.get_world_size()
-    return 5 * 2 * (n - 1) / n * x.numel() * 4 / (time.perf_counter() - start)
+    bandwidth = 5 * 2 * (n - 1) / n * x.numel() * 4 / (time.perf_counter() - start)
+    tiny = torch.ones(1)
+    dist.all_reduce(tiny)
+    start = time.perf_counter()
+    for _ in range(200):
+        dist.all_reduce(tiny)
+    return bandwidth, (time.perf_counter() - start) / 200
 
 
 def _layout(name: str):  # type: ignore[no-untyped-def]
@@ -169,11 +176,13 @@ def main() -> None:
             sys.exit(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
         ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
         if ranks[0].get("allreduce_bytes_s"):
-            calibration.update(matmul_flops=ranks[0]["matmul_flops"], allreduce_bytes_s=ranks[0]["allreduce_bytes_s"])
+            calibration.update(matmul_flops=ranks[0]["matmul_flops"], allreduce_bytes_s=ranks[0]["allreduce_bytes_s"],
+                               latency_s=ranks[0]["latency_s"])
         times = [r["tokens"] / r["tokens_per_s"] for r in read_records(out / "metrics.jsonl") if r.get("kind") == "train"]
         rows.append((name, nproc, ranks, statistics.median(times[2:]) if len(times) > 2 else times[-1]))
     model = load_config(ROOT / "configs/pretrain/tiny.toml", overrides(sources, tmp, 1)).model_config()
-    hardware = Hardware.cpu(calibration["matmul_flops"], calibration["allreduce_bytes_s"], 24e9)
+    hardware = Hardware.cpu(calibration["matmul_flops"], calibration["allreduce_bytes_s"], 24e9,
+                            latency_s=calibration["latency_s"])
     # Small matmuls on a CPU run far below the large-matmul peak: calibrate the achievable fraction on
     # the one-process run, then let the planner predict how the parallel layouts scale from there.
     single = next((step for name, _, _, step in rows if name == "single"), None)
@@ -184,7 +193,7 @@ def main() -> None:
           f"torch {__import__('torch').__version__}; model dim {model.dim} x {model.n_layers} layers, vocab "
           f"{model.vocab_size}; batch {BATCH} x {SEQ}; calibration: bf16 matmul "
           f"{calibration['matmul_flops'] / 1e9:.1f} GFLOP/s per thread, gloo all-reduce "
-          f"{calibration['allreduce_bytes_s'] / 1e9:.2f} GB/s; achievable fraction of that peak (from the "
+          f"{calibration['allreduce_bytes_s'] / 1e9:.2f} GB/s, latency {calibration['latency_s'] * 1e6:.0f} us; achievable fraction of that peak (from the "
           f"one-process run) {hardware.achievable_fraction:.3f}")
     print("| layout | ranks | states/rank measured MB | planner MB | peak RSS growth MB (max rank) | planner act+buf MB "
           "| step s measured | planner s | ratio |")

@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="peak TFLOP/s per device (cpu: the measured matmul rate)")
     p.add_argument("--bandwidth-gbs", type=float, default=None, help="cpu: measured copy bandwidth in GB/s")
+    p.add_argument("--latency-us", type=float, default=100.0,
+                   help="cpu: measured time of a tiny all-reduce in microseconds (default 100)")
     p.add_argument("--search", action="store_true", help="list the layouts that fit, fastest predicted first")
     p.add_argument("--top", type=int, default=15, help="with --search: how many layouts to show (default 15)")
     p.add_argument("--paper-table", action="store_true", help="check the planner against the paper's Table 4 (405B)")
@@ -58,7 +60,8 @@ def _hardware(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         missing = [flag for flag, value in given.items() if value is None]
         if missing:
             raise PlanError(f"--hardware cpu needs measured numbers: {', '.join(missing)}")
-        return Hardware.cpu(args.peak_tflops * 1e12, args.bandwidth_gbs * 1e9, args.memory_gb * 1e9)
+        return Hardware.cpu(args.peak_tflops * 1e12, args.bandwidth_gbs * 1e9, args.memory_gb * 1e9,
+                            latency_s=args.latency_us * 1e-6)
     hw = Hardware.h100()
     if args.memory_gb is not None:
         hw = dataclasses.replace(hw, memory_bytes=args.memory_gb * 1e9)

@@ -56,6 +56,8 @@ Step time (per optimizer step; the slowest pipeline rank sets the pace):
     HSDP all-reduce of the shards across dp_replicate): reshard_after_forward = False: one
     all-gather + one reduce-scatter per step; True: 2 all-gathers + 1 reduce-scatter per micro-batch.
     Overlapped with compute: only the part longer than the busy time is exposed.
+  * every collective or send also costs a fixed `Hardware.latency_s` (alpha-beta model): small
+    per-layer tensor/context-parallel collectives are latency-bound, not bandwidth-bound.
   * Not modelled: the optimizer step (memory-bound on sharded state, ~ms), kernel launch gaps,
     stragglers, causal attention doing half the counted attention FLOPs (flash attention skips
     masked blocks: the model is pessimistic at long sequences), and kernels getting less efficient
@@ -102,6 +104,7 @@ class Hardware:
     achievable_fraction: float  # MFU-convention fraction of peak one GPU reaches on a Llama layer
     gpus_per_node: int = 8
     overhead_bytes: float = 4 * GIB
+    latency_s: float = 20e-6  # fixed cost of one collective or send, whatever its size (alpha-beta model)
 
     @classmethod
     def h100(cls) -> Hardware:
@@ -109,17 +112,20 @@ class Hardware:
         NVLink 4 450 GB/s per direction; one 400 Gb/s InfiniBand NIC per GPU = 50 GB/s.
         achievable_fraction 0.54: torchtitan 0.2.0 compiled, 8B layer shapes at seq 8,192 on one
         H100 (DESIGN.md section 4). overhead 4 GiB: ~0.5 GiB CUDA context, ~1-2 GiB NCCL
-        buffers for four process groups, the rest allocator fragmentation."""
-        return cls("h100", 80e9, 989e12, 450e9, 50e9, 0.54, gpus_per_node=8, overhead_bytes=4 * GIB)
+        buffers for four process groups, the rest allocator fragmentation. latency 20 us: a small
+        NCCL collective inside a node (kernel launch + protocol), the usual alpha of an alpha-beta model."""
+        return cls("h100", 80e9, 989e12, 450e9, 50e9, 0.54, gpus_per_node=8, overhead_bytes=4 * GIB, latency_s=20e-6)
 
     @classmethod
-    def cpu(cls, peak_flops: float, bandwidth_bytes_s: float, memory_bytes: float) -> Hardware:
+    def cpu(cls, peak_flops: float, bandwidth_bytes_s: float, memory_bytes: float,
+            latency_s: float = 100e-6) -> Hardware:
         """A CPU box from measured numbers (module docstring): every rank in one node, gloo over
-        memory, peak = the measured matmul rate (so achievable_fraction = 1)."""
-        if min(peak_flops, bandwidth_bytes_s, memory_bytes) <= 0:
-            raise PlanError("Hardware.cpu: peak_flops, bandwidth_bytes_s and memory_bytes must be positive")
+        memory, peak = the measured matmul rate (so achievable_fraction = 1); `latency_s` = the time
+        of a tiny gloo all-reduce."""
+        if min(peak_flops, bandwidth_bytes_s, memory_bytes, latency_s) <= 0:
+            raise PlanError("Hardware.cpu: peak_flops, bandwidth_bytes_s, memory_bytes and latency_s must be positive")
         return cls("cpu", memory_bytes, peak_flops, bandwidth_bytes_s, bandwidth_bytes_s, 1.0,
-                   gpus_per_node=1 << 20, overhead_bytes=0.5 * GIB)
+                   gpus_per_node=1 << 20, overhead_bytes=0.5 * GIB, latency_s=latency_s)
 
 
 HARDWARE = {"h100": Hardware.h100}
@@ -370,9 +376,11 @@ def estimate(config: ModelConfig, layout: Layout, seq_len: int, global_batch_seq
     per_rank = []
     for rank in range(pp):
         flops = mb_tokens * (layers[rank] * layer_flops + (out_flops if has_output[rank] else 0)) / (tp * cp)
-        tp_t = layers[rank] * tp_colls * act_bytes * (tp - 1) / tp / tp_bw
-        cp_t = layers[rank] * cp_colls * 2 * 2 * mb_tokens * kv_width / tp * (cp - 1) / cp / cp_bw
-        pp_t = 2 * v * act_bytes / tp / pp_bw if pp > 1 else 0.0
+        alpha = hw.latency_s
+        tp_t = layers[rank] * tp_colls * (act_bytes * (tp - 1) / tp / tp_bw + alpha) if tp > 1 else 0.0
+        cp_t = (layers[rank] * cp_colls * (2 * 2 * mb_tokens * kv_width / tp * (cp - 1) / cp / cp_bw + alpha)
+                if cp > 1 else 0.0)
+        pp_t = 2 * v * (act_bytes / tp / pp_bw + alpha) if pp > 1 else 0.0
         per_rank.append((flops / rate, tp_t, cp_t, pp_t))
     slow = max(per_rank, key=sum)
     busy = m * sum(slow)
@@ -382,8 +390,12 @@ def estimate(config: ModelConfig, layout: Layout, seq_len: int, global_batch_seq
     per_pass = 1 if not lay.reshard else m
     shard_bytes = per_pass * ((2 if lay.reshard else 1) * 2 * p_max * ring + 4 * p_max * ring)
     replicate_bytes = 2 * 4 * p_max / shard * (lay.dp_replicate - 1) / lay.dp_replicate  # ring all-reduce
+    # FSDP moves one unit (a layer, plus the root) per collective: all-gather + reduce-scatter each
+    units = max(layers) + 1
+    dp_latency = per_pass * units * (3 if lay.reshard else 2) * hw.latency_s if shard > 1 else 0.0
+    dp_latency += units * hw.latency_s if lay.dp_replicate > 1 else 0.0
     dp_t = (shard_bytes / _group_bandwidth(hw, tp * cp * pp * lay.dp_shard)
-            + replicate_bytes / _group_bandwidth(hw, lay.world_size))
+            + replicate_bytes / _group_bandwidth(hw, lay.world_size) + dp_latency)
     time = {
         "compute": m * slow[0],
         "tensor-parallel comm": m * slow[1],
