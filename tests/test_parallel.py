@@ -217,6 +217,16 @@ def test_a_killed_rank_fails_the_job_fast_with_a_clear_message(tmp_path: Path) -
     assert "SIGKILL" in output  # torchrun names the rank that died and how
 
 
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path: Path) -> None:
+    from herd.train import latest_checkpoint
+
+    code, _, output = _launch_and_break_rank(tmp_path, signal.SIGTERM, timeout_s=60)
+    assert code == 0, output[-3000:]
+    assert "received a stop signal on another rank: saved" in output
+    saved = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert saved is not None and (saved / "dcp/.metadata").is_file()
+
+
 def test_a_hung_rank_fails_the_job_after_the_timeout(tmp_path: Path) -> None:
     # ~45 s: the 10 s collective timeout, then torchrun's grace period before it SIGKILLs the stopped rank
     code, elapsed, output = _launch_and_break_rank(tmp_path, signal.SIGSTOP, timeout_s=10)

@@ -329,10 +329,11 @@ class Trainer:
                 self.hooks.on_step_end(self, self.step, record)
                 if cfg.eval.interval and self.step % cfg.eval.interval == 0:
                     val_loss = self._log_validation()
-                if self._stop_signal is not None:
+                if self.plan.any_rank(self._stop_signal is not None):  # every rank stops at the same step
                     path = self.save()
+                    name = signal.Signals(self._stop_signal).name if self._stop_signal else "a stop signal on another rank"
                     self.logger.message(
-                        f"received {signal.Signals(self._stop_signal).name}: saved {path}; "
+                        f"received {name}: saved {path}; "
                         "continue with --resume auto"
                     )
                     stopped = "signal"

@@ -254,6 +254,11 @@ class DistributedPlan:
         dist.all_reduce(value, group=self.dp_cp_mesh.get_group())
         return value
 
+    def any_rank(self, flag: bool) -> bool:
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def clip_grad_norm(self, model: nn.Module, max_norm: float) -> torch.Tensor:
         params = [p for part in self.parts for p in part.parameters() if p.grad is not None]
         norm = _local(torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True))

@@ -107,6 +107,10 @@ class SingleProcessPlan:
         """Sum over the ranks that hold different tokens (data and context parallel)."""
         return value
 
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (a stop request must stop all ranks at one step)."""
+        return flag
+
     def clip_grad_norm(self, model: nn.Module, max_norm: float) -> torch.Tensor:
         """Total gradient norm before clipping (max_norm 0 = measure only)."""
         params = [p for p in model.parameters() if p.grad is not None]
