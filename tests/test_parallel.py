@@ -88,7 +88,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     bf16 = run("fsdp_bf16", TWO["fsdp"], extra=("run.dtype=bfloat16",))
     tp_init = run("tp_init_from", TWO["tp"], extra=(init_from,))
-    _torchrun(2, {"overrides": common, "runs": [run(n, s) for n, s in TWO.items()] + [bf16, tp_init]}, root, "two")
+    compiled = run("fsdp_compiled", TWO["fsdp"], extra=("run.compile=true",))  # per-block torch.compile
+    extra_runs = [bf16, tp_init, compiled]
+    _torchrun(2, {"overrides": common, "runs": [run(n, s) for n, s in TWO.items()] + extra_runs}, root, "two")
     resumes = [
         run("resume_fsdp_as_tp_pp", FOUR["tp_pp"], str(root / "fsdp/checkpoints/step_00000002")),
         run("resume_single_as_fsdp_tp", FOUR["fsdp_tp"], str(root / "single/checkpoints/step_00000002")),
@@ -113,6 +115,10 @@ def _assert_same_run(got_dir: Path, want_dir: Path, first_step: int = 1, toleran
 def test_each_parallelism_alone_matches_one_process(runs: Path, layout: str) -> None:
     _assert_same_run(runs / layout, runs / "single")
     assert len(_records(runs / layout, "val")) == 2
+
+
+def test_compiled_fsdp_blocks_train_like_one_process(runs: Path) -> None:
+    _assert_same_run(runs / "fsdp_compiled", runs / "single", tolerance=1e-4)
 
 
 def test_run_init_from_weights_is_sharded_like_one_process(runs: Path) -> None:

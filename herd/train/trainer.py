@@ -141,7 +141,7 @@ class Trainer:
         self.model = self.plan.build_model(
             model, init, self.device, checkpoint_activations=config.run.activation_checkpointing
         )
-        self.forward_model = torch.compile(self.model) if config.run.compile else self.model
+        self.forward_model = self.plan.compile(self.model) if config.run.compile else self.model
         self.optimizer, self.optim_impl = self.plan.build_optimizer(self.model, config.optim, self.device)
 
         self.step = 0

@@ -169,6 +169,25 @@ class DistributedPlan:
             )
         return parts[0] if len(parts) == 1 else nn.ModuleList(parts)
 
+    def compile(self, model: nn.Module) -> nn.Module:
+        """Compile each Transformer block in place (FSDP's per-block hooks and pipeline stage
+        boundaries sit between blocks, so whole-model compilation would break the graph there).
+
+        Not with tensor parallelism: compiled TP blocks fail in DTensor's redistribute backward
+        (torch 2.13, CPU/gloo: "'Tensor' object has no attribute '_local_tensor'"), so TP runs eager.
+        """
+        if self.sizes.tp > 1:
+            if self.is_main:
+                import warnings
+
+                warnings.warn("run.compile is ignored with parallel.tp > 1 (compiled tensor-parallel blocks "
+                              "fail in torch 2.13's DTensor backward); training eagerly", stacklevel=2)
+            return model
+        for part in self.parts:
+            for block in (part.layers.values() if isinstance(part.layers, nn.ModuleDict) else part.layers):
+                block.compile()
+        return model
+
     def build_optimizer(self, model: nn.Module, cfg: OptimSection, device: torch.device) -> tuple[Any, str]:
         impl = cfg.impl if cfg.impl != "auto" else ("fused" if device.type == "cuda" else "foreach")
         chosen = [build_optimizer(part, OptimSection(**{**cfg.__dict__, "impl": impl}), device) for part in self.parts]

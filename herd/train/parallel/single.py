@@ -79,6 +79,10 @@ class SingleProcessPlan:
     def build_optimizer(self, model: nn.Module, cfg: OptimSection, device: torch.device) -> tuple[Any, str]:
         return build_optimizer(model, cfg, device)
 
+    def compile(self, model: nn.Module) -> nn.Module:
+        """torch.compile for run.compile: the whole model in one process."""
+        return torch.compile(model)  # type: ignore[return-value]
+
     def shard_batch(self, inputs: torch.Tensor, targets: torch.Tensor, doc_ids: torch.Tensor | None,
                     device: torch.device) -> LocalBatch:
         """This rank's rows (and sequence chunk) of a global batch, on `device`."""
