@@ -1,6 +1,6 @@
 """4D parallelism on CPU with gloo: every layout trains exactly like one process.
 
-Two torchrun launches (2 and 4 processes) train the tiny byte-level model under each layout, and
+Three torchrun launches (2, 4 and 8 processes) train the tiny byte-level model under each layout, and
 the per-step losses, gradient norms and validation losses must equal the single-process trainer's
 (float32; tolerance 1e-5, the order of reductions differs). The 4-process launch also resumes
 checkpoints across layouts: FSDP (2 ranks) -> TP x PP (4 ranks), and single-process -> FSDP x TP.
@@ -46,6 +46,10 @@ FOUR = {
     "tp_pp": ["dp_shard=1", "tp=2", "pp=2"],
     "tp_cp": ["dp_shard=1", "tp=2", "cp=2"],
     "pp_cp": ["dp_shard=1", "pp=2", "cp=2"],
+}
+EIGHT = {  # 3D: 8 processes on the 2 CI cores, ~40 s
+    "fsdp_tp_pp": ["dp_shard=2", "tp=2", "pp=2"],
+    "cp_tp_pp": ["dp_shard=1", "cp=2", "tp=2", "pp=2"],
 }
 
 
@@ -96,6 +100,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run("resume_single_as_fsdp_tp", FOUR["fsdp_tp"], str(root / "single/checkpoints/step_00000002")),
     ]
     _torchrun(4, {"overrides": common, "runs": [run(n, s) for n, s in FOUR.items()] + resumes}, root, "four")
+    _torchrun(8, {"overrides": common, "runs": [run(n, s) for n, s in EIGHT.items()]}, root, "eight")
     return root
 
 
@@ -133,6 +138,11 @@ def test_fsdp_mixed_precision_stays_close_to_autocast(runs: Path) -> None:
 
 @pytest.mark.parametrize("layout", list(FOUR))
 def test_2d_layouts_on_four_processes_match_one_process(runs: Path, layout: str) -> None:
+    _assert_same_run(runs / layout, runs / "single")
+
+
+@pytest.mark.parametrize("layout", list(EIGHT))
+def test_3d_layouts_on_eight_processes_match_one_process(runs: Path, layout: str) -> None:
     _assert_same_run(runs / layout, runs / "single")
 
 
