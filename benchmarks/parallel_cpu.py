@@ -51,8 +51,9 @@ def overrides(sources: dict[str, str], out: Path, steps: int) -> list[str]:
     return tiny_overrides(sources, out) + [
         "model.size=llama3-small", "model.n_layers=4", "run.dtype=bfloat16", f"run.max_steps={steps}",
         "schedule.warmup_steps=1", f"schedule.decay_steps={steps}", "eval.interval=0", "checkpoint.interval=0",
-        "log.interval=1", f"schedule.stages=[{{after_tokens = 0, batch_size = {BATCH}, seq_len = {SEQ}, "
-        f"micro_batch_size = {MICRO}}}]",
+        "log.interval=1",
+        (f"schedule.stages=[{{after_tokens = 0, batch_size = {BATCH}, seq_len = {SEQ}, "
+         f"micro_batch_size = {MICRO}}}]"),
     ]
 
 
@@ -134,7 +135,7 @@ def _layout(name: str):  # type: ignore[no-untyped-def]
     pp = int(values.get("pp", 1))
     micro = MICRO // dp if pp == 1 else MICRO // dp // int(values.get("pp_microbatches", 1))
     n_micro = BATCH // dp // micro
-    return Layout(dp_replicate=int(values.get("dp_replicate", 1)), dp_shard=int(values.get("dp_shard", 1 if sets else 1)),
+    return Layout(dp_replicate=int(values.get("dp_replicate", 1)), dp_shard=int(values.get("dp_shard", 1)),
                   cp=int(values.get("cp", 1)), pp=pp, tp=int(values.get("tp", 1)),
                   microbatch_sequences=micro, n_microbatches=n_micro)
 
@@ -171,7 +172,7 @@ def main() -> None:
         else:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), __file__,
                    "--worker", str(out / "spec.json")]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
         ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]

@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from herd.train import load_config, train  # noqa: E402
-from herd.train.parallel.distributed import DistributedPlan  # noqa: E402
+from herd.train import load_config, train
+from herd.train.parallel.distributed import DistributedPlan
 
 
 def main() -> int:

@@ -223,7 +223,6 @@ class Transformer(nn.Module):
         """
         if self.tok_embeddings is not None and tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
-        batch, seqlen = tokens.shape[:2]
         mask, is_causal, positions = self._attention_layout(tokens, positions, start_pos, doc_ids, attention_mask, cache)
         cos, sin = rope_cos_sin(positions, self.inv_freq)
 

@@ -206,7 +206,7 @@ class Trainer:
         lr = self.schedule.lr(self.step, self.tokens)
         phase = "anneal" if self.schedule.in_anneal(self.tokens) else "main"
         batch = self._active_loader().next_batch(shape.batch_size, shape.seq_len)
-        inputs, targets, doc_ids = batch[0], batch[1], batch[2]
+        inputs = batch[0]
         if tuple(inputs.shape) != (shape.batch_size, shape.seq_len):
             raise TrainingError(
                 f"the loader returned a batch of shape {tuple(inputs.shape)}, expected "
@@ -236,7 +236,9 @@ class Trainer:
         self.step += 1
         self.tokens += shape.tokens
         tokens_per_s = shape.tokens / elapsed if elapsed > 0 else 0.0
-        mfu = tokens_per_s * flops_per_token(self.model_config, shape.seq_len) / self.peak_flops
+        # per device: the step's tokens were shared by all ranks
+        per_token = flops_per_token(self.model_config, shape.seq_len)
+        mfu = tokens_per_s * per_token / (self.peak_flops * self.plan.world_size)
         return {
             "kind": "train", "step": self.step, "tokens": self.tokens, "loss": loss_value, "grad_norm": grad_norm,
             "lr": lr, "tokens_per_s": tokens_per_s, "mfu": mfu, "memory_mb": memory_mb(self.device),

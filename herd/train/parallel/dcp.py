@@ -15,7 +15,6 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -23,6 +22,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from herd.checkpoint.errors import CheckpointError
 
@@ -109,9 +109,9 @@ def load_full(parts: list[nn.Module], optimizers: list[torch.optim.Optimizer] | 
 
 def read_consolidated(directory: Path, optimizer: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Full model (and flattened optimizer) state from a DCP directory, in this one process, on CPU."""
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
-
     import warnings
+
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
 
     keys = {"model", "optim"} if optimizer else {"model"}
     try:

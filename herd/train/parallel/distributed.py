@@ -22,7 +22,6 @@ from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
-from herd.checkpoint.errors import CheckpointError
 from herd.train import checkpointing
 from herd.train.config import ConfigError, OptimSection, TrainConfig
 from herd.train.init import ModelInit
@@ -66,7 +65,7 @@ def init_distributed(backend: str, timeout_s: float) -> tuple[int, int, torch.de
             raise ConfigError(f"a multi-process run needs torchrun's environment ({var} is not set): "
                               "launch with `torchrun --nproc-per-node N -m herd pretrain CONFIG`")
     use_cuda = torch.cuda.is_available() and backend != "gloo"
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if use_cuda else torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
