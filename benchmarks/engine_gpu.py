@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--attention", default="portable", choices=["portable", "flex"],
+                        help="paged attention: portable (gathers blocks) or flex (reads the cache in place)")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "engine_gpu.json"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -39,7 +41,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     prompts = [torch.randint(0, 120_000, (args.prompt,), generator=gen).tolist() for _ in range(args.seqs)]
     params = SamplingParams(max_tokens=args.tokens, ignore_eos=True)
-    engine = LLMEngine(loaded, EngineConfig(max_num_seqs=args.seqs, max_batched_tokens=8192))
+    engine = LLMEngine(loaded, EngineConfig(max_num_seqs=args.seqs, max_batched_tokens=8192, attention=args.attention))
     engine.generate(prompts[:2], SamplingParams(max_tokens=8, ignore_eos=True))  # warm-up
     results = {}
     for n in (1, args.seqs):

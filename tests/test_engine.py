@@ -454,3 +454,19 @@ def test_decodes_sharing_a_prompt_use_cascade_metadata() -> None:
     assert meta.decode_slots is not None and meta.decode_slots.shape == (4, 171 - 160)
     unshared, _ = build_metadata([[1, 2], [3, 4]], [20, 20], [1, 1], 16, torch.device("cpu"))
     assert unshared.shared_slots is None
+
+
+def test_flex_attention_backend_gives_the_same_tokens_without_copying_the_cache(tiny) -> None:
+    """attention="flex": queries read the cache in place through a block mask (eager FlexAttention on CPU).
+
+    Mixed prefill/decode steps, chunked prefill and n=3 samples sharing their prompt's blocks.
+    """
+    prompts = random_prompts([5, 37, 20], seed=3)
+    params = [replace(GREEDY, max_tokens=6), replace(GREEDY, max_tokens=4),
+              SamplingParams(max_tokens=5, n=3, temperature=0.8, seed=7, ignore_eos=True)]
+    portable = engine(tiny, block_size=8, max_batched_tokens=24).generate(prompts, params)
+    flex = engine(tiny, block_size=8, max_batched_tokens=24, attention="flex").generate(prompts, params)
+    for a, b in zip(portable, flex):
+        assert [c.token_ids for c in a.outputs] == [c.token_ids for c in b.outputs]
+    with pytest.raises(ValueError, match="attention"):
+        EngineConfig(attention="triton")

@@ -47,6 +47,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     quantization: str | None = None      # None | "int8" | "fp8" (herd.infer.quant)
     compile: bool = False                # torch.compile / CUDA graphs for decode (GPU)
+    attention: str = "portable"          # "portable" (gathers blocks; measured) | "flex" (no copy; FlexAttention)
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
@@ -59,6 +60,8 @@ class EngineConfig:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_batched_tokens < 1:
             raise ValueError(f"max_batched_tokens must be >= 1, got {self.max_batched_tokens}")
+        if self.attention not in ("portable", "flex"):
+            raise ValueError(f"attention must be 'portable' or 'flex', got {self.attention!r}")
         if self.quantization not in (None, "int8", "fp8"):
             raise ValueError(f"quantization must be None, 'int8' or 'fp8', got {self.quantization!r}")
 
@@ -278,7 +281,15 @@ class LLMEngine:
             [c.seq.block_table for c in chunks], [c.start for c in chunks], [c.length for c in chunks],
             self.config.block_size, self.device,
         )
-        state = PagedAttentionState(self.cache, meta, self._gqa)
+        block_mask = None
+        if self.config.attention == "flex":
+            from herd.infer.flex_paged import build_block_mask
+
+            block_mask = build_block_mask(
+                [c.seq.block_table for c in chunks], [c.start for c in chunks], [c.length for c in chunks],
+                self.config.block_size, self.cache.num_blocks, self.device,
+            )
+        state = PagedAttentionState(self.cache, meta, self._gqa, block_mask)
         tokens = torch.tensor(flat, dtype=torch.long).to(self.device, non_blocking=True).view(1, -1)
         select_t = torch.tensor(select, dtype=torch.long).to(self.device, non_blocking=True)
         with torch.inference_mode():

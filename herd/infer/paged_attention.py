@@ -253,16 +253,21 @@ def cascade_decode_attention(
 
 
 class PagedAttentionState:
-    """The model's `AttentionState` for one engine step."""
+    """The model's `AttentionState` for one engine step (`block_mask`: the FlexAttention path)."""
 
-    def __init__(self, cache: PagedKVCache, meta: StepMetadata, gqa: bool) -> None:
+    def __init__(self, cache: PagedKVCache, meta: StepMetadata, gqa: bool, block_mask: object | None = None) -> None:
         self.cache = cache
         self.meta = meta
         self.gqa = gqa
+        self.block_mask = block_mask
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         key_cache, value_cache = self.cache.keys[layer], self.cache.values[layer]
         slots = self.meta.slot_mapping
         key_cache.index_copy_(0, slots, k[0].transpose(0, 1))
         value_cache.index_copy_(0, slots, v[0].transpose(0, 1))
+        if self.block_mask is not None:
+            from herd.infer.flex_paged import flex_paged_attention
+
+            return flex_paged_attention(q, key_cache, value_cache, self.block_mask, self.gqa)  # type: ignore[arg-type]
         return paged_attention(q, k, v, key_cache, value_cache, self.meta, self.gqa)
