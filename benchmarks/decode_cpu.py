@@ -42,11 +42,15 @@ print(json.dumps({"tok_s": (n - 1) / (time.perf_counter() - start), "tokens": ou
 """
 
 
-def herd_decode(spec: str, n: int, dtype: torch.dtype) -> tuple[float, list[int]]:
+def herd_decode(spec: str, n: int, dtype: torch.dtype, int4: bool = False) -> tuple[float, list[int]]:
     import herd
     from herd.infer import SamplingParams, generate_tokens
 
     loaded = herd.load_model(spec, dtype=dtype)
+    if int4:  # every projection and the head in 4-bit groups of 32 (llama.cpp Q4_1's format class)
+        from herd.infer.quant_int4 import quantize_int4
+
+        quantize_int4(loaded.model)
     prompt = loaded.tokenizer.encode(PROMPT)
     best, tokens = 0.0, []
     for _ in range(2):  # the first run warms up allocator and kernels
@@ -102,8 +106,9 @@ def main() -> None:
     path = resolve_spec("smollm2-135m-instruct")
     threads = torch.get_num_threads()
     rows = []
-    for name, dtype in (("herd fp32", torch.float32), ("herd fp16", torch.float16), ("herd bf16", torch.bfloat16)):
-        rate, tokens = herd_decode("smollm2-135m-instruct", args.tokens, dtype)
+    for name, dtype, int4 in (("herd fp32", torch.float32, False), ("herd fp16", torch.float16, False),
+                              ("herd bf16", torch.bfloat16, False), ("herd int4 (fp32 activations)", torch.float32, True)):
+        rate, tokens = herd_decode("smollm2-135m-instruct", args.tokens, dtype, int4)
         rows.append((name, rate, tokens))
     rate, hf_tokens = hf_decode(path, args.tokens)
     rows.append(("transformers fp32", rate, hf_tokens))
@@ -112,7 +117,7 @@ def main() -> None:
         rows.append((f"llama.cpp Q4_1 ({threads} threads)", *cpp))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{threads} threads; {args.tokens} new tokens, greedy")
-    hf_rate = rows[3][1]
+    hf_rate = rows[4][1]
     for name, rate, tokens in rows:
         same = sum(a == b for a, b in zip(tokens, hf_tokens))
         print(f"{name:32s} {rate:7.1f} tok/s  x{rate / hf_rate:4.2f} vs transformers  "

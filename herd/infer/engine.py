@@ -45,7 +45,7 @@ class EngineConfig:
     max_num_seqs: int = 64               # sequences in one step
     max_batched_tokens: int = 2048       # token budget per step (decodes first, then chunked prefill)
     enable_prefix_caching: bool = True
-    quantization: str | None = None      # None | "int8" | "fp8" (herd.infer.quant)
+    quantization: str | None = None      # None | "int8" | "fp8" (herd.infer.quant) | "int4" (quant_int4)
     compile: bool = False                # torch.compile / CUDA graphs for decode (GPU)
     attention: str = "portable"          # "portable" (gathers blocks; measured) | "flex" (no copy; FlexAttention)
 
@@ -62,8 +62,8 @@ class EngineConfig:
             raise ValueError(f"max_batched_tokens must be >= 1, got {self.max_batched_tokens}")
         if self.attention not in ("portable", "flex"):
             raise ValueError(f"attention must be 'portable' or 'flex', got {self.attention!r}")
-        if self.quantization not in (None, "int8", "fp8"):
-            raise ValueError(f"quantization must be None, 'int8' or 'fp8', got {self.quantization!r}")
+        if self.quantization not in (None, "int8", "fp8", "int4"):
+            raise ValueError(f"quantization must be None, 'int8', 'fp8' or 'int4', got {self.quantization!r}")
 
 
 @dataclass
@@ -128,7 +128,11 @@ class LLMEngine:
         self.model_config = self.model.config
         weight = self.model.tok_embeddings.weight
         self.device, self.dtype = weight.device, weight.dtype
-        if config.quantization is not None:
+        if config.quantization == "int4":
+            from herd.infer.quant_int4 import quantize_int4
+
+            self.model = quantize_int4(self.model)
+        elif config.quantization is not None:
             from herd.infer.quant import quantize_model
 
             self.model = quantize_model(self.model, config.quantization)

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-blocks", type=int, default=None, help="KV cache blocks (default: from --kv-cache-gb)")
     p.add_argument("--kv-cache-gb", type=float, default=None, help="KV cache size in GiB")
     p.add_argument("--no-prefix-caching", action="store_true", help="do not share cached prompt prefixes")
-    p.add_argument("--quantization", default=None, choices=["int8", "fp8"], help="quantize FFN weights")
+    p.add_argument("--quantization", default=None, choices=["int8", "fp8", "int4"],
+                   help="int8/fp8: FFN weights (the paper's recipe); int4: every projection and the head (CPU decode)")
     p.add_argument("--compile", action="store_true", help="torch.compile / CUDA graphs for decode (GPU)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run_serve)
