@@ -21,6 +21,11 @@ def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     )
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """bf16 autocast for `dtype` = bfloat16; a disabled context for None (float32 training)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def loss_sum(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -30,6 +35,6 @@ def loss_sum(
     autocast_dtype: torch.dtype | None,
 ) -> torch.Tensor:
     """Forward under optional autocast, then `cross_entropy_sum` in float32."""
-    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+    with autocast(device, autocast_dtype):
         logits = model(inputs, **model_kwargs)
     return cross_entropy_sum(logits, targets)

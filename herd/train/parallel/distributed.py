@@ -25,7 +25,7 @@ from torch.distributed.tensor import DTensor
 from herd.train import checkpointing
 from herd.train.config import ConfigError, OptimSection, TrainConfig
 from herd.train.init import ModelInit
-from herd.train.loss import cross_entropy_sum, loss_sum
+from herd.train.loss import autocast, cross_entropy_sum, loss_sum
 from herd.train.optim import build_optimizer
 from herd.train.parallel import dcp as dcp_io
 from herd.train.parallel.context import ContextParallel
@@ -230,11 +230,10 @@ class DistributedPlan:
         device: torch.device, autocast_dtype: torch.dtype | None,
     ) -> torch.Tensor:
         total = torch.zeros((), device=device)
-        autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None)
         for i in range(0, batch.inputs.shape[0], micro_batch_rows):
             part = batch.rows(slice(i, i + micro_batch_rows))
             if self.schedule is not None:
-                total += self._pipeline_step(part, n_targets, autocast, train=True)
+                total += self._pipeline_step(part, n_targets, autocast_dtype, train=True)
                 continue
             with self._loss_context():
                 loss = loss_sum(model, part.inputs, part.targets, part.model_kwargs, device, autocast_dtype)
@@ -242,14 +241,15 @@ class DistributedPlan:
             total += _local(loss.detach())
         return total
 
-    def _pipeline_step(self, batch: LocalBatch, n_targets: torch.Tensor, autocast: Any, train: bool) -> torch.Tensor:
+    def _pipeline_step(self, batch: LocalBatch, n_targets: torch.Tensor, autocast_dtype: torch.dtype | None,
+                       train: bool) -> torch.Tensor:
         """One pass of the pipeline schedule; returns the summed loss (on every pipeline rank)."""
         self._n_targets = n_targets
         first, last = self.pp_rank == 0, self.pp_rank == self.sizes.pp - 1
         args = (batch.inputs,) if first else ()
         target = batch.targets if last else None
         losses: list[torch.Tensor] = []  # one per pipeline micro-batch, filled on the last stage
-        with autocast, self._loss_context():
+        with autocast(self.device, autocast_dtype), self._loss_context():
             if train:
                 self.schedule.step(*args, target=target, losses=losses, return_outputs=False, **batch.model_kwargs)
             else:
@@ -261,9 +261,8 @@ class DistributedPlan:
 
     def eval_loss_sum(self, model: nn.Module, batch: LocalBatch, device: torch.device,
                       autocast_dtype: torch.dtype | None) -> torch.Tensor:
-        autocast = torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None)
         if self.schedule is not None:
-            return self._pipeline_step(batch, torch.ones((), device=device), autocast, train=False)
+            return self._pipeline_step(batch, torch.ones((), device=device), autocast_dtype, train=False)
         with torch.no_grad(), self._loss_context():
             return _local(loss_sum(model, batch.inputs, batch.targets, batch.model_kwargs, device, autocast_dtype))
 
