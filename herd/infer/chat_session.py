@@ -22,13 +22,14 @@ class ChatSession:
 
     def __init__(
         self, loaded: LoadedModel, params: SamplingParams, system: str | None = None,
-        engine: LLMEngine | None = None,
+        engine: LLMEngine | None = None, *, quantization: str | None = None, compile: bool = False,
     ) -> None:
         self.loaded = loaded
         self.params = params
         self.system = system
         self.history: list[Message] = []
         self._engine = engine
+        self._engine_options = {"quantization": quantization, "compile": compile}
 
     @property
     def engine(self) -> LLMEngine:
@@ -38,7 +39,10 @@ class ChatSession:
             tokens = self.loaded.config.max_seq_len
             self._engine = LLMEngine(
                 self.loaded,
-                EngineConfig(block_size=block_size, num_blocks=-(-tokens // block_size), max_num_seqs=1),
+                EngineConfig(
+                    block_size=block_size, num_blocks=-(-tokens // block_size), max_num_seqs=1,
+                    **self._engine_options,  # type: ignore[arg-type]
+                ),
             )
         return self._engine
 

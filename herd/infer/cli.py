@@ -18,6 +18,10 @@ def _add_model_and_sampling(p: argparse.ArgumentParser, temperature: float) -> N
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--quantization", default=None, choices=["int8", "fp8", "int4"],
+                   help="int8/fp8: FFN weights (the paper's recipe); int4: every projection and the head (CPU decode)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decode step (torch.compile; the first tokens wait ~1 min on a small CPU)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,7 +67,10 @@ def run_generate(args: argparse.Namespace) -> int:
     else:
         tokenizer = loaded.tokenizer
         prompt = tokenizer.encode(text, bos=tokenizer.add_bos and tokenizer.bos_id is not None)
-    engine = single_request_engine(loaded.model, loaded.tokenizer, len(prompt), params.max_tokens)
+    engine = single_request_engine(
+        loaded.model, loaded.tokenizer, len(prompt), params.max_tokens,
+        quantization=args.quantization, compile=args.compile,
+    )
     for out in engine.stream(prompt, params):
         piece = out.outputs[0].delta_text
         if piece:
@@ -77,7 +84,7 @@ def run_chat(args: argparse.Namespace) -> int:
     from herd.infer.chat_session import ChatSession
 
     loaded, params = _load(args)
-    session = ChatSession(loaded, params, system=args.system)
+    session = ChatSession(loaded, params, system=args.system, quantization=args.quantization, compile=args.compile)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"herd chat with {args.model} - /reset clears, /system TEXT sets the system prompt, Ctrl-D quits")

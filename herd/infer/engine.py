@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import time
-import warnings
 from collections.abc import Iterator, Sequence as SequenceABC
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from herd.infer.block_manager import BlockManager
+from herd.infer.compiled_decode import CompiledDecodeStep
 from herd.infer.detokenize import Detokenizer
 from herd.infer.paged_attention import PagedAttentionState, PagedKVCache, build_metadata
 from herd.infer.sampling import SamplerRow, SamplingParams, sample_batch
@@ -46,7 +46,7 @@ class EngineConfig:
     max_batched_tokens: int = 2048       # token budget per step (decodes first, then chunked prefill)
     enable_prefix_caching: bool = True
     quantization: str | None = None      # None | "int8" | "fp8" (herd.infer.quant) | "int4" (quant_int4)
-    compile: bool = False                # torch.compile / CUDA graphs for decode (GPU)
+    compile: bool = False                # decode-only steps through torch.compile (herd.infer.compiled_decode)
     attention: str = "portable"          # "portable" (gathers blocks; measured) | "flex" (no copy; FlexAttention)
 
     def __post_init__(self) -> None:
@@ -136,8 +136,6 @@ class LLMEngine:
             from herd.infer.quant import quantize_model
 
             self.model = quantize_model(self.model, config.quantization)
-        if config.compile:
-            warnings.warn("EngineConfig.compile is not implemented yet; running eagerly", stacklevel=2)
         per_block = PagedKVCache.bytes_per_block(self.model_config, config.block_size, self.dtype)
         num_blocks = config.num_blocks
         if num_blocks is None:
@@ -157,6 +155,11 @@ class LLMEngine:
         # One sequence can never outgrow the whole cache.
         self.max_model_len = min(self.model_config.max_seq_len, num_blocks * config.block_size)
         self._gqa = self.model_config.n_heads != self.model_config.n_kv_heads
+        self._compiled_decode: CompiledDecodeStep | None = None
+        if config.compile:
+            if config.attention != "portable":
+                raise ValueError("EngineConfig.compile runs the portable attention path; use attention='portable'")
+            self._compiled_decode = CompiledDecodeStep(self.model, self.cache, self._gqa)
         self._groups: dict[str, SequenceGroup] = {}
         self._pending_outputs: list[RequestOutput] = []
         self._request_counter = itertools.count()
@@ -297,7 +300,12 @@ class LLMEngine:
         tokens = torch.tensor(flat, dtype=torch.long).to(self.device, non_blocking=True).view(1, -1)
         select_t = torch.tensor(select, dtype=torch.long).to(self.device, non_blocking=True)
         with torch.inference_mode():
-            logits = self.model(tokens, positions=positions.view(1, -1), cache=state, select=select_t)[0]
+            if self._compiled_decode is not None and CompiledDecodeStep.applies(meta):
+                logits = self._compiled_decode(tokens, positions.view(1, -1), meta)
+                if len(select) != len(flat):
+                    logits = logits[select_t]
+            else:
+                logits = self.model(tokens, positions=positions.view(1, -1), cache=state, select=select_t)[0]
         for chunk in chunks:
             chunk.seq.num_computed += chunk.length
             self.blocks.register_full_blocks(chunk.seq)

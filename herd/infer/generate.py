@@ -27,9 +27,13 @@ class Generation:
 
 
 def single_request_engine(
-    model: Transformer, tokenizer: Tokenizer | None, prompt_len: int, max_tokens: int, block_size: int = 16
+    model: Transformer, tokenizer: Tokenizer | None, prompt_len: int, max_tokens: int, block_size: int = 16,
+    *, quantization: str | None = None, compile: bool = False,
 ) -> LLMEngine:
-    """An engine whose cache holds one sequence of prompt_len + max_tokens tokens (capped at the context)."""
+    """An engine whose cache holds one sequence of prompt_len + max_tokens tokens (capped at the context).
+
+    `quantization` and `compile` are `EngineConfig`'s (int4 + compile is the fast CPU decode).
+    """
     from herd.loading import LoadedModel
 
     config = model.config
@@ -40,6 +44,8 @@ def single_request_engine(
         max_num_seqs=1,
         max_batched_tokens=max(prompt_len, 1),
         enable_prefix_caching=False,
+        quantization=quantization,
+        compile=compile,
     )
     return LLMEngine(LoadedModel(model, tokenizer, None, config, "<model>"), engine_config)  # type: ignore[arg-type]
 

@@ -1,11 +1,10 @@
 """The paged KV cache tensors and attention over them for one engine step.
 
-Storage: one tensor `kv [n_layers, 2, num_blocks, block_size, n_kv_heads, head_dim]` in the model's
-dtype and device. Layer l's keys are `kv[l, 0]`, a `[num_blocks, block_size, n_kv_heads, head_dim]`
-view (the per-layer layout the engine's contract asks for). One allocation lets a copy-on-write
-move a block for every layer and both k and v in a single indexing op, and flattening a layer's
-view to `[num_blocks * block_size, n_kv_heads, head_dim]` makes "slot" indexing one `index_copy_`
-(write) or `index_select` (gather) per layer.
+Storage: per layer, one keys and one values tensor `[num_blocks * block_size, n_kv_heads, head_dim]`
+in the model's dtype and device ("slots": block b's token t lives at slot b * block_size + t), so
+writing is one `index_copy_` and gathering one `index_select` per layer. Each is its own allocation,
+not a view of a shared one: a compiled decode step (herd.infer.compiled_decode) can then update it
+in place, where a write through a view makes torch.compile copy the whole base tensor every step.
 
 A step's tokens come flattened: first the single-token chunks (decodes), then the multi-token
 chunks (prefill, possibly a chunk of a longer prompt). `StepMetadata` is built once per step (slot
@@ -37,12 +36,10 @@ class PagedKVCache:
         self.block_size = block_size
         self.n_kv_heads = config.n_kv_heads
         self.head_dim = config.head_dim
-        shape = (config.n_layers, 2, num_blocks, block_size, config.n_kv_heads, config.head_dim)
-        self.kv = torch.zeros(shape, dtype=dtype, device=device)
         slots = num_blocks * block_size
-        # Flat per-layer views: [slots, Hkv, hd]
-        self.keys = [self.kv[i, 0].view(slots, config.n_kv_heads, config.head_dim) for i in range(config.n_layers)]
-        self.values = [self.kv[i, 1].view(slots, config.n_kv_heads, config.head_dim) for i in range(config.n_layers)]
+        shape = (slots, config.n_kv_heads, config.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
 
     @staticmethod
     def bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -53,9 +50,14 @@ class PagedKVCache:
         """Copy whole blocks (every layer, keys and values): copy-on-write of shared partial blocks."""
         if not copies:
             return
-        src = torch.tensor([s for s, _ in copies], device=self.kv.device)
-        dst = torch.tensor([d for _, d in copies], device=self.kv.device)
-        self.kv[:, :, dst] = self.kv[:, :, src]
+        device = self.keys[0].device
+        src = torch.tensor([s for s, _ in copies], device=device)
+        dst = torch.tensor([d for _, d in copies], device=device)
+        slots = torch.arange(self.block_size, device=device)
+        src_slots = (src[:, None] * self.block_size + slots).view(-1)
+        dst_slots = (dst[:, None] * self.block_size + slots).view(-1)
+        for tensor in (*self.keys, *self.values):
+            tensor.index_copy_(0, dst_slots, tensor.index_select(0, src_slots))
 
 
 @dataclass

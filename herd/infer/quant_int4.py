@@ -81,8 +81,15 @@ class Int4Linear(nn.Module):
 
 
 def quantize_int4(model: nn.Module) -> nn.Module:
-    """Replace every attention/FFN projection and the output head by `Int4Linear`, in place."""
+    """Replace every attention/FFN projection and the output head by `Int4Linear`, in place.
+
+    The projections are fused first (wq/wk/wv -> wqkv, w1/w3 -> w13; `Transformer.fuse_projections`):
+    groups run along the input dimension, so fusing does not change any quantized value, and
+    batch-1 decode makes 4 instead of 7 kernel calls per layer.
+    """
     with torch.no_grad():
+        if any(getattr(block.attention, "wqkv", None) is None for block in model.layers):
+            model.fuse_projections()
         for block in model.layers:
             for owner, names in ((block.attention, _PROJECTIONS), (block.feed_forward, _FFN)):
                 for name in names:

@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-prefix-caching", action="store_true", help="do not share cached prompt prefixes")
     p.add_argument("--quantization", default=None, choices=["int8", "fp8", "int4"],
                    help="int8/fp8: FFN weights (the paper's recipe); int4: every projection and the head (CPU decode)")
-    p.add_argument("--compile", action="store_true", help="torch.compile / CUDA graphs for decode (GPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decode step with torch.compile (CPU: the first decode steps wait ~1 min)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run_serve)
 
