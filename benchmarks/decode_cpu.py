@@ -2,9 +2,11 @@
 
 One run, same prompt, same number of new tokens (EOS ignored so every peer decodes the same count).
 Decode rate excludes the prompt's prefill: herd and llama.cpp are timed from the first generated token;
-transformers as (T(N new) - T(1 new)) / (N - 1).
+transformers as (T(N new) - T(1 new)) / (N - 1). herd runs through its engine (`herd generate`'s path).
+The two fastest, herd int4 + compile (`--quantization int4 --compile`) and llama.cpp Q4_1, alternate
+`--rounds` times in one process tree, since a shared 2-core VM's speed drifts by 20-30% between minutes.
 
-    .venv/bin/python benchmarks/decode_cpu.py [--tokens 128] [--llama-cpp-python benchmarks/.env/bin/python]
+    .venv/bin/python benchmarks/decode_cpu.py [--tokens 128] [--rounds 3] [--llama-cpp-python benchmarks/.env/bin/python]
 
 llama.cpp runs through llama-cpp-python in its own environment (it compiles for minutes; never in CI):
     python3 -m venv benchmarks/.env && benchmarks/.env/bin/pip install llama-cpp-python
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -42,25 +45,28 @@ print(json.dumps({"tok_s": (n - 1) / (time.perf_counter() - start), "tokens": ou
 """
 
 
-def herd_decode(spec: str, n: int, dtype: torch.dtype, int4: bool = False) -> tuple[float, list[int]]:
+def herd_decode(
+    spec: str, n: int, dtype: torch.dtype, quantization: str | None = None, compile: bool = False, runs: int = 2,
+) -> tuple[list[float], list[int]]:
+    """Decode rates of `runs` timed generations (after one warm-up, which also compiles) and the tokens."""
     import herd
-    from herd.infer import SamplingParams, generate_tokens
+    from herd.infer import SamplingParams
+    from herd.infer.generate import single_request_engine
 
     loaded = herd.load_model(spec, dtype=dtype)
-    if int4:  # every projection and the head in 4-bit groups of 32 (llama.cpp Q4_1's format class)
-        from herd.infer.quant_int4 import quantize_int4
-
-        quantize_int4(loaded.model)
     prompt = loaded.tokenizer.encode(PROMPT)
-    best, tokens = 0.0, []
-    for _ in range(2):  # the first run warms up allocator and kernels
+    engine = single_request_engine(loaded.model, None, len(prompt), n, quantization=quantization, compile=compile)
+    params = SamplingParams(temperature=0.0, max_tokens=n, ignore_eos=True)
+    rates, tokens = [], []
+    for run in range(runs + 1):  # run 0 warms up allocator and kernels (and compiles)
         tokens, start = [], None
-        for tok in generate_tokens(loaded.model, prompt, SamplingParams(max_tokens=n), stop_ids=()):
+        for out in engine.stream(list(prompt), params):
             if start is None:
                 start = time.perf_counter()
-            tokens.append(tok)
-        best = max(best, (n - 1) / (time.perf_counter() - start))
-    return best, tokens
+            tokens += out.outputs[0].delta_token_ids
+        if run:
+            rates.append((n - 1) / (time.perf_counter() - start))
+    return rates, tokens
 
 
 def hf_decode(path: Path, n: int) -> tuple[float, list[int]]:
@@ -100,27 +106,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--llama-cpp-python", default="benchmarks/.env/bin/python")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating herd-compiled / llama.cpp rounds")
     args = parser.parse_args()
     from herd.loading import resolve_spec
 
     path = resolve_spec("smollm2-135m-instruct")
     threads = torch.get_num_threads()
-    rows = []
-    for name, dtype, int4 in (("herd fp32", torch.float32, False), ("herd fp16", torch.float16, False),
-                              ("herd bf16", torch.bfloat16, False), ("herd int4 (fp32 activations)", torch.float32, True)):
-        rate, tokens = herd_decode("smollm2-135m-instruct", args.tokens, dtype, int4)
-        rows.append((name, rate, tokens))
+    rows: list[tuple[str, list[float], list[int]]] = []
+    for name, dtype, quant in (("herd fp32", torch.float32, None), ("herd fp16", torch.float16, None),
+                               ("herd bf16", torch.bfloat16, None), ("herd int4 (eager)", torch.float32, "int4")):
+        rows.append((name, *herd_decode("smollm2-135m-instruct", args.tokens, dtype, quant)))
     rate, hf_tokens = hf_decode(path, args.tokens)
-    rows.append(("transformers fp32", rate, hf_tokens))
-    cpp = llama_cpp_decode(args.llama_cpp_python, path, args.tokens, threads)
-    if cpp is not None:
-        rows.append((f"llama.cpp Q4_1 ({threads} threads)", *cpp))
+    rows.append(("transformers fp32", [rate], hf_tokens))
+    # The two fastest alternate, `--rounds` times each, so a noisy neighbour slows both alike.
+    compiled: list[float] = []
+    cpp: list[float] = []
+    compiled_tokens: list[int] = []
+    cpp_tokens: list[int] = []
+    for _ in range(args.rounds):
+        rates, compiled_tokens = herd_decode("smollm2-135m-instruct", args.tokens, torch.float32, "int4", True)
+        compiled += rates
+        result = llama_cpp_decode(args.llama_cpp_python, path, args.tokens, threads)
+        if result is not None:
+            cpp.append(result[0])
+            cpp_tokens = result[1]
+    rows.append(("herd int4 + compile", compiled, compiled_tokens))
+    if cpp:
+        rows.append((f"llama.cpp Q4_1 ({threads} threads)", cpp, cpp_tokens))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{threads} threads; {args.tokens} new tokens, greedy")
-    hf_rate = rows[4][1]
-    for name, rate, tokens in rows:
+    hf_rate = rows[4][1][0]
+    for name, rates, tokens in rows:
         same = sum(a == b for a, b in zip(tokens, hf_tokens))
-        print(f"{name:32s} {rate:7.1f} tok/s  x{rate / hf_rate:4.2f} vs transformers  "
+        spread = f"(median of {len(rates)}: {statistics.median(rates):6.1f})" if len(rates) > 1 else ""
+        print(f"{name:32s} best {max(rates):7.1f} tok/s {spread:24s} x{max(rates) / hf_rate:4.2f} vs transformers  "
               f"tokens equal to transformers: {same}/{len(hf_tokens)}")
 
 

@@ -1,6 +1,7 @@
 """Engine throughput on this CPU with the real SmolLM2-135M-Instruct: concurrency and prompt sharing.
 
     .venv/bin/python benchmarks/engine_cpu.py [--dtype float16] [--tokens 64] [--prompt-tokens 512]
+        [--quantization int4] [--compile]
 
 Two measurements, each against a baseline measured in the same run:
 
@@ -62,15 +63,26 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--quantization", default=None, choices=["int8", "fp8", "int4"])
+    parser.add_argument("--compile", action="store_true", help="compiled decode steps (compiled before timing)")
     args = parser.parse_args()
 
     loaded = herd.load_model("smollm2-135m-instruct", dtype=getattr(torch, args.dtype))
-    tok = loaded.tokenizer
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; SmolLM2-135M-Instruct {args.dtype}; {args.tokens} new tokens each")
+          f"{torch.get_num_threads()} threads; SmolLM2-135M-Instruct {args.dtype}, quantization {args.quantization}, "
+          f"compile {args.compile}; {args.tokens} new tokens each")
 
-    greedy = SamplingParams(max_tokens=args.tokens, ignore_eos=True)
-    engine = LLMEngine(loaded, EngineConfig(num_blocks=2048, max_num_seqs=64))
+    options = {"quantization": args.quantization, "compile": args.compile}
+    if args.compile:  # compile every graph the runs use (shapes are dynamic, so short runs cover them)
+        measure(loaded, options, 4, args.prompt_tokens, args.samples, report=False)
+    measure(loaded, options, args.tokens, args.prompt_tokens, args.samples, report=True)
+
+
+def measure(loaded, options: dict, tokens: int, prompt_tokens: int, samples: int, report: bool) -> None:  # type: ignore[no-untyped-def]
+    tok = loaded.tokenizer
+    say = print if report else (lambda *a, **k: None)
+    greedy = SamplingParams(max_tokens=tokens, ignore_eos=True)
+    engine = LLMEngine(loaded, EngineConfig(num_blocks=2048, max_num_seqs=64, **options))
     prompts = [tok.encode(p) for p in PROMPTS]
     timed_generate(engine, prompts[:2], SamplingParams(max_tokens=8, ignore_eos=True))  # warm-up
     t_seq, n_seq = 0.0, 0
@@ -78,25 +90,25 @@ def main() -> None:
         t, n = timed_generate(engine, [p], greedy)
         t_seq, n_seq = t_seq + t, n_seq + n
     t_conc, n_conc = timed_generate(engine, prompts, greedy)
-    print(f"8 requests one at a time : {n_seq / t_seq:7.1f} tok/s ({n_seq} tokens in {t_seq:.1f} s)")
-    print(f"8 concurrent requests    : {n_conc / t_conc:7.1f} tok/s ({n_conc} tokens in {t_conc:.1f} s)"
-          f"  x{(n_conc / t_conc) / (n_seq / t_seq):.2f}")
+    say(f"8 requests one at a time : {n_seq / t_seq:7.1f} tok/s ({n_seq} tokens in {t_seq:.1f} s)")
+    say(f"8 concurrent requests    : {n_conc / t_conc:7.1f} tok/s ({n_conc} tokens in {t_conc:.1f} s)"
+        f"  x{(n_conc / t_conc) / (n_seq / t_seq):.2f}")
 
-    prompt = long_prompt(tok, args.prompt_tokens)
-    sampled = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=args.tokens, ignore_eos=True, seed=0)
-    shared = LLMEngine(loaded, EngineConfig(num_blocks=2048, max_num_seqs=64))
-    t_shared, n_shared = timed_generate(shared, [prompt], SamplingParams(**{**sampled.__dict__, "n": args.samples}))
-    unshared = LLMEngine(loaded, EngineConfig(num_blocks=2048, max_num_seqs=64, enable_prefix_caching=False))
+    prompt = long_prompt(tok, prompt_tokens)
+    sampled = SamplingParams(temperature=0.8, top_p=0.95, max_tokens=tokens, ignore_eos=True, seed=0)
+    shared = LLMEngine(loaded, EngineConfig(num_blocks=2048, max_num_seqs=64, **options))
+    t_shared, n_shared = timed_generate(shared, [prompt], SamplingParams(**{**sampled.__dict__, "n": samples}))
+    unshared = LLMEngine(loaded, EngineConfig(num_blocks=2048, max_num_seqs=64, enable_prefix_caching=False, **options))
     t_indep, n_indep = timed_generate(
-        unshared, [prompt] * args.samples,
-        [SamplingParams(**{**sampled.__dict__, "seed": i}) for i in range(args.samples)],
+        unshared, [prompt] * samples,
+        [SamplingParams(**{**sampled.__dict__, "seed": i}) for i in range(samples)],
     )
-    print(f"rejection sampling, {len(prompt)}-token prompt, {args.samples} samples x {args.tokens} tokens:")
-    print(f"  {args.samples} independent requests (no sharing): {t_indep:6.1f} s  ({n_indep / t_indep:6.1f} tok/s)")
-    print(f"  n={args.samples}, prompt KV shared              : {t_shared:6.1f} s  ({n_shared / t_shared:6.1f} tok/s)"
-          f"  x{t_indep / t_shared:.2f}")
-    print(f"  prefix-cache hits: {shared.stats().prefix_cache_hit_tokens} tokens, "
-          f"copy-on-write block copies: {shared.stats().cow_copies_total}")
+    say(f"rejection sampling, {len(prompt)}-token prompt, {samples} samples x {tokens} tokens:")
+    say(f"  {samples} independent requests (no sharing): {t_indep:6.1f} s  ({n_indep / t_indep:6.1f} tok/s)")
+    say(f"  n={samples}, prompt KV shared              : {t_shared:6.1f} s  ({n_shared / t_shared:6.1f} tok/s)"
+        f"  x{t_indep / t_shared:.2f}")
+    say(f"  prefix-cache hits: {shared.stats().prefix_cache_hit_tokens} tokens, "
+        f"copy-on-write block copies: {shared.stats().cow_copies_total}")
 
 
 if __name__ == "__main__":

@@ -49,3 +49,13 @@ def test_engine_with_int4_generates_close_to_the_float_model() -> None:
     assert len(out.outputs[0].token_ids) == 8 and engine.stats().kv_blocks_used == 0
     with pytest.raises(ValueError, match="int4"):
         EngineConfig(quantization="int3")
+
+
+def test_quantize_int4_twice_is_a_no_op() -> None:
+    from herd.infer.quant_int4 import quantize_int4
+
+    model = herd.load_model("random:llama3-tiny").model
+    quantize_int4(model)
+    head = model.output
+    quantize_int4(model)
+    assert model.output is head and sum(isinstance(m, Int4Linear) for m in model.modules()) == 4 * 2 + 1

@@ -43,8 +43,6 @@ class Int4Linear(nn.Module):
             raise ValueError(f"int4: in_features {k} is not a multiple of the group size {group}")
         self.in_features, self.out_features, self.group = k, n, group
         q, scale, low = quantize_groups(weight, group)
-        self.register_buffer("scale", scale)
-        self.register_buffer("minimum", low)
         self.source_bytes = weight.numel() * weight.element_size()
         self.packed: torch.Tensor | None
         self.q: torch.Tensor | None
@@ -54,8 +52,10 @@ class Int4Linear(nn.Module):
             self.register_buffer("scales_zeros", torch.stack([scale, zero], -1).transpose(0, 1).contiguous().bfloat16())
             self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1))
             self.q = None
-        else:
+        else:  # CPU keeps only the packed form: fp32 scale/minimum copies would add 1/4 of the int4 bytes
             self.register_buffer("q", q)
+            self.register_buffer("scale", scale)
+            self.register_buffer("minimum", low)
             self.packed = None
 
     def extra_repr(self) -> str:
@@ -97,5 +97,6 @@ def quantize_int4(model: nn.Module) -> nn.Module:
                     if isinstance(linear, nn.Linear):
                         setattr(owner, name, Int4Linear(linear.weight))
         # a tied head gets its own 4-bit copy; the embedding lookup keeps the full-precision table
-        model.output = Int4Linear(model.output.weight)
+        if not isinstance(model.output, Int4Linear):  # idempotent: engines may share one loaded model
+            model.output = Int4Linear(model.output.weight)
     return model
