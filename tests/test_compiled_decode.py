@@ -74,15 +74,32 @@ def test_int4_compiled_equals_int4_eager() -> None:
     assert compiled._compiled_decode is not None and compiled._compiled_decode.steps == 7
 
 
-def test_applies_only_to_decode_steps() -> None:
+def test_applies_only_to_decode_steps(engines: tuple[LLMEngine, LLMEngine]) -> None:
     from herd.infer.paged_attention import build_metadata
 
+    step = engines[1]._compiled_decode
+    assert isinstance(step, CompiledDecodeStep)
     decode, _ = build_metadata([[0, 1]], [5], [1], 4, torch.device("cpu"))
     mixed, _ = build_metadata([[0, 1], [2]], [5, 0], [1, 3], 4, torch.device("cpu"))
-    assert CompiledDecodeStep.applies(decode)
-    assert not CompiledDecodeStep.applies(mixed)
+    assert step.applies(decode)
+    assert not step.applies(mixed)
 
 
 def test_compile_needs_the_portable_attention(tiny: LoadedModel) -> None:
     with pytest.raises(ValueError, match="portable"):
         LLMEngine(tiny, EngineConfig(num_blocks=8, compile=True, attention="flex"))
+
+
+def test_changing_batches_stay_within_a_few_graphs(engines: tuple[LLMEngine, LLMEngine]) -> None:
+    from torch._dynamo.utils import counters
+
+    eager, compiled = engines
+    step = compiled._compiled_decode
+    assert step is not None
+    before = counters["stats"]["unique_graphs"]
+    for seed, lengths in enumerate(([3, 30, 12, 7, 19, 4], [25, 25, 25, 25], [6, 40])):
+        batch = prompts(lengths, seed=10 + seed)
+        params = [SamplingParams(temperature=0.0, max_tokens=2 + i, ignore_eos=True) for i in range(len(lengths))]
+        assert tokens(compiled, batch, params) == tokens(eager, batch, params)
+    assert not step.disabled
+    assert counters["stats"]["unique_graphs"] - before <= 2  # batch and context sizes are symbolic

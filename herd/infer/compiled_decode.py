@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import types
+import warnings
 
 import torch
 
@@ -68,6 +69,7 @@ class CompiledDecodeStep:
         self.cache = cache
         self.gqa = gqa
         self.steps = 0  # decode steps run through the compiled graph (tests and stats read it)
+        self.disabled = False  # set when torch.compile gave up (the engine then runs decode eagerly)
         device = next(model.parameters()).device
         self._settings = inductor_settings(device)
         # The cache size varies per engine (`herd generate` sizes it to the request): a symbolic slot
@@ -84,10 +86,9 @@ class CompiledDecodeStep:
             options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
         )
 
-    @staticmethod
-    def applies(meta: StepMetadata) -> bool:
-        """True when every token of the step is a decode (no prefill chunk)."""
-        return not meta.prefills and meta.decode_slots is not None
+    def applies(self, meta: StepMetadata) -> bool:
+        """True when every token of the step is a decode (no prefill chunk) and compiling still works."""
+        return not self.disabled and not meta.prefills and meta.decode_slots is not None
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, meta: StepMetadata) -> torch.Tensor:
         """tokens/positions [1, B] of a decode-only step (see `applies`) -> logits [B, vocab]."""
@@ -95,13 +96,24 @@ class CompiledDecodeStep:
             raise ValueError("CompiledDecodeStep runs decode-only steps")
         slots = meta.decode_slots
         assert slots is not None
-        # The context grows every step: make it a symbolic size from the first call, so one graph
-        # covers every length (maybe_: a dimension of size 1 is specialised instead of failing).
-        torch._dynamo.maybe_mark_dynamic(slots, 1)
-        if meta.decode_mask is not None:
-            torch._dynamo.maybe_mark_dynamic(meta.decode_mask, 3)
-        if meta.shared_slots is not None:
-            torch._dynamo.maybe_mark_dynamic(meta.shared_slots, 0)
+        batch = tokens.shape[1]
+        mask = meta.decode_mask
+        if batch > 1 and mask is None:  # equal lengths: an all-true mask keeps one graph for every batch
+            mask = torch.ones(batch, 1, 1, slots.shape[1], dtype=torch.bool, device=slots.device)
+        # The batch and the context change from step to step: symbolic sizes from the first call, so
+        # one graph covers them all (maybe_: a dimension of size 1 is specialised instead of failing,
+        # which makes batch 1 its own graph).
+        for tensor, dims in ((tokens, (1,)), (positions, (1,)), (meta.slot_mapping, (0,)), (slots, (0, 1)),
+                             (mask, (0, 3)), (meta.shared_slots, (0,))):
+            if tensor is not None:
+                for dim in dims:
+                    torch._dynamo.maybe_mark_dynamic(tensor, dim)
         self.steps += 1
-        with torch._inductor.config.patch(self._settings):
-            return self._compiled(tokens, positions, meta.slot_mapping, slots, meta.decode_mask, meta.shared_slots)
+        try:
+            with torch._inductor.config.patch(self._settings), torch._dynamo.config.patch(recompile_limit=16):
+                return self._compiled(tokens, positions, meta.slot_mapping, slots, mask, meta.shared_slots)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            # Never expected (a handful of graphs cover every step); if it happens, stay correct.
+            warnings.warn("compiled decode: too many graph variants; running decode steps eagerly", stacklevel=2)
+            self.disabled = True
+            raise
