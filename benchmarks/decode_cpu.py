@@ -141,6 +141,10 @@ def main() -> None:
         spread = f"(median of {len(rates)}: {statistics.median(rates):6.1f})" if len(rates) > 1 else ""
         print(f"{name:32s} best {max(rates):7.1f} tok/s {spread:24s} x{max(rates) / hf_rate:4.2f} vs transformers  "
               f"tokens equal to transformers: {same}/{len(hf_tokens)}")
+    if cpp:
+        print("alternating rounds (herd int4 + compile runs | llama.cpp):")
+        for i, rate in enumerate(cpp):
+            print(f"  round {i + 1}: {' '.join(f'{r:6.1f}' for r in compiled[2 * i:2 * i + 2])} | {rate:6.1f}")
 
 
 if __name__ == "__main__":

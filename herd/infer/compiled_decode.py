@@ -47,7 +47,7 @@ def inductor_settings(device: torch.device) -> dict[str, object]:
 
 
 def _decode_forward(
-    step: "CompiledDecodeStep",
+    step: CompiledDecodeStep,
     tokens: torch.Tensor,
     positions: torch.Tensor,
     slot_mapping: torch.Tensor,
