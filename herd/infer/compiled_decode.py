@@ -69,7 +69,7 @@ class CompiledDecodeStep:
         self.cache = cache
         self.gqa = gqa
         self.steps = 0  # decode steps run through the compiled graph (tests and stats read it)
-        self.disabled = False  # set when torch.compile gave up (the engine then runs decode eagerly)
+        self.disabled = False  # set when torch.compile gave up: decode steps then run the same code eagerly
         device = next(model.parameters()).device
         self._settings = inductor_settings(device)
         # The cache size varies per engine (`herd generate` sizes it to the request): a symbolic slot
@@ -86,9 +86,10 @@ class CompiledDecodeStep:
             options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
         )
 
-    def applies(self, meta: StepMetadata) -> bool:
-        """True when every token of the step is a decode (no prefill chunk) and compiling still works."""
-        return not self.disabled and not meta.prefills and meta.decode_slots is not None
+    @staticmethod
+    def applies(meta: StepMetadata) -> bool:
+        """True when every token of the step is a decode (no prefill chunk)."""
+        return not meta.prefills and meta.decode_slots is not None
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, meta: StepMetadata) -> torch.Tensor:
         """tokens/positions [1, B] of a decode-only step (see `applies`) -> logits [B, vocab]."""
@@ -108,12 +109,15 @@ class CompiledDecodeStep:
             if tensor is not None:
                 for dim in dims:
                     torch._dynamo.maybe_mark_dynamic(tensor, dim)
-        self.steps += 1
-        try:
-            with torch._inductor.config.patch(self._settings), torch._dynamo.config.patch(recompile_limit=16):
-                return self._compiled(tokens, positions, meta.slot_mapping, slots, mask, meta.shared_slots)
-        except torch._dynamo.exc.FailOnRecompileLimitHit:
-            # Never expected (a handful of graphs cover every step); if it happens, stay correct.
-            warnings.warn("compiled decode: too many graph variants; running decode steps eagerly", stacklevel=2)
-            self.disabled = True
-            raise
+        args = (tokens, positions, meta.slot_mapping, slots, mask, meta.shared_slots)
+        if not self.disabled:
+            try:
+                with torch._inductor.config.patch(self._settings), torch._dynamo.config.patch(recompile_limit=16):
+                    logits = self._compiled(*args)
+                self.steps += 1
+                return logits
+            except torch._dynamo.exc.FailOnRecompileLimitHit:
+                # Never expected (a handful of graphs cover every step); if it happens, stay correct.
+                warnings.warn("compiled decode: too many graph variants; running decode steps eagerly", stacklevel=2)
+                self.disabled = True
+        return _decode_forward(self, *args)  # the same function, uncompiled

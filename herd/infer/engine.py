@@ -301,15 +301,11 @@ class LLMEngine:
         tokens = torch.tensor(flat, dtype=torch.long).to(self.device, non_blocking=True).view(1, -1)
         select_t = torch.tensor(select, dtype=torch.long).to(self.device, non_blocking=True)
         with torch.inference_mode():
-            logits = None
             if self._compiled_decode is not None and self._compiled_decode.applies(meta):
-                try:
-                    logits = self._compiled_decode(tokens, positions.view(1, -1), meta)
-                except torch._dynamo.exc.FailOnRecompileLimitHit:
-                    logits = None  # it disabled itself and warned; this step runs eagerly
-                if logits is not None and len(select) != len(flat):
+                logits = self._compiled_decode(tokens, positions.view(1, -1), meta)
+                if len(select) != len(flat):
                     logits = logits[select_t]
-            if logits is None:
+            else:
                 logits = self.model(tokens, positions=positions.view(1, -1), cache=state, select=select_t)[0]
         for chunk in chunks:
             chunk.seq.num_computed += chunk.length
