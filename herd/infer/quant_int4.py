@@ -60,6 +60,8 @@ class Int4Linear(nn.Module):
                 "herd" if group == int4_kernel.GROUP and int4_kernel.available() else "aten")
         if backend not in ("herd", "aten", "dequantize"):
             raise ValueError(f"int4: backend must be 'herd', 'aten' or 'dequantize', got {backend!r}")
+        if backend == "herd" and not int4_kernel.available():
+            raise RuntimeError("int4: herd's CPU kernel could not be built here (see the warning); use backend='aten'")
         self.backend = backend
         if backend == "herd":
             packed, scales = int4_kernel.pack(q.cpu(), scale.cpu(), low.cpu())
@@ -99,12 +101,13 @@ class Int4Linear(nn.Module):
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
 
-def quantize_int4(model: nn.Module) -> nn.Module:
+def quantize_int4(model: nn.Module, backend: str | None = None) -> nn.Module:
     """Replace every attention/FFN projection and the output head by `Int4Linear`, in place.
 
     The projections are fused first (wq/wk/wv -> wqkv, w1/w3 -> w13; `Transformer.fuse_projections`):
     groups run along the input dimension, so fusing does not change any quantized value, and
-    batch-1 decode makes 4 instead of 7 kernel calls per layer.
+    batch-1 decode makes 4 instead of 7 kernel calls per layer. `backend` is `Int4Linear`'s (None: the
+    fastest this machine has).
     """
     with torch.no_grad():
         if any(getattr(block.attention, "wqkv", None) is None for block in model.layers):
@@ -114,8 +117,8 @@ def quantize_int4(model: nn.Module) -> nn.Module:
                 for name in names:
                     linear = getattr(owner, name, None)
                     if isinstance(linear, nn.Linear):
-                        setattr(owner, name, Int4Linear(linear.weight))
+                        setattr(owner, name, Int4Linear(linear.weight, backend=backend))
         # a tied head gets its own 4-bit copy; the embedding lookup keeps the full-precision table
         if not isinstance(model.output, Int4Linear):  # idempotent: engines may share one loaded model
-            model.output = Int4Linear(model.output.weight)
+            model.output = Int4Linear(model.output.weight, backend=backend)
     return model
