@@ -63,15 +63,23 @@ def test_shared_prompt_samples_equal_eager(engines: tuple[LLMEngine, LLMEngine])
     assert compiled._compiled_decode.steps == before + 5  # type: ignore[union-attr]
 
 
-def test_int4_compiled_equals_int4_eager() -> None:
-    eager = LLMEngine(herd.load_model("random:llama3-tiny"), EngineConfig(num_blocks=64, quantization="int4"))
-    compiled = LLMEngine(
-        herd.load_model("random:llama3-tiny"), EngineConfig(num_blocks=64, quantization="int4", compile=True)
-    )
+def test_engines_share_graphs_per_model_and_int4_gets_its_own() -> None:
+    """Engines over one model share its compiled forward; `quantize_int4` swapping that model's layers
+    in place must not reuse the float graph (module guards are skipped, so this is on us)."""
+    loaded = herd.load_model("random:llama3-tiny")
     greedy = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     batch = prompts([7], seed=3)
+    first = LLMEngine(loaded, EngineConfig(num_blocks=64, compile=True))
+    second = LLMEngine(loaded, EngineConfig(num_blocks=32, compile=True))  # another cache size
+    assert first._compiled_decode is not None and second._compiled_decode is not None
+    assert first._compiled_decode._compiled is second._compiled_decode._compiled
+    assert tokens(first, batch, greedy) == tokens(second, batch, greedy)
+    compiled = LLMEngine(loaded, EngineConfig(num_blocks=64, quantization="int4", compile=True))
+    assert compiled._compiled_decode is not None
+    assert compiled._compiled_decode._compiled is not first._compiled_decode._compiled
+    eager = LLMEngine(herd.load_model("random:llama3-tiny"), EngineConfig(num_blocks=64, quantization="int4"))
     assert tokens(compiled, batch, greedy) == tokens(eager, batch, greedy)
-    assert compiled._compiled_decode is not None and compiled._compiled_decode.steps == 7
+    assert compiled._compiled_decode.steps == 7
 
 
 def test_applies_only_to_decode_steps(engines: tuple[LLMEngine, LLMEngine]) -> None:

@@ -23,6 +23,9 @@ from __future__ import annotations
 import functools
 import types
 import warnings
+import weakref
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -46,8 +49,18 @@ def inductor_settings(device: torch.device) -> dict[str, object]:
     return {}
 
 
+class _CacheTensors(NamedTuple):
+    """What `PagedAttentionState` reads of a `PagedKVCache`, passed into the graph as plain inputs."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+
 def _decode_forward(
-    step: CompiledDecodeStep,
+    model: Transformer,
+    gqa: bool,
+    keys: list[torch.Tensor],
+    values: list[torch.Tensor],
     tokens: torch.Tensor,
     positions: torch.Tensor,
     slot_mapping: torch.Tensor,
@@ -57,8 +70,34 @@ def _decode_forward(
 ) -> torch.Tensor:
     """The traced function: the model's forward over the engine's paged attention state."""
     meta = StepMetadata(slot_mapping, tokens.shape[1], decode_slots, decode_mask, [], shared_slots)
-    state = PagedAttentionState(step.cache, meta, step.gqa)
-    return step.model(tokens, positions=positions, cache=state)[0]
+    state = PagedAttentionState(_CacheTensors(keys, values), meta, gqa)  # type: ignore[arg-type]
+    return model(tokens, positions=positions, cache=state)[0]
+
+
+# model -> {module-structure signature: compiled forward}. Engines over the same model share graphs
+# (a benchmark or a test makes several engines; each would otherwise compile again).
+_COMPILED: weakref.WeakKeyDictionary[Transformer, dict[tuple[str, ...], Callable[..., torch.Tensor]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _compiled_forward(model: Transformer) -> Callable[..., torch.Tensor]:
+    """The compiled decode forward for `model` as it is now built.
+
+    Dynamo keeps graphs per code object and, with the module guards skipped, cannot tell two models,
+    or one model before and after `quantize_int4` swapped its layers, apart. So each (model, module
+    structure) gets a private copy of the code object; identical graphs still come from the on-disk
+    FX graph cache.
+    """
+    structure = tuple(type(module).__name__ for module in model.modules())
+    per_model = _COMPILED.setdefault(model, {})
+    if structure not in per_model:
+        forward = types.FunctionType(_decode_forward.__code__.replace(), _decode_forward.__globals__)
+        per_model[structure] = torch.compile(
+            functools.partial(forward, model), fullgraph=True,
+            options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
+        )
+    return per_model[structure]
 
 
 class CompiledDecodeStep:
@@ -76,15 +115,7 @@ class CompiledDecodeStep:
         # count lets one compiled graph (and the on-disk FX graph cache) serve every size.
         for tensor in (*cache.keys, *cache.values):
             torch._dynamo.maybe_mark_dynamic(tensor, 0)
-        # Dynamo keeps compiled graphs per code object, and with the module guards skipped it could
-        # not tell two engines' models apart (a fused int4 model would run an unfused model's graph).
-        # A private copy of the code object gives each instance its own graphs; identical graphs
-        # still come from the on-disk cache.
-        forward = types.FunctionType(_decode_forward.__code__.replace(), _decode_forward.__globals__)
-        self._compiled = torch.compile(
-            functools.partial(forward, self), fullgraph=True,
-            options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe},
-        )
+        self._compiled = _compiled_forward(model)
 
     @staticmethod
     def applies(meta: StepMetadata) -> bool:
@@ -109,7 +140,8 @@ class CompiledDecodeStep:
             if tensor is not None:
                 for dim in dims:
                     torch._dynamo.maybe_mark_dynamic(tensor, dim)
-        args = (tokens, positions, meta.slot_mapping, slots, mask, meta.shared_slots)
+        args = (self.gqa, self.cache.keys, self.cache.values, tokens, positions, meta.slot_mapping, slots, mask,
+                meta.shared_slots)
         if not self.disabled:
             try:
                 with torch._inductor.config.patch(self._settings), torch._dynamo.config.patch(recompile_limit=16):
@@ -120,4 +152,4 @@ class CompiledDecodeStep:
                 # Never expected (a handful of graphs cover every step); if it happens, stay correct.
                 warnings.warn("compiled decode: too many graph variants; running decode steps eagerly", stacklevel=2)
                 self.disabled = True
-        return _decode_forward(self, *args)  # the same function, uncompiled
+        return _decode_forward(self.model, *args)  # the same function, uncompiled
