@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from herd.infer import cpu_kernels
 from herd.infer.block_manager import BlockManager
 from herd.infer.compiled_decode import CompiledDecodeStep
 from herd.infer.detokenize import Detokenizer
@@ -129,6 +130,8 @@ class LLMEngine:
         self.model_config = self.model.config
         weight = self.model.tok_embeddings.weight
         self.device, self.dtype = weight.device, weight.dtype
+        if self.device.type == "cpu":
+            cpu_kernels.available()  # builds herd's C++ kernels once per machine; falls back if it cannot
         if config.quantization == "int4":
             from herd.infer.quant_int4 import quantize_int4
 

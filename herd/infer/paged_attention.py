@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from herd.infer import cpu_kernels
 from herd.model.config import ModelConfig
 
 
@@ -220,7 +221,13 @@ def decode_attention(
     qd: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, slots: torch.Tensor,
     mask: torch.Tensor | None, shared_slots: torch.Tensor | None, gqa: bool,
 ) -> torch.Tensor:
-    """One query per sequence: qd [B, H, 1, hd] over the cached keys at `slots` [B, L] -> [B, H, 1, hd]."""
+    """One query per sequence: qd [B, H, 1, hd] over the cached keys at `slots` [B, L] -> [B, H, 1, hd].
+
+    On CPU, without a shared prefix and once the engine has loaded herd's C++ kernels, the cache is
+    read in place (`cpu_kernels.paged_decode_attention`); elsewhere keys and values are gathered for SDPA.
+    """
+    if shared_slots is None and qd.device.type == "cpu" and cpu_kernels.loaded:
+        return cpu_kernels.paged_decode_attention(qd.squeeze(2), key_cache, value_cache, slots, mask).unsqueeze(2)
     b, length = slots.shape
     n_kv, head_dim = key_cache.shape[1], key_cache.shape[2]
     keys = key_cache.index_select(0, slots.reshape(-1)).view(b, length, n_kv, head_dim).transpose(1, 2)

@@ -5,7 +5,7 @@ is the same format class as llama.cpp's Q4_1 (asymmetric: a scale and a minimum 
 weights, 5 bits per weight with the fp16 scales): w ~= q * scale + min, q in 0..15.
 
 On CPU the matmul runs in one of two kernels, chosen when the layer is built:
-- herd's own int4 x int8 kernel (`herd.infer.int4_kernel`, compiled once per machine): activations
+- herd's own int4 x int8 kernel (`herd.infer.cpu_kernels`, compiled once per machine): activations
   quantized to int8 per group of 32 and integer dot products (AVX512-VNNI where the CPU has it), like
   llama.cpp. On this project's 2-core EPYC a whole SmolLM2-135M token's matmuls take 1.8 ms against
   4.4 ms in ATen's kernel.
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from herd.infer import int4_kernel
+from herd.infer import cpu_kernels
 
 GROUP = 32
 _PROJECTIONS = ("wq", "wk", "wv", "wo", "wqkv")
@@ -57,14 +57,14 @@ class Int4Linear(nn.Module):
         self.source_bytes = weight.numel() * weight.element_size()
         if backend is None:
             backend = "dequantize" if weight.device.type != "cpu" else (
-                "herd" if group == int4_kernel.GROUP and int4_kernel.available() else "aten")
+                "herd" if group == cpu_kernels.GROUP and cpu_kernels.available() else "aten")
         if backend not in ("herd", "aten", "dequantize"):
             raise ValueError(f"int4: backend must be 'herd', 'aten' or 'dequantize', got {backend!r}")
-        if backend == "herd" and not int4_kernel.available():
+        if backend == "herd" and not cpu_kernels.available():
             raise RuntimeError("int4: herd's CPU kernel could not be built here (see the warning); use backend='aten'")
         self.backend = backend
         if backend == "herd":
-            packed, scales = int4_kernel.pack(q.cpu(), scale.cpu(), low.cpu())
+            packed, scales = cpu_kernels.pack(q.cpu(), scale.cpu(), low.cpu())
             self.register_buffer("packed", packed)
             self.register_buffer("scales", scales)
         elif backend == "aten":
@@ -91,7 +91,7 @@ class Int4Linear(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if self.backend == "herd":
-            y = int4_kernel.int4_linear(x2, self.packed, self.scales, self.out_features)
+            y = cpu_kernels.int4_linear(x2, self.packed, self.scales, self.out_features)
         elif self.backend == "aten":
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(
                 x2.to(torch.bfloat16).contiguous(), self.packed, self.group, self.scales_zeros

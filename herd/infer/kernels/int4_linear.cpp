@@ -8,7 +8,7 @@
 // (AVX512-VNNI vpdpbusd: 64 u8 x s8 products per instruction). With w = q * s + m per group:
 //     sum_k w_k x_k = s * d * sum_k q_k xq_k + m * S.
 //
-// Layout (herd/infer/int4_kernel.py packs it): rows in tiles of 16, one i32 lane per row.
+// Layout (herd/infer/cpu_kernels.py packs it): rows in tiles of 16, one i32 lane per row.
 //   packed  uint8 [N/16, K/32, 256]: for block b in 0..3, byte (b*64 + row*4 + kk) holds, in its low
 //           nibble, q[row, 32g + 4b + kk] and in its high nibble q[row, 32g + 16 + 4b + kk].
 //   scales  fp16  [N/16, K/32, 2, 16]: the 16 rows' scale s, then their minimum m.
@@ -181,7 +181,7 @@ bool uses_vnni() { return HERD_INT4_VNNI; }
 
 }  // namespace
 
-TORCH_LIBRARY(herd_kernels, m) {
+TORCH_LIBRARY_FRAGMENT(herd_kernels, m) {
   m.def("int4_linear(Tensor x, Tensor packed, Tensor scales, int n) -> Tensor");
   m.def("int4_uses_vnni() -> bool", &uses_vnni);
 }

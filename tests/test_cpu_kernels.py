@@ -1,5 +1,6 @@
-"""herd's int4 x int8 CPU kernel: exact against the arithmetic it claims, close to the float matmul,
-the portable C++ path equal to the AVX512-VNNI one, and real SmolLM2 weights keep their perplexity."""
+"""herd's C++ CPU kernels. int4 x int8 linear: exact against the arithmetic it claims, close to the
+float matmul, the portable C++ path equal to the AVX512-VNNI one, real SmolLM2 weights keep their
+perplexity. Paged decode attention: equal to gathering the cache and running SDPA."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 import herd
-from herd.infer import int4_kernel
+from herd.infer import cpu_kernels
 from herd.infer.quant_int4 import Int4Linear, quantize_groups, quantize_int4
 
-pytestmark = pytest.mark.skipif(not int4_kernel.available(), reason="no C++ compiler to build the int4 kernel")
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler to build the CPU kernels")
 
 SHAPES = [(960, 576, 1), (50, 64, 3), (576, 1536, 7), (16, 32, 5)]  # N not a multiple of 16; M tails of 4
 
@@ -45,8 +46,8 @@ def problem(n: int, k: int, m: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
 @pytest.mark.parametrize("n,k,m", SHAPES)
 def test_kernel_is_exactly_its_arithmetic(n: int, k: int, m: int) -> None:
     x, q, scale, low = problem(n, k, m)
-    packed, scales = int4_kernel.pack(q, scale, low)
-    got = int4_kernel.int4_linear(x, packed, scales, n)
+    packed, scales = cpu_kernels.pack(q, scale, low)
+    got = cpu_kernels.int4_linear(x, packed, scales, n)
     want = reference(x, q, scale, low)
     assert got.shape == (m, n) and got.dtype == torch.float32
     assert ((got.double() - want).abs().max() / want.abs().max()).item() < 1e-5
@@ -55,24 +56,24 @@ def test_kernel_is_exactly_its_arithmetic(n: int, k: int, m: int) -> None:
 def test_kernel_is_close_to_the_float_matmul_and_takes_bf16() -> None:
     x, q, scale, low = problem(576, 1536, 2, seed=3)
     w = (q.view(576, 48, 32).float() * scale[..., None] + low[..., None]).view(576, 1536)
-    packed, scales = int4_kernel.pack(q, scale, low)
+    packed, scales = cpu_kernels.pack(q, scale, low)
     exact = x @ w.t()
-    got = int4_kernel.int4_linear(x, packed, scales, 576)
+    got = cpu_kernels.int4_linear(x, packed, scales, 576)
     assert ((got - exact).norm() / exact.norm()).item() < 0.01  # int8 activations: ~0.5%
-    from_bf16 = int4_kernel.int4_linear(x.bfloat16(), packed, scales, 576)
+    from_bf16 = cpu_kernels.int4_linear(x.bfloat16(), packed, scales, 576)
     assert ((from_bf16 - exact).norm() / exact.norm()).item() < 0.02
-    assert int4_kernel.int4_linear(x[:0], packed, scales, 576).shape == (0, 576)
+    assert cpu_kernels.int4_linear(x[:0], packed, scales, 576).shape == (0, 576)
 
 
 def test_kernel_rejects_mismatched_shapes() -> None:
     x, q, scale, low = problem(32, 64, 1)
-    packed, scales = int4_kernel.pack(q, scale, low)
+    packed, scales = cpu_kernels.pack(q, scale, low)
     with pytest.raises(RuntimeError, match="packed for K=64"):
-        int4_kernel.int4_linear(torch.randn(1, 96), packed, scales, 32)
+        cpu_kernels.int4_linear(torch.randn(1, 96), packed, scales, 32)
     with pytest.raises(RuntimeError, match="does not match"):
-        int4_kernel.int4_linear(x, packed, scales, 40)
+        cpu_kernels.int4_linear(x, packed, scales, 40)
     with pytest.raises(ValueError, match="multiple of 32"):
-        int4_kernel.pack(q[:, :40], scale, low)
+        cpu_kernels.pack(q[:, :40], scale, low)
 
 
 def test_the_portable_build_equals_the_default_build(tmp_path: Path) -> None:
@@ -82,8 +83,8 @@ def test_the_portable_build_equals_the_default_build(tmp_path: Path) -> None:
         script = (
             "import json, torch, sys\n"
             "sys.path.insert(0, sys.argv[1])\n"
-            "from tests.test_int4_kernel import SHAPES, problem\n"
-            "from herd.infer import int4_kernel as K\n"
+            "from tests.test_cpu_kernels import SHAPES, problem\n"
+            "from herd.infer import cpu_kernels as K\n"
             "assert K.available()\n"
             "out = []\n"
             "for n, k, m in SHAPES:\n"
@@ -110,14 +111,14 @@ def test_layer_backends_agree_and_the_fallback_is_aten(monkeypatch: pytest.Monke
     assert ours.backend == "herd" and not hasattr(ours, "scales_zeros")
     a, b = ours(x), aten(x)
     assert ((a - b).norm() / b.norm()).item() < 0.02
-    monkeypatch.setenv("HERD_INT4_KERNEL", "0")
-    int4_kernel.available.cache_clear()
+    monkeypatch.setenv("HERD_CPU_KERNELS", "0")
+    cpu_kernels.available.cache_clear()
     try:
         assert Int4Linear(w).backend == "aten"
     finally:
-        monkeypatch.delenv("HERD_INT4_KERNEL")
-        int4_kernel.available.cache_clear()
-    assert int4_kernel.available()
+        monkeypatch.delenv("HERD_CPU_KERNELS")
+        cpu_kernels.available.cache_clear()
+    assert cpu_kernels.available()
 
 
 def test_smollm2_int4_keeps_its_perplexity() -> None:
@@ -136,3 +137,37 @@ def test_smollm2_int4_keeps_its_perplexity() -> None:
     assert nll["herd"] - nll[None] < 0.12, nll        # measured: +0.05 nats here (ppl 22.7 -> 23.9 over 2k tokens)
     assert abs(nll["herd"] - nll["aten"]) < 0.03, nll  # int8 activations add ~0.003 nats
     assert math.isfinite(nll["herd"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("heads,kv_heads", [(9, 3), (4, 4)])
+def test_paged_decode_attention_equals_gather_and_sdpa(dtype: torch.dtype, heads: int, kv_heads: int) -> None:
+    gen = torch.Generator().manual_seed(heads)
+    batch, length, head_dim, block = 5, 70, 64, 16
+    key_cache = torch.randn(64 * block, kv_heads, head_dim, generator=gen).to(dtype)
+    value_cache = torch.randn(64 * block, kv_heads, head_dim, generator=gen).to(dtype)
+    blocks = torch.randperm(64, generator=gen)[: batch * 5].view(batch, 5)
+    slots = (blocks[:, :, None] * block + torch.arange(block)).view(batch, -1)[:, :length].contiguous()
+    lengths = torch.tensor([70, 1, 33, 64, 17])
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    q = torch.randn(batch, heads, head_dim, generator=gen).to(dtype)
+    keys = key_cache[slots].transpose(1, 2).float()      # [B, Hkv, L, hd]
+    values = value_cache[slots].transpose(1, 2).float()
+    want = F.scaled_dot_product_attention(
+        q.float()[:, :, None], keys, values, attn_mask=mask[:, None, None], enable_gqa=heads != kv_heads
+    )[:, :, 0]
+    got = cpu_kernels.paged_decode_attention(q, key_cache, value_cache, slots, mask)
+    assert got.dtype == dtype and got.shape == q.shape
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-2, "atol": 1e-2}  # bf16 out
+    torch.testing.assert_close(got.float(), want, **tolerance)
+    unmasked = cpu_kernels.paged_decode_attention(q[:1], key_cache, value_cache, slots[:1], None)  # a full row
+    torch.testing.assert_close(unmasked[0].float(), want[0], **tolerance)
+
+
+def test_paged_decode_attention_rejects_bad_shapes() -> None:
+    q = torch.randn(2, 4, 8)
+    cache = torch.randn(32, 2, 8)
+    with pytest.raises(RuntimeError, match="int64"):
+        cpu_kernels.paged_decode_attention(q, cache, cache, torch.zeros(2, 3, dtype=torch.int32), None)
+    with pytest.raises(RuntimeError, match="mask"):
+        cpu_kernels.paged_decode_attention(q, cache, cache, torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 4).bool())

@@ -1,16 +1,18 @@
-"""Build, load and call herd's int4 x int8 CPU kernel (`kernels/int4_linear.cpp`).
+"""Build, load and call herd's C++ CPU kernels (`herd/infer/kernels/*.cpp`, one library).
 
-Why a kernel of our own: ATen's int4 matmul converts every weight to float before multiplying and
-is compute-bound at about 10 GB/s of weights per core, well under memory bandwidth, while batch-1
-decode does nothing but read weights. The C++ file explains the arithmetic (llama.cpp's Q4_1 x Q8_1).
+- `int4_linear`: int4 weights x int8 activations (llama.cpp's Q4_1 x Q8_1 arithmetic, AVX512-VNNI
+  integer dots where the CPU has them). ATen's int4 matmul converts every weight to float first and
+  is compute-bound at ~10 GB/s of weights per core, while batch-1 decode does nothing but read weights.
+- `paged_decode_attention`: decode attention read in place from the paged KV cache, instead of
+  gathering every sequence's keys and values into a copy each step.
 
-The library is compiled once per machine with the system C++ compiler and `-march=native` (so the
-AVX512-VNNI path is used where the CPU has it), into `~/.cache/herd/kernels/` (override with
-`HERD_KERNEL_CACHE`), under a name that hashes the source, the flags and the torch version. A build
-is written to a temporary file and renamed, so an interrupted build never leaves a broken library.
-If there is no compiler or the build fails, `available()` is False and callers keep ATen's kernel.
-Set `HERD_INT4_KERNEL=0` to skip it on purpose, `HERD_INT4_PORTABLE=1` to build the plain C++ path
-(what CPUs without AVX512-VNNI get; the tests compare the two).
+The library is compiled once per machine with the system C++ compiler and `-march=native`, into
+`~/.cache/herd/kernels/` (override with `HERD_KERNEL_CACHE`), under a name that hashes the sources,
+the flags and the torch version (~20 s on 2 cores). A build is written to a temporary file and
+renamed, so an interrupted build never leaves a broken library. If there is no compiler or the
+build fails, `available()` is False and callers keep their ATen paths. Set `HERD_CPU_KERNELS=0` to
+skip them on purpose, `HERD_INT4_PORTABLE=1` to build int4's plain C++ path (what CPUs without
+AVX512-VNNI get; the tests compare the two).
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "kernels" / "int4_linear.cpp"
+SOURCES = sorted((Path(__file__).parent / "kernels").glob("*.cpp"))
 TILE, GROUP = 16, 32
 
 
-def _compile_command(source: Path, output: Path) -> list[str]:
+def _compile_command(sources: list[Path], output: Path) -> list[str]:
     from torch.utils import cpp_extension
 
     torch_lib = Path(torch.__file__).parent / "lib"
@@ -41,7 +43,7 @@ def _compile_command(source: Path, output: Path) -> list[str]:
     includes = [f"-I{path}" for path in cpp_extension.include_paths()]
     portable = ["-DHERD_INT4_PORTABLE"] if os.environ.get("HERD_INT4_PORTABLE") == "1" else []
     return [
-        os.environ.get("CXX", "g++"), str(source), "-o", str(output), "-shared", "-fPIC", "-std=c++17", "-O3",
+        os.environ.get("CXX", "g++"), *map(str, sources), "-o", str(output), "-shared", "-fPIC", "-std=c++17", "-O3",
         "-march=native", "-fopenmp", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *portable, *includes,
         f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu", "-lgomp",
     ]
@@ -57,33 +59,39 @@ def build(force: bool = False) -> Path:
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler ({compiler!r}) on PATH")
     key = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join(_compile_command(Path("s"), Path("o"))).encode() + torch.__version__.encode()
+        b"".join(source.read_bytes() for source in SOURCES)
+        + " ".join(_compile_command([Path("s")], Path("o"))).encode() + torch.__version__.encode()
     ).hexdigest()[:16]
-    target = _cache_dir() / f"herd_int4_{key}.so"
+    target = _cache_dir() / f"herd_kernels_{key}.so"
     if target.exists() and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         partial = Path(scratch) / target.name
-        print(f"herd: compiling the int4 CPU kernel into {target} (once per machine, ~30 s)", file=sys.stderr)
-        result = subprocess.run(_compile_command(SOURCE, partial), capture_output=True, text=True, check=False)
+        print(f"herd: compiling the C++ CPU kernels into {target} (once per machine, ~20 s)", file=sys.stderr)
+        result = subprocess.run(_compile_command(SOURCES, partial), capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise RuntimeError(f"compiling {SOURCE.name} failed:\n{result.stderr[-4000:]}")
+            raise RuntimeError(f"compiling herd's CPU kernels failed:\n{result.stderr[-4000:]}")
         os.replace(partial, target)
     return target
+
+
+loaded = False  # True once the library is loaded: a plain flag that traced code (torch.compile) can read
 
 
 @functools.cache
 def available() -> bool:
     """True once the kernel library is built and loaded (False, with a warning, if it cannot be)."""
-    if os.environ.get("HERD_INT4_KERNEL", "1") == "0":
+    if os.environ.get("HERD_CPU_KERNELS", "1") == "0":
         return False
     try:
         torch.ops.load_library(str(build()))
     except (RuntimeError, OSError) as error:  # no compiler, a failed build: ATen's int4 kernel still works
-        log.warning("herd int4 kernel unavailable, using ATen's int4 matmul instead: %s", error)
+        log.warning("herd CPU kernels unavailable, using the ATen paths instead: %s", error)
         return False
     _register_fake()
+    global loaded
+    loaded = True
     return True
 
 
@@ -93,11 +101,15 @@ def uses_vnni() -> bool:
 
 
 def _register_fake() -> None:
-    """Shape function so `torch.compile` can trace through the op (it stays one opaque call)."""
+    """Shape functions so `torch.compile` can trace through the ops (each stays one opaque call)."""
 
     @torch.library.register_fake("herd_kernels::int4_linear")
     def _(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, n: int) -> torch.Tensor:
         return x.new_empty((x.shape[0], n), dtype=torch.float32)
+
+    @torch.library.register_fake("herd_kernels::paged_decode_attention")
+    def _(q, key_cache, value_cache, slots, mask, scale):  # type: ignore[no-untyped-def]
+        return torch.empty_like(q, memory_format=torch.contiguous_format)
 
 
 def pack(q: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,3 +142,15 @@ def pack(q: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor) -> tuple[t
 def int4_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, n: int) -> torch.Tensor:
     """y [M, n] float32 = x [M, K] @ W^T for a weight packed by `pack` (call `available()` first)."""
     return torch.ops.herd_kernels.int4_linear(x, packed, scales, n)
+
+
+def paged_decode_attention(
+    q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor, slots: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """q [B, H, hd] attending over each sequence's cache slots [B, L] (mask [B, L] or any shape with
+    B * L bools; None = no padding) -> [B, H, hd]. The caches are [slots, Hkv, hd], read in place."""
+    empty = torch.empty(0, dtype=torch.bool)
+    return torch.ops.herd_kernels.paged_decode_attention(
+        q, key_cache, value_cache, slots, empty if mask is None else mask, q.shape[-1] ** -0.5
+    )
