@@ -131,7 +131,10 @@ class CompiledDecodeStep:
         batch = tokens.shape[1]
         mask = meta.decode_mask
         if batch > 1 and mask is None:  # equal lengths: an all-true mask keeps one graph for every batch
-            mask = torch.ones(batch, 1, 1, slots.shape[1], dtype=torch.bool, device=slots.device)
+            # made like the engine's own masks (outside inference mode): an inference tensor has other
+            # dispatch keys, and Dynamo recompiled the whole graph (seconds) on that difference alone
+            with torch.inference_mode(False):
+                mask = torch.ones(batch, 1, 1, slots.shape[1], dtype=torch.bool, device=slots.device)
         # The batch and the context change from step to step: symbolic sizes from the first call, so
         # one graph covers them all (maybe_: a dimension of size 1 is specialised instead of failing,
         # which makes batch 1 its own graph).
