@@ -8,11 +8,11 @@
 
 The library is compiled once per machine with the system C++ compiler and `-march=native`, into
 `~/.cache/herd/kernels/` (override with `HERD_KERNEL_CACHE`), under a name that hashes the sources,
-the flags and the torch version (~20 s on 2 cores). A build is written to a temporary file and
-renamed, so an interrupted build never leaves a broken library. If there is no compiler or the
-build fails, `available()` is False and callers keep their ATen paths. Set `HERD_CPU_KERNELS=0` to
-skip them on purpose, `HERD_INT4_PORTABLE=1` to build int4's plain C++ path (what CPUs without
-AVX512-VNNI get; the tests compare the two).
+the flags, the CPU's features and the torch version (~20 s on 2 cores). A build is written to a
+temporary file and renamed, so an interrupted build never leaves a broken library. If there is no
+compiler or the build fails, `available()` is False and callers keep their ATen paths. Set
+`HERD_CPU_KERNELS=0` to skip them on purpose, `HERD_INT4_PORTABLE=1` to build int4's plain C++ path
+(what CPUs without AVX512-VNNI get; the tests compare the two).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,18 @@ def _compile_command(sources: list[Path], output: Path) -> list[str]:
     ]
 
 
+def _cpu_flags() -> bytes:
+    """This CPU's feature flags: `-march=native` builds differ per CPU, and a home directory (the cache)
+    may be shared by machines with different CPUs."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line.encode()
+    except OSError:
+        pass
+    return platform.processor().encode()
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("HERD_KERNEL_CACHE", Path.home() / ".cache" / "herd" / "kernels"))
 
@@ -60,7 +73,7 @@ def build(force: bool = False) -> Path:
         raise RuntimeError(f"no C++ compiler ({compiler!r}) on PATH")
     key = hashlib.sha256(
         b"".join(source.read_bytes() for source in SOURCES)
-        + " ".join(_compile_command([Path("s")], Path("o"))).encode() + torch.__version__.encode()
+        + " ".join(_compile_command([Path("s")], Path("o"))).encode() + torch.__version__.encode() + _cpu_flags()
     ).hexdigest()[:16]
     target = _cache_dir() / f"herd_kernels_{key}.so"
     if target.exists() and not force:
