@@ -475,15 +475,14 @@ def test_flex_attention_backend_gives_the_same_tokens_without_copying_the_cache(
 def test_partial_sort_nucleus_equals_the_full_sort() -> None:
     """Top-k/top-p over the 1,024 best candidates keeps exactly what sorting the vocabulary keeps,
     and falls back to the full sort when a row's nucleus is wider (a flat distribution)."""
-    from herd.infer.sampling import CANDIDATES, _nucleus, _nucleus_full_sort
+    from herd.infer.sampling import CANDIDATES, _nucleus
 
     gen = torch.Generator().manual_seed(0)
     peaked = torch.randn(4, 50_000, generator=gen) * 10
     flat = torch.randn(2, 50_000, generator=gen) * 0.01
     for scaled, top_ks, top_ps in ((peaked, [0, 50, 2000, 0], [0.9, 1.0, 0.95, 0.5]), (flat, [0, 10], [0.99, 1.0])):
         probs, order = _nucleus(scaled, top_ks, top_ps)
-        k = torch.tensor([k if 0 < k < 50_000 else 50_000 for k in top_ks])
-        want_probs, want_order = _nucleus_full_sort(scaled, k, torch.tensor(top_ps))
+        want_probs, want_order = _nucleus(scaled, top_ks, top_ps, width=50_000)  # the whole vocabulary sorted
         width = probs.shape[-1]
         assert width == (CANDIDATES if scaled is peaked else 50_000)
         kept = probs > 0

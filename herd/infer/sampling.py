@@ -189,18 +189,20 @@ def apply_penalties(logits: torch.Tensor, rows: Sequence[SamplerRow]) -> torch.T
 CANDIDATES = 1024
 
 
-def _nucleus(scaled: torch.Tensor, top_ks: list[int], top_ps: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+def _nucleus(
+    scaled: torch.Tensor, top_ks: list[int], top_ps: list[float], width: int = CANDIDATES
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(probs [B, C] in descending order after the top-k and top-p cuts, order [B, C] token ids).
 
     Exact: probabilities are normalized over the whole vocabulary (or the row's top k), and the
-    partial sort is used only when every row's kept tokens lie inside it (k <= C, or the first C
-    tokens already hold top_p of the mass); otherwise the whole vocabulary is sorted.
+    `width` best candidates are used only when every row's kept tokens lie inside them (k <= C, or
+    the first C tokens already hold top_p of the mass); otherwise the whole vocabulary is sorted.
     """
     device = scaled.device
     vocab = scaled.shape[-1]
+    width = min(width, vocab)
     k = torch.tensor([k if 0 < k < vocab else vocab for k in top_ks], device=device)
     p = torch.tensor(top_ps, device=device)
-    width = min(CANDIDATES, vocab)
     sorted_logits, order = scaled.topk(width, dim=-1) if width < vocab else scaled.sort(dim=-1, descending=True)
     rank = torch.arange(width, device=device)
     # the normalizer: over the row's top k (all inside the candidates when k <= width), else everything
@@ -208,16 +210,7 @@ def _nucleus(scaled: torch.Tensor, top_ks: list[int], top_ps: list[float]) -> tu
     normalizer = torch.where(k <= width, torch.logsumexp(within_k, dim=-1), torch.logsumexp(scaled, dim=-1))
     probs = torch.exp(within_k - normalizer[:, None])
     if width < vocab and not bool(((k <= width) | (probs.sum(dim=-1) >= p)).all()):
-        return _nucleus_full_sort(scaled, k, p)
-    outside = probs.cumsum(dim=-1) - probs >= p[:, None]
-    return probs.masked_fill(outside, 0.0), order
-
-
-def _nucleus_full_sort(scaled: torch.Tensor, k: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_nucleus` over the whole sorted vocabulary (a row's nucleus is wider than the candidates)."""
-    sorted_logits, order = scaled.sort(dim=-1, descending=True)
-    rank = torch.arange(scaled.shape[-1], device=scaled.device)
-    probs = torch.softmax(sorted_logits.masked_fill(rank[None, :] >= k[:, None], float("-inf")), dim=-1)
+        return _nucleus(scaled, top_ks, top_ps, width=vocab)
     outside = probs.cumsum(dim=-1) - probs >= p[:, None]
     return probs.masked_fill(outside, 0.0), order
 
