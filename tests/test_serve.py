@@ -338,6 +338,97 @@ def test_malformed_requests(server, client):
     server.wait_idle()
 
 
+def raw_post(server, path, text):
+    """POST a JSON body written by hand (json.dumps cannot produce a lone surrogate escape)."""
+    return post(server, path, text.encode("ascii"))
+
+
+SURROGATE_BODIES = [
+    # (path, body, the param the error must name)
+    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": "\\udc80"}], "max_tokens": 2}',
+     "messages.0.content"),
+    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": "ok \\ud800 x"}]}',
+     "messages.0.content"),
+    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": [{"type": "text", '
+     '"text": "\\udfff"}]}]}', "messages.0.content.0.text"),
+    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "stop": ["\\ud83d"]}',
+     "stop.0"),
+    ("/v1/chat/completions", '{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": '
+     '"function", "function": {"name": "f", "description": "\\udc80"}}]}', "tools.0.function.description"),
+    ("/v1/completions", '{"model": "%s", "prompt": "\\udc80", "max_tokens": 2}', "prompt"),
+    ("/v1/completions", '{"model": "%s", "prompt": ["fine", "\\ud800"], "max_tokens": 2}', "prompt.1"),
+    ("/v1/completions", '{"model": "%s", "prompt": "fine", "stop": "\\udc80", "max_tokens": 2}', "stop"),
+]
+
+
+@pytest.mark.parametrize("path,body,param", SURROGATE_BODIES)
+def test_lone_surrogate_is_a_400(server, path, body, param):
+    """Valid JSON, invalid Unicode: a lone UTF-16 surrogate cannot be encoded to UTF-8 (issue 13: it was a 500)."""
+    e = assert_openai_error(raw_post(server, path, body % MODEL_NAME), 400)
+    assert e["type"] == "invalid_request_error"
+    assert e["param"] == param
+    assert "surrogate" in e["message"]
+    # a correctly paired surrogate (U+1F600) is ordinary text
+    ok = raw_post(server, path, ('{"model": "%s", "prompt": "\\ud83d\\ude00", "max_tokens": 1}'
+                                                 if path == "/v1/completions" else
+                                                 '{"model": "%s", "messages": [{"role": "user", "content": '
+                                                 '"\\ud83d\\ude00"}], "max_tokens": 1}') % MODEL_NAME)
+    assert ok.status_code == 200, ok.text
+
+
+BAD_INPUTS = [
+    ("/v1/chat/completions", {"messages": 5}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": 7}]}),
+    ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}),
+    ("/v1/chat/completions", {"messages": []}),
+    ("/v1/chat/completions", {"messages": ASK, "n": "two"}),
+    ("/v1/chat/completions", {"messages": ASK, "n": -1}),
+    ("/v1/chat/completions", {"messages": ASK, "max_tokens": 1.5}),
+    ("/v1/chat/completions", {"messages": ASK, "max_tokens": 10**30}),
+    ("/v1/chat/completions", {"messages": ASK, "max_completion_tokens": 10**6}),
+    ("/v1/chat/completions", {"messages": ASK, "stream": "yes please"}),
+    ("/v1/chat/completions", {"messages": ASK, "temperature": -1}),
+    ("/v1/chat/completions", {"messages": ASK, "top_p": 0}),
+    ("/v1/chat/completions", {"messages": ASK, "top_k": -3}),
+    ("/v1/chat/completions", {"messages": ASK, "seed": "abc"}),
+    ("/v1/chat/completions", {"messages": ASK, "stop": [""] * 3 + [5]}),
+    ("/v1/chat/completions", {"messages": ASK, "stop_token_ids": [-1]}),
+    ("/v1/chat/completions", {"messages": ASK, "logprobs": True, "top_logprobs": 21}),
+    ("/v1/chat/completions", {"messages": ASK, "top_logprobs": 2}),
+    ("/v1/chat/completions", {"messages": ASK, "logit_bias": {"1": 5}}),
+    ("/v1/chat/completions", {"messages": ASK, "tools": [{"type": "function", "function": {"name": ""}}]}),
+    ("/v1/chat/completions", {"messages": ASK, "tool_choice": "sometimes"}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+    ("/v1/completions", {"prompt": 5}),
+    ("/v1/completions", {"prompt": "hi", "n": 0}),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 10**6}),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": -1}),
+    ("/v1/completions", {"prompt": "hi", "logprobs": 99}),
+    ("/v1/completions", {"prompt": [[]]}),
+    ("/v1/completions", {"prompt": [-1]}),
+    ("/v1/completions", {"prompt": "hi", "suffix": "x"}),
+    ("/v1/completions", {"prompt": "hi", "best_of": 3}),
+    ("/v1/completions", {"prompt": "hi", "echo": "loud"}),
+]
+
+
+@pytest.mark.parametrize("path,body", BAD_INPUTS, ids=[f"{p.rsplit('/', 1)[1]}-{json.dumps(b)[:60]}" for p, b in BAD_INPUTS])
+def test_bad_input_is_a_4xx_with_an_openai_error(server, path, body):
+    resp = post(server, path, {"model": MODEL_NAME, **body})
+    assert 400 <= resp.status_code < 500, resp.text
+    assert_openai_error(resp, resp.status_code)
+
+
+def test_non_finite_numbers_are_a_400(server):
+    """Python's json accepts NaN/Infinity (not JSON): a NaN temperature would pass `< 0` checks unnoticed."""
+    for field in ("temperature", "top_p", "min_p", "presence_penalty", "repetition_penalty"):
+        for value in ("NaN", "Infinity", "-Infinity"):
+            body = '{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "%s": %s}'
+            e = assert_openai_error(raw_post(server, "/v1/chat/completions", body % (MODEL_NAME, field, value)), 400)
+            assert e["param"] == field, (field, value, e)
+    server.wait_idle()
+
+
 def test_disconnect_mid_stream_frees_blocks(server):
     body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Write a very long essay about the sea."}],
             "max_tokens": 2000, "ignore_eos": True, "temperature": 0.7, "stream": True}
