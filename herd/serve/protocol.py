@@ -298,3 +298,18 @@ def tool_call_json(call_id: str, name: str, arguments: str, index: int | None = 
     if index is not None:
         out = {"index": index, **out}
     return out
+
+
+def stream_chunk(
+    request_id: str, obj: str, created: int, model: str, choices: list[dict[str, Any]],
+    include_usage: bool, usage: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """One SSE chunk of a chat or completion stream. `usage` is a field only when the client asked for
+    it (stream_options.include_usage): null on every chunk but the last."""
+    chunk: dict[str, Any] = {
+        "id": request_id, "object": obj, "created": created, "model": model, "system_fingerprint": None,
+        "choices": choices,
+    }
+    if include_usage:
+        chunk["usage"] = usage
+    return chunk
