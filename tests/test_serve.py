@@ -14,7 +14,7 @@ import openai
 import pytest
 from serve_helpers import API_KEY, MODEL_NAME, running_server, shared_model, wait_for
 
-from herd.serve.metrics import parse_metrics
+from herd.serve.metrics import Metrics, parse_metrics
 from herd.serve.protocol import ChatCompletionRequest, OpenAIError, parse_request
 from herd.serve.tools import ChoiceParser, ChoiceResult, JsonEnd, build_chat_prompt
 
@@ -415,6 +415,23 @@ def test_bad_input_is_a_4xx_with_an_openai_error(server, path, body):
     resp = post(server, path, {"model": MODEL_NAME, **body})
     assert 400 <= resp.status_code < 500, resp.text
     assert_openai_error(resp, resp.status_code)
+
+
+def test_too_many_samples_names_n(server):
+    for path, body in (("/v1/chat/completions", {"messages": ASK}), ("/v1/completions", {"prompt": "hi"})):
+        e = assert_openai_error(post(server, path, {"model": MODEL_NAME, "max_tokens": 2, "n": 10**6, **body}), 400)
+        assert e["param"] == "n" and "at most 32" in e["message"], e
+
+
+def test_metrics_registry_per_app():
+    """Two apps in one process keep separate counts (prometheus_client's default registry is global)."""
+    first, second = Metrics(lambda: {"kv_blocks_used": 3, "kv_blocks_total": 4}, "a"), Metrics(None, "b")
+    first.observe_request("/health", 200, 0.01)
+    a, b = parse_metrics(first.render().decode()), parse_metrics(second.render().decode())
+    assert a['herd_requests_total{endpoint="/health",status="200"}'] == 1
+    assert a['herd_kv_cache_usage_ratio{model_name="a"}'] == 0.75
+    assert not any(k.startswith("herd_requests_total") for k in b)
+    assert not any("kv" in k for k in b)
 
 
 def test_non_finite_numbers_are_a_400(server):

@@ -24,6 +24,8 @@ class ServedModel:
         # the engine's max_model_len also counts the KV cache's size (vLLM's max_model_len)
         llm = getattr(engine, "engine", engine)
         self.context = int(min(loaded.config.max_seq_len, getattr(llm, "max_model_len", loaded.config.max_seq_len)))
+        # n samples run side by side, so n above the engine's batch size can never be scheduled
+        self.max_n: int | None = getattr(getattr(llm, "config", None), "max_num_seqs", None)
         self.created = now()
 
     def check_model(self, model: str | None) -> None:
@@ -62,6 +64,8 @@ class ServedModel:
 
         if req.n < 1:
             raise OpenAIError(f"n must be at least 1, got {req.n}", param="n")
+        if self.max_n is not None and req.n > self.max_n:
+            raise OpenAIError(f"n must be at most {self.max_n} (the server's --max-num-seqs), got {req.n}", param="n")
         if req.logit_bias:
             raise OpenAIError("logit_bias is not supported by this server", param="logit_bias")
         name = "max_completion_tokens" if chat and getattr(req, "max_completion_tokens", None) is not None else "max_tokens"
