@@ -1,6 +1,8 @@
 """The web chat page end to end in headless Chromium (selenium + Debian's chromium/chromium-driver).
 
-Skipped when no Chromium/chromedriver is installed, unless HERD_REQUIRE_BROWSER=1 (CI), then it fails.
+The browser is the one optional piece (a system package, not a Python dependency): without Chromium and
+chromedriver the tests skip, unless HERD_REQUIRE_BROWSER=1 (CI sets it), then they fail. selenium is in
+the [test] extra and imported like any dependency.
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ import shutil
 import tempfile
 
 import pytest
-
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-
-from serve_helpers import MODEL_NAME, running_server, shared_model, wait_for  # noqa: E402
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from serve_helpers import MODEL_NAME, running_server, shared_model, wait_for
 
 REQUIRE = os.environ.get("HERD_REQUIRE_BROWSER") == "1"
 
@@ -52,12 +53,6 @@ class RecordChatBodies:
 
 @pytest.fixture(scope="module")
 def driver():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _missing("selenium is not installed (pip install selenium)")
     browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
     chromedriver = shutil.which("chromedriver")
     if browser is None or chromedriver is None:

@@ -1,8 +1,16 @@
 """OpenAI-compatible HTTP server and web chat for herd models (`herd serve`).
 
 `create_app(engine, loaded, model_name, api_key=None)` builds the FastAPI app over an
-`herd.infer.async_engine.AsyncEngine`; see `herd.serve.app` for the endpoints and
-`herd.serve.tools` for how tools and tool_choice work per chat format.
+`herd.infer.async_engine.AsyncEngine`. One module per concern:
+
+    app           the app factory and its routes (models, health, metrics, the chat page), API key check
+    chat          POST /v1/chat/completions
+    completions   POST /v1/completions
+    transport     SSE streams, client disconnects (abort + free KV blocks), OpenAI error bodies
+    served_model  the served model and the request checks both endpoints share
+    protocol      the wire format: request models, response pieces, the error shape
+    tools         tools and tool_choice per chat format
+    metrics       Prometheus metrics (prometheus_client, one registry per app)
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ __all__ = ["create_app"]
 
 
 def create_app(engine: Any, loaded: Any, model_name: str, api_key: str | None = None) -> Any:
+    # imported on use: `import herd.serve` (e.g. by the CLI's command table) must not load FastAPI
     from herd.serve.app import create_app as _create_app
 
     return _create_app(engine, loaded, model_name, api_key)

@@ -9,6 +9,8 @@ Responses are plain dicts: they are built once per chunk on the hot path of stre
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
 from typing import Any, Literal, TypeVar
@@ -179,16 +181,51 @@ def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
 _TYPE_NAMES = {"str", "int", "float", "bool", "dict", "list", "function-after", "literal", "NamedToolChoice"}
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_values(value: Any, path: tuple[str | int, ...] = ()) -> None:
+    """Refuse what JSON can spell but the server cannot use, naming where it is.
+
+    - A lone UTF-16 surrogate (`"\\udc80"`) is valid JSON but no Unicode text: it cannot be encoded
+      to UTF-8, so the tokenizer (and any stop-string match) would fail deep inside the request.
+      `json.loads` already joins correct surrogate pairs, so any surrogate left is a lone one.
+    - `NaN` / `Infinity` are not JSON, yet Python's parser accepts them (and turns 1e999 into inf);
+      a NaN passes every `x < 0` range check.
+    """
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise _bad_value(path, "contains a lone UTF-16 surrogate (not valid Unicode text)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _bad_value(path, f"must be a finite number, got {value}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if _SURROGATE.search(key):
+                raise _bad_value(path, "has a key that contains a lone UTF-16 surrogate")
+            _check_values(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_values(item, (*path, i))
+
+
+def _bad_value(path: tuple[str | int, ...], problem: str) -> OpenAIError:
+    param = ".".join(str(p) for p in path) or None
+    where = f"'{param}'" if param else "the request body"
+    return OpenAIError(f"Invalid value for {where}: {problem}", param=param)
+
+
 def parse_request(body: bytes, model: type[M]) -> M:
     """Bytes of a request body -> validated request, or an OpenAIError (400) saying what is wrong."""
     try:
         data = json.loads(body)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError (bytes that are not UTF-8) is a ValueError
         raise OpenAIError(
             "We could not parse the JSON body of your request. The body must be valid JSON.", param=None
         ) from None
     if not isinstance(data, dict):
         raise OpenAIError(f"the request body must be a JSON object, got {type(data).__name__}")
+    _check_values(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -261,3 +298,18 @@ def tool_call_json(call_id: str, name: str, arguments: str, index: int | None = 
     if index is not None:
         out = {"index": index, **out}
     return out
+
+
+def stream_chunk(
+    request_id: str, obj: str, created: int, model: str, choices: list[dict[str, Any]],
+    include_usage: bool, usage: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """One SSE chunk of a chat or completion stream. `usage` is a field only when the client asked for
+    it (stream_options.include_usage): null on every chunk but the last."""
+    chunk: dict[str, Any] = {
+        "id": request_id, "object": obj, "created": created, "model": model, "system_fingerprint": None,
+        "choices": choices,
+    }
+    if include_usage:
+        chunk["usage"] = usage
+    return chunk
