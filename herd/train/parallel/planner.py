@@ -82,6 +82,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from herd.config import MeshSizes
 from herd.model import ModelConfig, flops_per_token, param_counts
 from herd.train.parallel.layout import stage_layer_counts
 
@@ -131,33 +132,21 @@ class Hardware:
 HARDWARE = {"h100": Hardware.h100}
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Sizes of each parallel dimension and how the batch runs through them.
+@dataclass(frozen=True, kw_only=True)
+class Layout(MeshSizes):
+    """Sizes of each parallel dimension (herd.config.MeshSizes, the type the runtime and the recipe
+    use) and how the batch runs through them.
 
     `microbatch_sequences` sequences go through the model at once on each data-parallel rank;
     `n_microbatches` of them make one rank's share of the global batch (pipeline micro-batches, or
     gradient accumulation without pipelining). `reshard_after_forward` None = not with pp (the paper).
     """
 
-    dp_replicate: int = 1
-    dp_shard: int = 1
-    cp: int = 1
-    pp: int = 1
-    tp: int = 1
     pp_stages_per_rank: int = 1
     microbatch_sequences: int = 1
     n_microbatches: int = 1
     activation_checkpointing: bool = False
     reshard_after_forward: bool | None = None
-
-    @property
-    def world_size(self) -> int:
-        return self.dp_replicate * self.dp_shard * self.cp * self.pp * self.tp
-
-    @property
-    def dp(self) -> int:
-        return self.dp_replicate * self.dp_shard
 
     @property
     def reshard(self) -> bool:
