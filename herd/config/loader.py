@@ -127,7 +127,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     for i, part in enumerate(parts[:-1]):
         where = ".".join(parts[: i + 1])
         if isinstance(node, list):
-            node = _list_item(node, part, where)
+            node = node[_index(node, part, assignment, ".".join(parts[:i]))]
             continue
         child = node.get(part)
         if child is None:
@@ -141,18 +141,15 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         node = child
     last = parts[-1]
     if isinstance(node, list):
-        index = int(last) if last.isdigit() else -1
-        if not 0 <= index < len(node):
-            raise ConfigError(f"--set {assignment!r}: index {last} out of range (list has {len(node)} items)")
-        node[index] = _Raw(value.strip())
+        node[_index(node, last, assignment, ".".join(parts[:-1]))] = _Raw(value.strip())
     else:
         node[last] = _Raw(value.strip())
 
 
-def _list_item(node: list, part: str, where: str) -> Any:
+def _index(node: list, part: str, assignment: str, where: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"--set: {where}: index {part!r} out of range (list has {len(node)} items)")
-    return node[int(part)]
+        raise ConfigError(f"--set {assignment!r}: {where}: index {part} out of range (list has {len(node)} items)")
+    return int(part)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,9 +182,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return build(tp, value, key)
     if origin in (typing.Union, types.UnionType):
         options = [o for o in typing.get_args(tp) if o is not type(None)]
-        if isinstance(value, _Raw):
+        if isinstance(value, _Raw):  # a table, list or quoted string as TOML; anything else as its text
             parsed = _toml_value(value)
-            value = parsed if isinstance(parsed, (dict, list)) else str(value)
+            value = parsed if isinstance(parsed, (dict, list, str)) else str(value)
         for option in options:
             try:
                 return _coerce(value, option, key)
