@@ -98,7 +98,8 @@ def write_mix(cfg: CurateConfig, out: Path) -> dict[str, Any]:
                     "max_epochs": cfg.mix.max_epochs, "pretrain": main, "anneal": anneal},
     )
     header = ("written by `herd curate` from token counts (Llama 3 tokenizer); source paths are relative to this\n"
-              "file. Train on it unchanged: a pretrain recipe with [data] mix_file = \"<this file>\", e.g.\n"
+              "file. Train on it unchanged: a pretrain recipe with [data] mix_file = \"<this file>\" (as\n"
+              "configs/pretrain/tiny-curated.toml), or any recipe with its own sources dropped:\n"
               f"  herd pretrain configs/pretrain/tiny.toml --set data.sources={{}} --set data.mix_file={out / 'mix.toml'}\n"
               f"pretraining budget: {main['budget_tokens']} tokens with no source above {cfg.mix.max_epochs} epochs")
     write_mix_file(out / "mix.toml", mix_file, header)
