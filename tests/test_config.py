@@ -127,10 +127,10 @@ def test_set_values_are_typed_as_toml_including_tables_and_lists():
     assert cfg.schedule.stages == [StageConfig(0, 32, 2), StageConfig(64, 64, 4, micro_batch_size=2)]
     curate = load_curate(ROOT / "configs" / "curate" / "smoke.toml", [
         "inputs=[{name='a', path='x', skip=['pii']}]", "inputs.0.limit=5", "steps.filters=['c4']",
-        "executor.options={partition='cpu', time='1:00:00', nodes=2}", "mix.target.code=0.5",
+        "executor.options={partition='cpu', nodes=2}", "executor.options.time=1:00:00", "mix.target.code=0.5",
     ])
     assert curate.inputs[0].limit == 5 and curate.inputs[0].skip == ["pii"] and curate.inputs[0].glob is None
-    assert curate.steps.filters == ["c4"] and curate.executor.options["nodes"] == 2
+    assert curate.steps.filters == ["c4"] and curate.executor.options == {"partition": "cpu", "nodes": 2, "time": "1:00:00"}
     assert curate.mix.target == {"code": 0.5}  # a table the recipe does not give starts empty, not from the default
 
 

@@ -170,9 +170,9 @@ def _parse_literal(value: _Raw, key: str) -> Any:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
-        if isinstance(value, _Raw):
+        if isinstance(value, _Raw):  # a TOML value, else the text (`time=1:00:00` stays a string, not a clock time)
             parsed = _toml_value(value)
-            return str(value) if parsed is None else parsed
+            return parsed if isinstance(parsed, (bool, int, float, str, list, dict)) else str(value)
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, _Raw):
