@@ -61,11 +61,7 @@ def layout_problems(
 
     problems: list[str] = []
     for seq_len in sorted({seq for seq, _, _ in stages}):
-        for problem in layout_size_problems(
-            n_layers=model.n_layers, n_heads=model.n_heads, n_kv_heads=model.n_kv_heads, ffn_dim=model.ffn_dim,
-            world_size=sizes.world_size, seq_len=seq_len, dp_replicate=sizes.dp_replicate, dp_shard=sizes.dp_shard,
-            cp=sizes.cp, pp=sizes.pp, tp=sizes.tp, pp_stages_per_rank=max(1, section.pp_stages_per_rank),
-        ):
+        for problem in layout_size_problems(sizes, model, sizes.world_size, seq_len, max(1, section.pp_stages_per_rank)):
             if problem not in problems:
                 problems.append(problem)
     if section.pp_schedule not in PP_SCHEDULES:
