@@ -148,17 +148,19 @@ def test_pretrain_trains_on_the_curated_mix_file_unchanged(run, tmp_path, capsys
     recipe = tmp_path / "curated.toml"
     recipe.write_text((Path(__file__).parents[1] / "configs" / "pretrain" / "tiny-curated.toml").read_text()
                       .replace("runs/curate/smoke/mix.toml", str(out / "mix.toml")))
-    sets = ["run.max_steps=3", "run.max_tokens=0", "eval.interval=0", "checkpoint.interval=0", f"run.out_dir={tmp_path / 'run'}",
-            "log.tensorboard=false", "log.plot=false", "log.progress=false", "anneal.tokens=512", "anneal.start_tokens=512",
+    # 6 steps of 2 x 64 tokens; the last two anneal on the mix file's `<category>_hq` sources
+    sets = ["run.max_steps=6", "run.max_tokens=0", "eval.interval=0", "checkpoint.interval=0", f"run.out_dir={tmp_path / 'run'}",
+            "log.tensorboard=false", "log.plot=false", "log.progress=false", "anneal.tokens=256", "anneal.start_tokens=512",
             "schedule.stages=[{after_tokens = 0, batch_size = 2, seq_len = 64}]", "run.device=cpu"]
     config = load_config(recipe, sets)
     assert config.data.mix == mix["data"]["mix"]
     assert config.anneal.mix == mix["anneal"]["mix"]
     assert {n: Path(p) for n, p in config.data.sources.items()} == {n: out / p for n, p in mix["data"]["sources"].items()}
     assert main(["pretrain", str(recipe), *[a for s in sets for a in ("--set", s)]]) == 0
-    assert "done: step 3" in capsys.readouterr().out
+    assert "done: step 6" in capsys.readouterr().out
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert any(r.get("step") == 3 for r in records)
+    phases = {r["step"]: r.get("phase") for r in records if "loss" in r}
+    assert phases == {1: "main", 2: "main", 3: "main", 4: "main", 5: "anneal", 6: "anneal"}, phases
 
 
 def test_injected_duplicates_removed_and_text_kept(run):
