@@ -47,6 +47,14 @@ def _calls(attribute_names: set[str]) -> list[str]:
 def test_herd_parses_toml_in_exactly_one_place():
     sites = _calls({"load", "loads"})
     assert len(sites) == 1 and sites[0].startswith("herd/config/loader.py"), sites
+    importers = []
+    for path in sorted(HERD.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) else []
+            if any(n in ("tomllib", "tomli", "toml") for n in names):
+                importers.append(str(path.relative_to(ROOT)))
+    assert importers == ["herd/config/loader.py"]
 
 
 def test_set_is_declared_once_for_every_command():
@@ -154,14 +162,17 @@ def test_printed_recipe_loads_back_to_the_same_recipe(path, tmp_path):
 def test_cli_print_config_is_toml_for_both_kinds(tmp_path, capsys):
     from herd.cli import main
 
-    for argv, kind in ((["pretrain", str(TINY), "--set", "schedule.stages.0.seq_len=32"], TrainConfig),
-                       (["curate", str(ROOT / "configs/curate/smoke.toml"), "--set", "quality.sample=7"], CurateConfig)):
+    never = tmp_path / "never"  # --print-config prints and exits: nothing is curated or trained
+    for argv, kind in ((["pretrain", str(TINY), "--set", "schedule.stages.0.seq_len=32", "--set", f"run.out_dir={never}"],
+                        TrainConfig),
+                       (["curate", str(ROOT / "configs/curate/smoke.toml"), "--set", "quality.sample=7", "--set",
+                         f"output_dir={never}", "--set", f"generate.dir={never}"], CurateConfig)):
         assert main([*argv, "--print-config"]) == 0
         printed = capsys.readouterr().out
         assert printed.startswith("# resolved from ")
         recipe = load_recipe(kind, _write(tmp_path / "p.toml", printed))
         assert recipe.schedule.stages[0].seq_len == 32 if kind is TrainConfig else recipe.quality.sample == 7
-    assert not (ROOT / "runs" / "curate" / "smoke" / "never").exists()
+    assert not never.exists()
 
 
 # ------------------------------------------------------------------------------------------ mix files
