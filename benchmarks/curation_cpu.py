@@ -113,7 +113,8 @@ def bench_pipeline(n_docs: int) -> dict:
             fh.write(json.dumps({"id": f"d{i}", "url": f"https://example.com/{i}", "text": t}) + "\n")
     cfg = config_from_dict({"output_dir": str(tmp / "out"), "tasks": 1, "workers": 1,
                             "inputs": [{"name": "docs", "path": str(tmp / "docs.jsonl")}],
-                            "quality": {"annotator": "heuristic", "sample": 50}})
+                            "quality": {"annotator": "heuristic", "sample": 50},
+                            "mix": {"tokenize": False}})  # timing as before: no token shards
     start = time.perf_counter()
     summary = run_curation(cfg, report=False)
     seconds = time.perf_counter() - start

@@ -242,7 +242,7 @@ def test_build_mix_weights_budget_and_missing():
 
 
 def test_config_errors_name_the_key(tmp_path):
-    with pytest.raises(CurationConfigError, match="unknown key 'bandz'"):
+    with pytest.raises(CurationConfigError, match=r"unknown config key 'minhash.bandz'; valid keys in \[minhash\]: enabled, ngram, bands"):
         config_from_dict({"inputs": [{"name": "a", "path": "x"}], "minhash": {"bandz": 3}})
     with pytest.raises(CurationConfigError, match=r"inputs\[0\].kind='csv'"):
         config_from_dict({"inputs": [{"name": "a", "path": "x", "kind": "csv"}]})

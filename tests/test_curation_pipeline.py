@@ -115,24 +115,20 @@ def test_end_to_end_output_feeds_the_pretraining_tokenizer(run):
         total += len(ids)
     mix = tomllib.loads((out / "mix.toml").read_text())
     weights, sources = mix["data"]["mix"], mix["data"]["sources"]
+    provenance = mix["provenance"]["pretrain"]["sources"]
     assert sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
-    assert sum(s["tokens"] for s in mix["curate"]["pretrain"].values()) == total
+    assert sum(s["tokens"] for s in provenance.values()) == total
     assert weights["math"] / weights["general"] == pytest.approx(0.5, rel=1e-4)
     assert set(mix["anneal"]["mix"]) <= set(sources) and set(weights) <= set(sources)
-    # mix.tokenize = true: every source is a directory of token shards that herd's reader verifies
+    # mix.tokenize = true: every source is a directory of token shards (relative to the mix file)
     from herd.data.shards import read_manifest
 
     for name, path in sources.items():
-        manifest = read_manifest(path)
+        assert not Path(path).is_absolute()
+        manifest = read_manifest(out / path)
         assert manifest["source"] == name
-    general = read_manifest(sources["general"])
-    assert general["tokens"] == mix["curate"]["pretrain"]["general"]["tokens"] + 2 * general["documents"]
-    # the fragment is what `herd pretrain` reads: merged into the tiny recipe, its config validates
-    train_config = pytest.importorskip("herd.train.config")
-    recipe = tomllib.loads((Path(__file__).parents[1] / "configs" / "pretrain" / "tiny.toml").read_text())
-    recipe["data"].update(mix["data"])
-    recipe["anneal"].update({"mix": mix["anneal"]["mix"], "tokens": 4096, "start_tokens": 8192})
-    assert train_config.config_from_dict(recipe).data.mix == weights
+    general = read_manifest(out / sources["general"])
+    assert general["tokens"] == provenance["general"]["tokens"] + 2 * general["documents"]
     report = (out / "report.md").read_text()
     for needle in ("Kept and removed per step", "Examples of what each step removed", "Languages", "Final mix"):
         assert needle in report
@@ -140,6 +136,31 @@ def test_end_to_end_output_feeds_the_pretraining_tokenizer(run):
     training = json.loads((out / "models" / "training.json").read_text())
     assert "en" in training["token_kl"] and (out / "models" / "token_kl-en.json").is_file()
     assert training["quality"]["annotated"] >= 2 and set(training["quality"]["labels"]) == {"high", "low"}
+
+
+def test_pretrain_trains_on_the_curated_mix_file_unchanged(run, tmp_path, capsys):
+    """curate -> pretrain with no edit: a recipe names the mix file; `herd pretrain` runs a few steps on it."""
+    from herd.cli import main
+    from herd.train.config import load_config
+
+    _, out, _ = run
+    mix = tomllib.loads((out / "mix.toml").read_text())
+    recipe = tmp_path / "curated.toml"
+    recipe.write_text((Path(__file__).parents[1] / "configs" / "pretrain" / "tiny-curated.toml").read_text()
+                      .replace("runs/curate/smoke/mix.toml", str(out / "mix.toml")))
+    # 6 steps of 2 x 64 tokens; the last two anneal on the mix file's `<category>_hq` sources
+    sets = ["run.max_steps=6", "run.max_tokens=0", "eval.interval=0", "checkpoint.interval=0", f"run.out_dir={tmp_path / 'run'}",
+            "log.tensorboard=false", "log.plot=false", "log.progress=false", "anneal.tokens=256", "anneal.start_tokens=512",
+            "schedule.stages=[{after_tokens = 0, batch_size = 2, seq_len = 64}]", "run.device=cpu"]
+    config = load_config(recipe, sets)
+    assert config.data.mix == mix["data"]["mix"]
+    assert config.anneal.mix == mix["anneal"]["mix"]
+    assert {n: Path(p) for n, p in config.data.sources.items()} == {n: out / p for n, p in mix["data"]["sources"].items()}
+    assert main(["pretrain", str(recipe), *[a for s in sets for a in ("--set", s)]]) == 0
+    assert "done: step 6" in capsys.readouterr().out
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    phases = {r["step"]: r.get("phase") for r in records if "loss" in r}
+    assert phases == {1: "main", 2: "main", 3: "main", 4: "main", 5: "anneal", 6: "anneal"}, phases
 
 
 def test_injected_duplicates_removed_and_text_kept(run):

@@ -8,6 +8,8 @@ import itertools
 
 import pytest
 
+from herd.config import MeshSizes
+
 from herd.model import flops_per_token, get_config, param_counts
 from herd.train.parallel.planner import (
     Hardware,
@@ -182,8 +184,7 @@ def test_validate_layout_names_each_problem(changes: dict, world: int, seq: int,
 
 def test_validate_layout_accepts_good_layouts_and_checks_the_batch() -> None:
     assert validate_layout(L405, Layout(dp_shard=64, pp=16, tp=8, n_microbatches=32), 8192, 8192, 2048) == []
-    assert layout_size_problems(n_layers=126, n_heads=128, n_kv_heads=8, ffn_dim=53248, world_size=16384,
-                                seq_len=131072, dp_shard=8, cp=16, pp=16, tp=8) == []
+    assert layout_size_problems(MeshSizes(dp_shard=8, cp=16, pp=16, tp=8), L405, 16384, 131072) == []
     wrong_batch = validate_layout(L405, Layout(dp_shard=64, pp=16, tp=8, n_microbatches=32), 8192, 8192, 1024)
     assert any("global batch of 1024" in p for p in wrong_batch)
     tied = validate_layout(get_config("llama3.2-1b"), Layout(pp=2), 2, 4096)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -110,5 +110,5 @@ def test_print_config(capsys):
     from herd.cli import main
 
     assert main(["pretrain", str(TINY), "--set", "optim.lr=0.01", "--print-config"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    printed = tomllib.loads(capsys.readouterr().out)
     assert printed["optim"]["lr"] == 0.01 and printed["schedule"]["stages"][1]["seq_len"] == 128

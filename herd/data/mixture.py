@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from herd.config import load_recipe, write_toml
 from herd.data.errors import DataError
 from herd.data.shards import splitmix64
 
@@ -154,3 +157,48 @@ class MixtureSampler:
         self.draws = int(state["draws"])
         self.cursors = {n: int(state["cursors"][n]) for n in self.names}
         self.epochs = {n: int(state["epochs"][n]) for n in self.names}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mix files: what `herd curate` writes and `herd pretrain` reads (`data.mix_file`)
+
+
+@dataclass
+class MixData:
+    sources: dict[str, str] = field(default_factory=dict)  # name -> token-shard dir (relative: to the file)
+    mix: dict[str, float] = field(default_factory=dict)  # token shares of the pretraining mix
+
+
+@dataclass
+class MixAnneal:
+    mix: dict[str, float] = field(default_factory=dict)  # token shares of the annealing mix ({} = none)
+
+
+@dataclass
+class MixFile:
+    """A data mix as a file: `[data] sources, mix` and `[anneal] mix` are laid out as in a pretrain
+    recipe (so the tables can also be pasted into one); `[provenance]` is free-form, what made the mix
+    (token counts, budgets, the curation recipe), and is read by no one but people and reports.
+
+    `tokenized = false` (curation without `mix.tokenize`): the sources are JSONL directories, which
+    pretraining cannot read; loading such a file for training is an error that says what to run."""
+
+    data: MixData = field(default_factory=MixData)
+    anneal: MixAnneal = field(default_factory=MixAnneal)
+    tokenized: bool = True
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def write_mix_file(path: str | Path, mix: MixFile, header: str = "") -> Path:
+    """Write `mix` as TOML (tomli-w); relative source paths are kept relative to the file's directory."""
+    return write_toml(path, mix, header)
+
+
+def load_mix_file(path: str | Path) -> MixFile:
+    """Read a mix file through herd's recipe loader, with relative source paths resolved against the
+    file's directory (a curation output directory can be moved or referred to from anywhere)."""
+    path = Path(path)
+    mix = load_recipe(MixFile, path)  # a bad file is a ConfigError naming it and the key
+    base = path.parent
+    mix.data.sources = {name: str(p if Path(p).is_absolute() else base / p) for name, p in mix.data.sources.items()}
+    return mix

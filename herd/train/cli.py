@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from herd.config import add_recipe_arguments, add_set_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -15,13 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "TensorBoard logs, loss.png and checkpoints; SIGTERM/Ctrl-C saves a checkpoint and exits."
         ),
     )
-    p.add_argument("config", help="TOML recipe")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set optim.lr=1e-3 --set run.max_steps=50 (repeatable)")
+    add_recipe_arguments(p, "optim.lr=1e-3 --set run.max_steps=50")
     p.add_argument("--resume", default=None, metavar="PATH|auto",
                    help="restore everything from a checkpoint (a step_XXXXXXXX dir or a dir of them); "
                         "'auto' = the newest one in the run's checkpoint dir, if any")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
     p.set_defaults(func=run_pretrain)
 
     e = subparsers.add_parser(
@@ -48,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     j.add_argument("--out", default="runs/judge", help="output directory (default: runs/judge)")
     j.add_argument("--tokens", type=int, required=True, help="annealing tokens for each of the two runs")
     j.add_argument("--share", type=float, default=0.3, help="candidate share of the annealing mix (default 0.3)")
-    j.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_set_argument(j)
     j.set_defaults(func=run_judge)
 
 
@@ -83,14 +82,13 @@ def _is_collective_failure(exc: BaseException) -> bool:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    import json
-
+    from herd.config import print_recipe
     from herd.train.config import load_config
     from herd.train.trainer import TrainingError, train
 
     config = load_config(args.config, args.overrides)
     if args.print_config:
-        print(json.dumps(config.to_dict(), indent=2))
+        print_recipe(config, args.config)
         return 0
     from herd.train.parallel.distributed import make_plan
 

@@ -74,6 +74,7 @@ def judge_dataset(
         cfg["schedule"].update(warmup_steps=0, stages=[{**shape, "after_tokens": 0}])
         cfg["schedule"]["decay_steps"] = max(1, tokens // (shape.get("batch_size") or 1) // seq_len)
         cfg["anneal"] = {"tokens": tokens, "start_tokens": 0, "mix": "", "from_lr": data["optim"]["lr"] / 10}
+        cfg["data"]["mix_file"] = ""  # sources and mix are resolved already; the file's anneal mix must not return
         cfg["eval"] = {"interval": 0}
         mix = {k: (1 - share) * v for k, v in default_mix.items()}
         if share:

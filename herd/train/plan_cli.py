@@ -114,19 +114,19 @@ def run_plan(args: argparse.Namespace) -> int:
             return 1
         print(format_search(results, args.top))
         return 0
-    others = args.dp_replicate * args.cp * args.pp * args.tp
-    dp_shard = args.dp_shard
-    if dp_shard == -1:
-        if others < 1 or args.gpus % others:
-            raise PlanError(f"--gpus {args.gpus} is not divisible by dp_replicate*cp*pp*tp = {others}")
-        dp_shard = args.gpus // others
-    dp = args.dp_replicate * dp_shard
-    if dp < 1 or args.microbatch < 1 or sequences % (dp * args.microbatch):
+    from herd.config import ConfigError, MeshSizes
+
+    try:
+        sizes = MeshSizes.resolve(args.gpus, dp_replicate=args.dp_replicate, dp_shard=args.dp_shard, pp=args.pp,
+                                  cp=args.cp, tp=args.tp)
+    except ConfigError as exc:
+        raise PlanError(str(exc).replace("parallel.", "--")) from None
+    dp = sizes.dp
+    if args.microbatch < 1 or sequences % (dp * args.microbatch):
         raise PlanError(f"the batch of {sequences} sequences does not split into {dp} data-parallel ranks x "
                         f"micro-batches of {args.microbatch} sequence(s)")
     reshard = {"auto": None, "always": True, "never": False}[args.reshard]
-    layout = Layout(dp_replicate=args.dp_replicate, dp_shard=dp_shard, cp=args.cp, pp=args.pp, tp=args.tp,
-                    pp_stages_per_rank=args.stages_per_rank, microbatch_sequences=args.microbatch,
+    layout = Layout(**vars(sizes), pp_stages_per_rank=args.stages_per_rank, microbatch_sequences=args.microbatch,
                     n_microbatches=sequences // (dp * args.microbatch), activation_checkpointing=args.ac,
                     reshard_after_forward=reshard)
     problems = validate_layout(config, layout, args.gpus, args.seq_len, sequences)

@@ -1,19 +1,17 @@
-"""The `herd curate` recipe: a TOML file read into typed, validated dataclasses.
+"""The `herd curate` recipe: its sections and checks, read by herd.config's one recipe loader.
 
 Every key has a default, so a recipe names only what differs; unknown keys are errors (a typo must not
-silently fall back to a default). Errors are `CurationConfigError` (a ValueError) naming the file and key.
+silently fall back to a default). Errors are herd.config.ConfigError (a ValueError) naming the file and
+the key path; `CurationConfigError` is the same class under the name this package used before.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from herd.data.errors import DataError
+from herd.config import ConfigError, internal, load_recipe, recipe_from_dict
 
 INPUT_KINDS = ("html", "jsonl", "text", "parquet", "warc")
 CATEGORIES = ("general", "math", "code", "multilingual")
@@ -23,8 +21,7 @@ FILTER_NAMES = ("gopher_repetition", "gopher_quality", "c4", "fineweb", "dirty_w
 PAPER_FILTERS = ("gopher_repetition", "dirty_words", "token_kl")
 
 
-class CurationConfigError(DataError):
-    """A bad `herd curate` recipe: the message names the file and the key."""
+CurationConfigError = ConfigError  # a bad `herd curate` recipe: the message names the file and the key
 
 
 @dataclass
@@ -123,7 +120,7 @@ class MixConfig:
     anneal_upsample: dict[str, float] = field(default_factory=lambda: {"math": 2.0, "code": 1.5})
     max_epochs: float = 4.0
     tokenizer: str = "llama3"
-    tokenize: bool = False          # also write token shards (herd tokenize) under <output_dir>/tokens/
+    tokenize: bool = True           # token shards (herd tokenize) under <output_dir>/tokens/: mix.toml feeds pretraining
     validation_fraction: float = 0.01
 
 
@@ -155,124 +152,59 @@ class CurateConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     examples_per_step: int = 5
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
-    source: str = "<dict>"
+    source: str = internal("<dict>")  # the recipe file (for the report), not a recipe key
 
-    def validate(self) -> "CurateConfig":
-        where = self.source
+    def validate(self) -> CurateConfig:
         if self.tasks < 1 or self.workers < 1:
-            raise CurationConfigError(f"{where}: tasks and workers must be >= 1 (got {self.tasks}, {self.workers})")
+            raise ConfigError(f"tasks and workers must be >= 1 (got {self.tasks}, {self.workers})")
         if not self.inputs and not self.generate.enabled:
-            raise CurationConfigError(f"{where}: no [[inputs]] and [generate] is off: nothing to curate")
+            raise ConfigError("no [[inputs]] and [generate] is off: nothing to curate")
         names = set()
         for i, inp in enumerate(self.inputs):
             if inp.kind not in INPUT_KINDS:
-                raise CurationConfigError(f"{where}: inputs[{i}].kind={inp.kind!r}, expected one of {INPUT_KINDS}")
+                raise ConfigError(f"inputs[{i}].kind={inp.kind!r}, expected one of {INPUT_KINDS}")
             if inp.domain is not None and inp.domain not in CATEGORIES:
-                raise CurationConfigError(f"{where}: inputs[{i}].domain={inp.domain!r}, expected one of {CATEGORIES}")
+                raise ConfigError(f"inputs[{i}].domain={inp.domain!r}, expected one of {CATEGORIES}")
             bad = [s for s in inp.skip if s not in ALL_STEPS]
             if bad:
-                raise CurationConfigError(f"{where}: inputs[{i}].skip has unknown steps {bad}; known: {ALL_STEPS}")
+                raise ConfigError(f"inputs[{i}].skip has unknown steps {bad}; known: {ALL_STEPS}")
             if inp.content not in ("text", "html"):
-                raise CurationConfigError(f"{where}: inputs[{i}].content={inp.content!r}, expected 'text' or 'html'")
+                raise ConfigError(f"inputs[{i}].content={inp.content!r}, expected 'text' or 'html'")
             if inp.name in names:
-                raise CurationConfigError(f"{where}: inputs[{i}].name={inp.name!r} is used twice")
+                raise ConfigError(f"inputs[{i}].name={inp.name!r} is used twice")
             names.add(inp.name)
         bad = [f for f in self.steps.filters if f not in FILTER_NAMES]
         if bad:
-            raise CurationConfigError(f"{where}: steps.filters has unknown filters {bad}; known: {FILTER_NAMES}")
+            raise ConfigError(f"steps.filters has unknown filters {bad}; known: {FILTER_NAMES}")
         if self.line_dedup.bucket_docs < 1 or self.line_dedup.max_count < 1:
-            raise CurationConfigError(f"{where}: line_dedup.bucket_docs and max_count must be >= 1")
+            raise ConfigError("line_dedup.bucket_docs and max_count must be >= 1")
         if self.minhash.ngram < 1 or self.minhash.bands < 1 or self.minhash.rows < 1:
-            raise CurationConfigError(f"{where}: minhash.ngram, bands and rows must be >= 1")
+            raise ConfigError("minhash.ngram, bands and rows must be >= 1")
         unknown = [c for c in self.mix.target if c not in CATEGORIES]
         if unknown or any(v < 0 for v in self.mix.target.values()) or sum(self.mix.target.values()) <= 0:
-            raise CurationConfigError(
-                f"{where}: mix.target={self.mix.target} must give non-negative weights to categories {CATEGORIES}"
+            raise ConfigError(
+                f"mix.target={self.mix.target} must give non-negative weights to categories {CATEGORIES}"
             )
         bad = [c for c in self.quality.apply_to if c not in CATEGORIES]
         if bad:
-            raise CurationConfigError(f"{where}: quality.apply_to has unknown categories {bad}; known: {CATEGORIES}")
+            raise ConfigError(f"quality.apply_to has unknown categories {bad}; known: {CATEGORIES}")
         if self.executor.kind not in EXECUTORS:
-            raise CurationConfigError(f"{where}: executor.kind={self.executor.kind!r}, expected one of {EXECUTORS}")
+            raise ConfigError(f"executor.kind={self.executor.kind!r}, expected one of {EXECUTORS}")
         if self.executor.kind == "slurm" and not {"partition", "time"} <= set(self.executor.options):
-            raise CurationConfigError(f"{where}: executor.options needs 'partition' and 'time' for slurm")
+            raise ConfigError("executor.options needs 'partition' and 'time' for slurm")
         if not 0 < self.domain.category_cap <= 1:
-            raise CurationConfigError(f"{where}: domain.category_cap must be in (0, 1], got {self.domain.category_cap}")
+            raise ConfigError(f"domain.category_cap must be in (0, 1], got {self.domain.category_cap}")
         return self
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from a TOML table, recursing into nested dataclasses; unknown keys are errors."""
-    if not isinstance(data, dict):
-        raise CurationConfigError(f"{where}: expected a table, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in fields or key == "source":
-            known = sorted(k for k in fields if k != "source")
-            raise CurationConfigError(f"{where}: unknown key {key!r}; known: {known}")
-        sub = _NESTED.get((cls.__name__, key))
-        if sub is not None and key == "inputs":
-            if not isinstance(value, list):
-                raise CurationConfigError(f"{where}.inputs: expected an array of tables ([[inputs]])")
-            kwargs[key] = [_build(sub, v, f"{where}.inputs[{i}]") for i, v in enumerate(value)]
-        elif sub is not None:
-            kwargs[key] = _build(sub, value, f"{where}.{key}")
-        else:
-            kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise CurationConfigError(f"{where}: {exc}") from None
-
-
-_NESTED = {
-    ("CurateConfig", "inputs"): InputConfig,
-    ("CurateConfig", "generate"): GenerateConfig,
-    ("CurateConfig", "steps"): FilterStepsConfig,
-    ("CurateConfig", "minhash"): MinhashConfig,
-    ("CurateConfig", "line_dedup"): LineDedupConfig,
-    ("CurateConfig", "quality"): QualityConfig,
-    ("CurateConfig", "domain"): DomainConfig,
-    ("CurateConfig", "mix"): MixConfig,
-    ("CurateConfig", "executor"): ExecutorConfig,
-}
-
-
-def _set_override(data: dict[str, Any], assignment: str, where: str) -> None:
-    """Apply one `--set a.b=value` override; the value is parsed as TOML (falls back to a string)."""
-    if "=" not in assignment:
-        raise CurationConfigError(f"{where}: --set {assignment!r} is not KEY=VALUE")
-    key, raw = assignment.split("=", 1)
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    node = data
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise CurationConfigError(f"{where}: --set {key}: {part} is not a table")
-    node[parts[-1]] = value
-
-
 def config_from_dict(data: dict[str, Any], source: str = "<dict>", overrides: list[str] | None = None) -> CurateConfig:
-    data = copy.deepcopy(data)  # overrides write into nested tables; never into the caller's dict
-    for assignment in overrides or []:
-        _set_override(data, assignment, source)
-    cfg = _build(CurateConfig, data, source)
+    cfg = recipe_from_dict(CurateConfig, data, overrides or (), source=None if source == "<dict>" else source)
     cfg.source = source
-    return cfg.validate()
+    return cfg
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> CurateConfig:
     """Read a recipe; relative paths inside it are resolved against the current directory."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"curation config {path} does not exist")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise CurationConfigError(f"{path}: not valid TOML: {exc}") from None
-    return config_from_dict(data, str(path), overrides)
+    cfg = load_recipe(CurateConfig, path, overrides or ())
+    cfg.source = str(path)
+    return cfg

@@ -11,11 +11,13 @@ The annealing mix takes the high-quality documents (quality >= anneal_threshold,
 `anneal/<category>/`) and multiplies the target shares by `anneal_upsample` (math x2, code x1.5 by
 default) before normalising: the paper anneals on upsampled high-quality sources.
 
-Outputs in the run directory: `mix.toml`, laid out as herd pretrain's config (`[data] sources`, `[data]
-mix`, `[anneal] mix`; the annealing subsets are the sources `<category>_hq`), and `mix.json`. With
-`mix.tokenize = true` the sources are token shards written by herd's tokenizer (`tokens/<name>`), so the
-fragment feeds `herd pretrain` as is; otherwise they are the curated JSONL directories, to give to
-`herd tokenize DIR --out ... --source-name <name>`.
+Outputs in the run directory: `mix.toml` (herd.data.mixture.MixFile, written with tomli-w): `[data]
+sources`, `[data] mix` and `[anneal] mix` laid out as in a pretrain recipe (the annealing subsets are
+the sources `<category>_hq`; paths relative to the file), what made it under `[provenance]`; and
+`mix.json`. With `mix.tokenize = true` (the default) the sources are token shards written by herd's
+tokenizer (`tokens/<name>`), so a pretrain recipe trains on it unchanged with `data.mix_file =
+"<output_dir>/mix.toml"`; with `false` they are the curated JSONL directories (`herd tokenize DIR --out
+... --source-name <name>` each), and pretraining refuses the file until they are tokenized.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from herd.data.curation.config import CurateConfig
+from herd.data.mixture import MixAnneal, MixData, MixFile, write_mix_file
 
 
 def category_counts(out: Path, anneal_threshold: float | None = None) -> dict[str, dict[str, int]]:
@@ -64,29 +67,6 @@ def build_mix(target: Mapping[str, float], counts: Mapping[str, Mapping[str, int
             "sources": sources, "dropped": dropped}
 
 
-def _inline(table: Mapping[str, Any]) -> str:
-    return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in table.items()) + " }"
-
-
-def _toml(main: dict[str, Any], anneal: dict[str, Any], sources: dict[str, str]) -> str:
-    """A `[data]` + `[anneal]` fragment in herd pretrain's config layout, then the details per source.
-
-    The high-quality annealing subsets are sources of their own (`<category>_hq`); the pretraining mix
-    gives them no weight and the annealing mix only them."""
-    lines = ["# written by `herd curate` from token counts (Llama 3 tokenizer); merge into a pretrain config,",
-             "# e.g. herd pretrain configs/pretrain/tiny.toml --set data.sources=<...> --set data.mix=<...>",
-             f"# pretraining budget: {main['budget_tokens']} tokens with no source above the max epochs", "",
-             "[data]", f"sources = {_inline(sources)}", f"mix = {_inline(main['weights'])}", "",
-             "[anneal]", f"mix = {_inline({f'{c}_hq': w for c, w in anneal['weights'].items()})}"]
-    for name, mix in (("pretrain", main), ("anneal", anneal)):
-        for c, s in mix["sources"].items():
-            lines += ["", f"[curate.{name}.{c}]"] + [f"{k} = {v}" for k, v in s.items()]
-        if mix["dropped"]:
-            lines += ["", f"# {name}: categories of the target mix without data (weights renormalised): "
-                          + ", ".join(mix["dropped"])]
-    return "\n".join(lines) + "\n"
-
-
 def _tokenize(cfg: CurateConfig, data_dir: Path, tokens_dir: Path, name: str) -> None:
     """`herd tokenize` of one curated directory, skipped when its shards are already complete."""
     from herd.data.shards import MANIFEST
@@ -99,17 +79,31 @@ def _tokenize(cfg: CurateConfig, data_dir: Path, tokens_dir: Path, name: str) ->
 
 
 def write_mix(cfg: CurateConfig, out: Path) -> dict[str, Any]:
+    """Tokenize the curated categories (with `mix.tokenize`) and write `mix.toml` + `mix.json`."""
     main = build_mix(cfg.mix.target, category_counts(out), cfg.mix.max_epochs)
     anneal = build_mix(cfg.mix.target, category_counts(out, cfg.quality.anneal_threshold), cfg.mix.max_epochs,
                        cfg.mix.anneal_upsample)
-    dirs = {c: (out / "curated" / c, out / "tokens" / c) for c in main["weights"]}
-    dirs |= {f"{c}_hq": (out / "anneal" / c, out / "tokens" / f"{c}_hq") for c in anneal["weights"]}
+    # source directories relative to `out`: the mix file resolves them against its own directory
+    dirs = {c: (Path("curated") / c, Path("tokens") / c) for c in main["weights"]}
+    dirs |= {f"{c}_hq": (Path("anneal") / c, Path("tokens") / f"{c}_hq") for c in anneal["weights"]}
     if cfg.mix.tokenize:
         for name, (data_dir, tokens_dir) in dirs.items():
-            _tokenize(cfg, data_dir, tokens_dir, name)
-    sources = {name: str(tok if cfg.mix.tokenize else data) for name, (data, tok) in dirs.items()}
-    (out / "mix.toml").write_text(_toml(main, anneal, sources))
-    both = {"pretrain": main, "anneal": anneal, "target": dict(cfg.mix.target), "sources": sources,
-            "tokenized": cfg.mix.tokenize}
+            _tokenize(cfg, out / data_dir, out / tokens_dir, name)
+    sources = {name: (tok if cfg.mix.tokenize else data).as_posix() for name, (data, tok) in dirs.items()}
+    mix_file = MixFile(
+        data=MixData(sources=sources, mix=main["weights"]),
+        anneal=MixAnneal(mix={f"{c}_hq": w for c, w in anneal["weights"].items()}),
+        tokenized=cfg.mix.tokenize,
+        provenance={"recipe": cfg.source, "tokenizer": cfg.mix.tokenizer, "target": dict(cfg.mix.target),
+                    "max_epochs": cfg.mix.max_epochs, "pretrain": main, "anneal": anneal},
+    )
+    header = ("written by `herd curate` from token counts (Llama 3 tokenizer); source paths are relative to this\n"
+              "file. Train on it unchanged: a pretrain recipe with [data] mix_file = \"<this file>\" (as\n"
+              "configs/pretrain/tiny-curated.toml), or any recipe with its own sources dropped:\n"
+              f"  herd pretrain configs/pretrain/tiny.toml --set data.sources={{}} --set data.mix_file={out / 'mix.toml'}\n"
+              f"pretraining budget: {main['budget_tokens']} tokens with no source above {cfg.mix.max_epochs} epochs")
+    write_mix_file(out / "mix.toml", mix_file, header)
+    both = {"pretrain": main, "anneal": anneal, "target": dict(cfg.mix.target),
+            "sources": {name: str(out / p) for name, p in sources.items()}, "tokenized": cfg.mix.tokenize}
     (out / "mix.json").write_text(json.dumps(both, indent=1))
     return both

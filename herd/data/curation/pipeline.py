@@ -12,7 +12,7 @@ task that finished; a stage whose tasks all finished does nothing):
 7. `final` (tasks): re-read, drop URL losers and near-duplicates, line dedup, heuristic quality filters
    (after dedup, the paper's order), classify + downsample,
    record statistics, write `curated/<category>/<rank>.jsonl` (datatrove JsonlWriter)
-8. mix config (`mix.toml`, `anneal.toml`) and report (`report.md`, PNGs), in this process.
+8. mix file (`mix.toml`, read by a pretrain recipe's `data.mix_file`; `mix.json`) and report (`report.md`, PNGs), in this process.
 
 Stages 3 and 7 read the same per-rank files in the same order, which is what lets MinHash's
 per-task document indices line up (datatrove's own contract for its MinHash stages).

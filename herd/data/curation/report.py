@@ -186,8 +186,8 @@ def write_report(cfg: CurateConfig, out: Path, summary: dict[str, Any]) -> Path:
         if m["dropped"]:
             L.append(f"\nNo data for: {', '.join(m['dropped'])} (weights renormalised).")
         L.append("")
-    L += [f"Target: {summary['mix']['target']}. Files: `mix.toml` (the `[data]`/`[anneal]` tables of a pretrain "
-          f"config), `curated/<category>/*.jsonl`, `anneal/<category>/*.jsonl`"
+    L += [f"Target: {summary['mix']['target']}. Files: `mix.toml` (the mix file: a pretrain recipe trains on it "
+          f"with `data.mix_file`), `curated/<category>/*.jsonl`, `anneal/<category>/*.jsonl`"
           + (", token shards in `tokens/<source>`." if summary["mix"].get("tokenized") else "."), ""]
     L += [f"![{p}]({p})" for p in pngs]
     path = out / "report.md"

@@ -1,6 +1,6 @@
 """Parallel sizes from the [parallel] config: resolution against the world size and up-front checks.
 
-The mesh follows the paper's order [TP, CP, PP, DP] from innermost (fastest links, adjacent ranks) to
+The size type itself is herd.config.MeshSizes (shared with the recipe and the planner). The mesh follows the paper's order [TP, CP, PP, DP] from innermost (fastest links, adjacent ranks) to
 outermost; data parallelism is split into replicate (HSDP's outer groups) and shard (FSDP) groups:
 
     mesh dims, outermost first: dp_replicate, dp_shard, pp, cp, tp
@@ -10,63 +10,17 @@ so with 8 GPUs per node and tp = 8, a tensor-parallel group never leaves a node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from herd.config import MESH_DIMS, ConfigError, MeshSizes, ParallelSection
 from herd.model import ModelConfig
-from herd.train.config import ConfigError, ParallelSection
 
-MESH_DIMS = ("dp_replicate", "dp_shard", "pp", "cp", "tp")
+__all__ = ["MESH_DIMS", "MeshSizes", "PP_SCHEDULES", "layout_problems", "resolve_sizes", "stage_layer_counts"]
+
 PP_SCHEDULES = ("GPipe", "1F1B", "Interleaved1F1B")
 
 
-@dataclass(frozen=True)
-class MeshSizes:
-    dp_replicate: int = 1
-    dp_shard: int = 1
-    pp: int = 1
-    cp: int = 1
-    tp: int = 1
-
-    @property
-    def world_size(self) -> int:
-        return self.dp_replicate * self.dp_shard * self.pp * self.cp * self.tp
-
-    @property
-    def dp(self) -> int:
-        """Ranks that see different rows of the batch."""
-        return self.dp_replicate * self.dp_shard
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(getattr(self, name) for name in MESH_DIMS)
-
-    def describe(self) -> str:
-        parts = [f"{name}={getattr(self, name)}" for name in MESH_DIMS if getattr(self, name) > 1]
-        return " x ".join(parts) if parts else "one rank"
-
-
 def resolve_sizes(section: ParallelSection, world_size: int) -> MeshSizes:
-    """Fill dp_shard = -1 from the world size; the product must equal the world size."""
-    fixed = {"dp_replicate": section.dp_replicate, "pp": section.pp, "cp": section.cp, "tp": section.tp}
-    bad = [f"parallel.{k} = {v}" for k, v in fixed.items() if v < 1]
-    if bad or section.dp_shard == 0 or section.dp_shard < -1:
-        raise ConfigError(f"parallel sizes must be >= 1 (dp_shard may be -1 for 'the rest'): {bad or section.dp_shard}")
-    others = section.dp_replicate * section.pp * section.cp * section.tp
-    dp_shard = section.dp_shard
-    if dp_shard == -1:
-        if world_size % others:
-            raise ConfigError(
-                f"world size {world_size} is not divisible by dp_replicate*pp*cp*tp = {others} "
-                "(launch a multiple of it with torchrun --nproc-per-node)"
-            )
-        dp_shard = world_size // others
-    sizes = MeshSizes(section.dp_replicate, dp_shard, section.pp, section.cp, section.tp)
-    if sizes.world_size != world_size:
-        raise ConfigError(
-            f"parallel sizes {sizes.describe()} multiply to {sizes.world_size}, but {world_size} processes "
-            "were launched: the product dp_replicate*dp_shard*pp*cp*tp must equal the world size"
-        )
-    return sizes
+    """Fill dp_shard = -1 from the world size; the product must equal the world size (MeshSizes.resolve)."""
+    return section.mesh_sizes(world_size)
 
 
 def stage_layer_counts(n_layers: int, n_stages: int, explicit: list[int] | None = None) -> list[int]:
@@ -107,11 +61,7 @@ def layout_problems(
 
     problems: list[str] = []
     for seq_len in sorted({seq for seq, _, _ in stages}):
-        for problem in layout_size_problems(
-            n_layers=model.n_layers, n_heads=model.n_heads, n_kv_heads=model.n_kv_heads, ffn_dim=model.ffn_dim,
-            world_size=sizes.world_size, seq_len=seq_len, dp_replicate=sizes.dp_replicate, dp_shard=sizes.dp_shard,
-            cp=sizes.cp, pp=sizes.pp, tp=sizes.tp, pp_stages_per_rank=max(1, section.pp_stages_per_rank),
-        ):
+        for problem in layout_size_problems(sizes, model, sizes.world_size, seq_len, max(1, section.pp_stages_per_rank)):
             if problem not in problems:
                 problems.append(problem)
     if section.pp_schedule not in PP_SCHEDULES:

@@ -82,6 +82,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from herd.config import MeshSizes
 from herd.model import ModelConfig, flops_per_token, param_counts
 from herd.train.parallel.layout import stage_layer_counts
 
@@ -131,33 +132,21 @@ class Hardware:
 HARDWARE = {"h100": Hardware.h100}
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Sizes of each parallel dimension and how the batch runs through them.
+@dataclass(frozen=True, kw_only=True)
+class Layout(MeshSizes):
+    """Sizes of each parallel dimension (herd.config.MeshSizes, the type the runtime and the recipe
+    use) and how the batch runs through them.
 
     `microbatch_sequences` sequences go through the model at once on each data-parallel rank;
     `n_microbatches` of them make one rank's share of the global batch (pipeline micro-batches, or
     gradient accumulation without pipelining). `reshard_after_forward` None = not with pp (the paper).
     """
 
-    dp_replicate: int = 1
-    dp_shard: int = 1
-    cp: int = 1
-    pp: int = 1
-    tp: int = 1
     pp_stages_per_rank: int = 1
     microbatch_sequences: int = 1
     n_microbatches: int = 1
     activation_checkpointing: bool = False
     reshard_after_forward: bool | None = None
-
-    @property
-    def world_size(self) -> int:
-        return self.dp_replicate * self.dp_shard * self.cp * self.pp * self.tp
-
-    @property
-    def dp(self) -> int:
-        return self.dp_replicate * self.dp_shard
 
     @property
     def reshard(self) -> bool:
@@ -173,18 +162,19 @@ class Layout:
         return " ".join(parts + flags)
 
 
-def layout_size_problems(
-    *, n_layers: int, n_heads: int, n_kv_heads: int, ffn_dim: int, world_size: int, seq_len: int,
-    dp_replicate: int = 1, dp_shard: int = 1, cp: int = 1, pp: int = 1, tp: int = 1, pp_stages_per_rank: int = 1,
-) -> list[str]:
-    """Human-readable reasons these sizes cannot run (empty = fine). Plain ints, no torch: the
-    runtime plan can call it before building a device mesh."""
-    sizes = {"dp_replicate": dp_replicate, "dp_shard": dp_shard, "cp": cp, "pp": pp, "tp": tp,
+def layout_size_problems(sizes: MeshSizes, model: ModelConfig, world_size: int, seq_len: int,
+                         pp_stages_per_rank: int = 1) -> list[str]:
+    """Human-readable reasons these sizes cannot run this model (empty = fine). No torch: the
+    runtime plan (herd.train.parallel.layout) calls it before building a device mesh, the planner
+    before estimating."""
+    dp_replicate, dp_shard, cp, pp, tp = sizes.dp_replicate, sizes.dp_shard, sizes.cp, sizes.pp, sizes.tp
+    n_layers, n_heads, n_kv_heads, ffn_dim = model.n_layers, model.n_heads, model.n_kv_heads, model.ffn_dim
+    named = {"dp_replicate": dp_replicate, "dp_shard": dp_shard, "cp": cp, "pp": pp, "tp": tp,
              "pp_stages_per_rank": pp_stages_per_rank}
-    problems = [f"{name} = {value} must be >= 1" for name, value in sizes.items() if value < 1]
+    problems = [f"{name} = {value} must be >= 1" for name, value in named.items() if value < 1]
     if problems:
         return problems
-    product = dp_replicate * dp_shard * cp * pp * tp
+    product = sizes.world_size
     if product != world_size:
         problems.append(f"dp_replicate*dp_shard*cp*pp*tp = {dp_replicate}*{dp_shard}*{cp}*{pp}*{tp} = {product}, "
                         f"but the world size is {world_size}")
@@ -209,10 +199,7 @@ def layout_size_problems(
 def validate_layout(config: ModelConfig, layout: Layout, world_size: int, seq_len: int,
                     global_batch_sequences: int | None = None) -> list[str]:
     """`layout_size_problems` for a model and a Layout, plus the batch split when the batch is known."""
-    problems = layout_size_problems(
-        n_layers=config.n_layers, n_heads=config.n_heads, n_kv_heads=config.n_kv_heads, ffn_dim=config.ffn_dim,
-        world_size=world_size, seq_len=seq_len, dp_replicate=layout.dp_replicate, dp_shard=layout.dp_shard,
-        cp=layout.cp, pp=layout.pp, tp=layout.tp, pp_stages_per_rank=layout.pp_stages_per_rank)
+    problems = layout_size_problems(layout, config, world_size, seq_len, layout.pp_stages_per_rank)
     if layout.microbatch_sequences < 1 or layout.n_microbatches < 1:
         problems.append("microbatch_sequences and n_microbatches must be >= 1")
     elif global_batch_sequences is not None:
