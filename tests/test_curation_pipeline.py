@@ -242,10 +242,56 @@ def test_slurm_executors_are_chained_stage_by_stage(tmp_path):
     cfg = config_from_dict(base | {"executor": {"kind": "slurm", "options": {"partition": "cpu", "time": "1:00:00"}}})
     stages = build_executors(cfg)  # constructing submits nothing
     names = [n for n, _, _ in stages]
-    assert names == ["1-filter", "2-url", "3-minhash-sig", "4-minhash-buckets", "5-minhash-cluster", "6-train",
-                     "7-final"]
+    assert names == ["1-filter", "2-url", "3-minhash-sig", "4-minhash-buckets", "5-minhash-cluster", "6-line-sig",
+                     "7-line-merge", "8-train", "9-final"]
     assert all(isinstance(ex, SlurmPipelineExecutor) for _, ex, _ in stages)
     assert [ex.depends for _, ex, _ in stages[1:]] == [ex for _, ex, _ in stages[:-1]]
     assert dict((n, t) for n, _, t in stages)["4-minhash-buckets"] == 14
     with pytest.raises(CurationConfigError, match="partition"):
         config_from_dict(base | {"executor": {"kind": "slurm"}})
+
+
+def _invariance_corpus(root: Path) -> None:
+    """21 one-document text files (read round-robin over tasks) with boilerplate lines of known counts."""
+    import random
+
+    rng = random.Random(7)
+    words = ("river valley farmers wheat spring autumn harvest market village bridge mill road stone field "
+             "orchard school church winter summer rain").split()
+    root.mkdir(parents=True)
+    for i in range(21):
+        body = [" ".join(rng.choice(words) for _ in range(14)).capitalize() + f" {i}." for _ in range(6)]
+        if i < 7:  # 7 documents: files are read round-robin, so tasks = 3 sees 3 + 2 + 2 (tasks = 2: 4 + 3)
+            body.insert(2, "Subscribe to our newsletter for weekly updates.")
+        if 10 <= i < 16:  # 6 documents: at the cap, kept everywhere
+            body.append("Share this page with your friends today.")
+        (root / f"doc{i:02d}.txt").write_text("\n".join(body) + "\n", encoding="utf-8")
+
+
+def _curate_with_tasks(root: Path, out: Path, tasks: int, executor: dict | None = None) -> dict[str, str]:
+    cfg = {"output_dir": str(out), "tasks": tasks, "workers": 1,
+           "inputs": [{"name": "web", "path": str(root), "kind": "text"}],
+           "steps": {"filters": ["gopher_repetition", "dirty_words"]},
+           "line_dedup": {"bucket_docs": 1000},
+           "quality": {"annotator": "heuristic", "sample": 8}, "domain": {"category_cap": 1.0},
+           "mix": {"tokenizer": "chars4"}}
+    if executor:
+        cfg["executor"] = executor
+    summary = run_curation(config_from_dict(cfg), report=False)
+    assert not summary.get("pending")
+    docs = {}
+    for path in sorted((out / "curated").glob("*/*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            docs[json.loads(line)["id"]] = f"{path.parent.name}\t{line}"
+    return docs
+
+
+def test_curated_output_does_not_depend_on_tasks(tmp_path):
+    """Line counts are global per bucket: a line in 7 documents spread over 3 tasks is still removed."""
+    _invariance_corpus(tmp_path / "corpus")
+    one = _curate_with_tasks(tmp_path / "corpus", tmp_path / "t1", 1)
+    three = _curate_with_tasks(tmp_path / "corpus", tmp_path / "t3", 3)
+    assert len(one) == 21
+    assert "Subscribe to our newsletter" not in "".join(one.values())
+    assert sum("Share this page" in v for v in one.values()) == 6
+    assert "\n".join(v for _, v in sorted(three.items())).encode() == "\n".join(v for _, v in sorted(one.items())).encode()

@@ -8,14 +8,19 @@ task that finished; a stage whose tasks all finished does nothing):
 2. `url` (1 task): resolve URL duplicates, keeping the most recent copy
 3. `minhash-sig` (tasks): re-read, drop URL losers, MinHash signatures
 4. `minhash-buckets` (one task per band), 5. `minhash-cluster` (1 task): datatrove's stages
-6. `train` (1 task): quality / domain / knowledge classifiers on a sample
-7. `final` (tasks): re-read, drop URL losers and near-duplicates, line dedup, heuristic quality filters
-   (after dedup, the paper's order), classify + downsample,
+6. `line-sig` (tasks): re-read, drop URL losers and near-duplicates, line hashes per document
+7. `line-merge` (1 task): count lines per bucket over all tasks (see line_dedup.py)
+8. `train` (1 task): quality / domain / knowledge classifiers on a sample
+9. `final` (tasks): re-read, drop URL losers and near-duplicates, drop frequent lines, heuristic quality
+   filters (after dedup, the paper's order), classify + downsample,
    record statistics, write `curated/<category>/<rank>.jsonl` (datatrove JsonlWriter)
-8. mix config (`mix.toml`, `anneal.toml`) and report (`report.md`, PNGs), in this process.
+10. mix config (`mix.toml`, `anneal.toml`) and report (`report.md`, PNGs), in this process.
 
-Stages 3 and 7 read the same per-rank files in the same order, which is what lets MinHash's
-per-task document indices line up (datatrove's own contract for its MinHash stages).
+Stages 3, 6 and 9 read the same per-rank files in the same order, which is what lets MinHash's
+per-task document indices line up (datatrove's own contract for its MinHash stages). Line counts and the
+classifiers' sample are functions of the set of documents, not of how they were split over tasks. (Which
+copy of a near-duplicate cluster, or of a URL crawled twice with the same timestamp, survives still
+follows the task order.)
 
 Scale-out: `[executor] kind = "slurm" | "ray"` builds datatrove's `SlurmPipelineExecutor` /
 `RayPipelineExecutor` for the same stage pipelines, chained with `depends=`. Slurm submits the chain and
@@ -40,7 +45,7 @@ from datatrove.pipeline.writers import JsonlWriter
 from herd.data.curation.classify import ClassifyStep, RecordStep, TrainModelsStep, clean_metadata
 from herd.data.curation.config import CurateConfig
 from herd.data.curation.dedup_url import UrlFilterStep, UrlRecordStep, resolve_url_duplicates
-from herd.data.curation.line_dedup import LineDedupStep
+from herd.data.curation.line_dedup import LineDedupStep, LineMergeStep, LineSignatureStep
 from herd.data.curation.minhash import HerdMinhashSignature, MinhashRemoveStep, datatrove_config
 from herd.data.curation.readers import SourceReader
 from herd.data.curation.steps import (
@@ -131,16 +136,28 @@ def build_stages(cfg: CurateConfig) -> list[tuple[str, list[Any], int]]:
         stages.append(("3-minhash-sig", sig_pipe, cfg.tasks))
         stages.append(("4-minhash-buckets", [MinhashDedupBuckets(sigs, buckets, config=dt_cfg)], mh.bands))
         stages.append(("5-minhash-cluster", [MinhashDedupCluster(buckets, remove, config=dt_cfg)], 1))
-    stages.append(("6-train", [TrainModelsStep(cfg, filtered, models)], 1))
-    final: list[Any] = [RankFileReader(filtered)]
-    if cfg.url_dedup:
-        # the same deterministic filter as stage 3, so MinHash's indices refer to the same documents
-        final.append(UrlFilterStep(out, stage="final", **kw))
-    if mh.enabled:
-        final.append(MinhashRemoveStep(out, remove, stage="final", **kw))
+
+    def deduplicated(stage: str) -> list[Any]:
+        """The filtered documents less URL losers and near-duplicates; the same documents in every stage,
+        which MinHash's per-task indices and line dedup's signature/filter pair rely on."""
+        steps: list[Any] = [RankFileReader(filtered)]
+        if cfg.url_dedup:
+            steps.append(UrlFilterStep(out, stage=stage, **kw))
+        if mh.enabled:
+            steps.append(MinhashRemoveStep(out, remove, stage=stage, **kw))
+        return steps
+
     ld = cfg.line_dedup
+    line_sigs, frequent = str(out / "work" / "lines" / "sigs"), str(out / "work" / "lines" / "frequent")
     if ld.enabled:
-        final.append(LineDedupStep(out, ld.bucket_docs, ld.max_count, ld.per_language, stage="final", **kw))
+        stages.append(("6-line-sig", deduplicated("lines") + [
+            LineSignatureStep(out, line_sigs, ld.per_language, stage="lines", **kw)], cfg.tasks))
+        stages.append(("7-line-merge", [LineMergeStep(line_sigs, frequent, cfg.tasks, ld.bucket_docs, ld.max_count)],
+                       1))
+    stages.append(("8-train", [TrainModelsStep(cfg, filtered, models)], 1))
+    final = deduplicated("final")
+    if ld.enabled:
+        final.append(LineDedupStep(out, frequent, ld.per_language, stage="final", **kw))
     if s.filters:  # the paper filters after dedup: boilerplate lines are gone before repetition is judged
         final.append(FiltersStep(out, s.filters, models, stage="final", **kw))
     final.append(ClassifyStep(out, models, cfg.quality.threshold if cfg.quality.enabled else 0.0,
@@ -149,7 +166,7 @@ def build_stages(cfg: CurateConfig) -> list[tuple[str, list[Any], int]]:
     final.append(RecordStep(out, cfg.mix.tokenizer, cfg.quality.anneal_threshold, stage="final", **kw))
     final.append(JsonlWriter(str(out / "curated"), output_filename="${category}/${rank}.jsonl", compression=None,
                              adapter=_writer_adapter))
-    stages.append(("7-final", final, cfg.tasks))
+    stages.append(("9-final", final, cfg.tasks))
     return stages
 
 
