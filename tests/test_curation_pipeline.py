@@ -294,4 +294,5 @@ def test_curated_output_does_not_depend_on_tasks(tmp_path):
     assert len(one) == 21
     assert "Subscribe to our newsletter" not in "".join(one.values())
     assert sum("Share this page" in v for v in one.values()) == 6
-    assert "\n".join(v for _, v in sorted(three.items())).encode() == "\n".join(v for _, v in sorted(one.items())).encode()
+    as_bytes = {n: "\n".join(v for _, v in sorted(docs.items())).encode() for n, docs in (("1", one), ("3", three))}
+    assert as_bytes["3"] == as_bytes["1"]
