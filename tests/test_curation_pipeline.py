@@ -268,7 +268,8 @@ def _invariance_corpus(root: Path) -> None:
         (root / f"doc{i:02d}.txt").write_text("\n".join(body) + "\n", encoding="utf-8")
 
 
-def _curate_with_tasks(root: Path, out: Path, tasks: int, executor: dict | None = None) -> dict[str, str]:
+def _curate_with_tasks(root: Path, out: Path, tasks: int, executor: dict | None = None,
+                       extra: dict | None = None) -> dict[str, str]:
     cfg = {"output_dir": str(out), "tasks": tasks, "workers": 1,
            "inputs": [{"name": "web", "path": str(root), "kind": "text"}],
            "steps": {"filters": ["gopher_repetition", "dirty_words"]},
@@ -277,6 +278,7 @@ def _curate_with_tasks(root: Path, out: Path, tasks: int, executor: dict | None 
            "mix": {"tokenizer": "chars4"}}
     if executor:
         cfg["executor"] = executor
+    cfg.update(extra or {})
     summary = run_curation(config_from_dict(cfg), report=False)
     assert not summary.get("pending")
     docs = {}
@@ -296,3 +298,29 @@ def test_curated_output_does_not_depend_on_tasks(tmp_path):
     assert sum("Share this page" in v for v in one.values()) == 6
     as_bytes = {n: "\n".join(v for _, v in sorted(docs.items())).encode() for n, docs in (("1", one), ("3", three))}
     assert as_bytes["3"] == as_bytes["1"]
+
+
+def test_ray_executor_curates_what_the_local_executor_curates(tmp_path):
+    """`[executor] kind = "ray"` for real: a local Ray instance with 2 workers (started and stopped by
+    `herd curate` itself) runs every stage and writes the same curated output as the local executor."""
+    import faulthandler
+
+    import ray
+
+    _invariance_corpus(tmp_path / "corpus")
+    faulthandler.dump_traceback_later(600, exit=True)  # a wedged Ray must fail CI, not hang it
+    try:
+        # 2 MinHash bands keep the stage count (one Ray actor per task) small; both runs use them
+        common = {"minhash": {"bands": 2, "rows": 8}, "workers": 2}
+        local = _curate_with_tasks(tmp_path / "corpus", tmp_path / "local", 2, extra=common)
+        on_ray = _curate_with_tasks(tmp_path / "corpus", tmp_path / "ray", 2,
+                                    executor={"kind": "ray", "options": {"time": 300}}, extra=common)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    assert not ray.is_initialized()  # the instance herd started is stopped again
+    assert len(local) == 21 and "Subscribe to our newsletter" not in "".join(local.values())
+    assert on_ray == local
+    # the Ray run really ran on Ray: every stage's job description is the Ray executor's (Ray resources)
+    for stage in ("1-filter", "7-line-merge", "9-final"):
+        job = json.loads((tmp_path / "ray" / "logs" / stage / "executor.json").read_text())
+        assert job["cpus_per_task"] == 1 and job["mem_per_cpu_gb"] > 0

@@ -22,19 +22,25 @@ classifiers' sample are functions of the set of documents, not of how they were 
 copy of a near-duplicate cluster, or of a URL crawled twice with the same timestamp, survives still
 follows the task order.)
 
-Scale-out: `[executor] kind = "slurm" | "ray"` builds datatrove's `SlurmPipelineExecutor` /
-`RayPipelineExecutor` for the same stage pipelines, chained with `depends=`. Slurm submits the chain and
-returns; run `herd curate` again once the jobs are done (finished tasks are skipped) to write the mix and
-the report. The local executor is what the tests run; Slurm/Ray executors are only constructed in tests.
+Scale-out: `[executor] kind = "slurm" | "ray"` runs the same stage pipelines on datatrove's
+`SlurmPipelineExecutor` / `RayPipelineExecutor` (`[executor] options` go to its constructor).
+* Slurm: the stages are chained with `depends=`, submitted, and `herd curate` returns; run it again once
+  the jobs are done (finished tasks are skipped) to write the mix and the report.
+* Ray: the stages run one after another from this process, as with the local executor, each stage's tasks
+  as Ray tasks (`workers` at a time). It joins the cluster named by `RAY_ADDRESS` or one this process
+  already joined (`ray.init`), else starts a local Ray instance with `workers` CPUs and stops it at the
+  end. Every stage reads and writes `output_dir`, so on a cluster it must be a shared filesystem.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.executor import LocalPipelineExecutor
@@ -51,6 +57,7 @@ from herd.data.curation.readers import SourceReader
 from herd.data.curation.steps import (
     BlocklistStep, EmptyCheckStep, ExtractStep, FiltersStep, LangIdStep, PiiStep,
 )
+from herd.data.errors import DataError
 
 os.environ.setdefault("DATATROVE_COLORIZE_LOGS", "0")
 
@@ -171,7 +178,7 @@ def build_stages(cfg: CurateConfig) -> list[tuple[str, list[Any], int]]:
 
 
 def build_executors(cfg: CurateConfig) -> list[tuple[str, Any, int]]:
-    """(stage, datatrove executor, tasks) for every stage; non-local executors are chained with depends."""
+    """(stage, datatrove executor, tasks) for every stage; Slurm executors are chained with depends."""
     out = Path(cfg.output_dir)
     kind, options = cfg.executor.kind, dict(cfg.executor.options)
     executors: list[tuple[str, Any, int]] = []
@@ -186,13 +193,37 @@ def build_executors(cfg: CurateConfig) -> list[tuple[str, Any, int]]:
 
             ex = SlurmPipelineExecutor(pipeline=pipeline, tasks=tasks, logging_dir=logdir, depends=previous,
                                        job_name=f"herd-curate-{name}", **options)
-        else:
+        else:  # ray: no depends chain; run_curation runs the stages in order and checks each one
             from datatrove.executor import RayPipelineExecutor
 
-            ex = RayPipelineExecutor(pipeline=pipeline, tasks=tasks, logging_dir=logdir, depends=previous, **options)
+            ex = RayPipelineExecutor(pipeline=pipeline, tasks=tasks, logging_dir=logdir,
+                                     **({"workers": min(cfg.workers, tasks)} | options))
         executors.append((name, ex, tasks))
         previous = ex
     return executors
+
+
+@contextlib.contextmanager
+def ray_session(workers: int) -> Iterator[None]:
+    """Joins Ray if this process has not: the cluster at `RAY_ADDRESS`, else a new local instance with
+    `workers` CPUs (stopped on exit). Workers inherit this process's environment, PYTHONPATH included."""
+    try:
+        import ray
+    except ImportError:
+        raise DataError("executor.kind = 'ray' needs the ray package: pip install ray") from None
+    started = False
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, logging_level=logging.WARNING,
+                     object_store_memory=256 * 1024 * 1024)
+        started = True
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def run_curation(cfg: CurateConfig, *, report: bool = True) -> dict[str, Any]:
@@ -209,7 +240,7 @@ def run_curation(cfg: CurateConfig, *, report: bool = True) -> dict[str, Any]:
     timings: dict[str, float] = {}
     ran: dict[str, bool] = {}
     executors = build_executors(cfg)
-    if cfg.executor.kind != "local":  # the last executor launches its dependencies first
+    if cfg.executor.kind == "slurm":  # the last executor submits its dependencies first
         executors[-1][1].run()
         incomplete = {n: ex.get_incomplete_ranks(range(t)) for n, ex, t in executors}
         if any(incomplete.values()):
@@ -217,17 +248,18 @@ def run_curation(cfg: CurateConfig, *, report: bool = True) -> dict[str, Any]:
                   f"{ {n: len(r) for n, r in incomplete.items() if r} }. Run `herd curate` again when they finish "
                   "to write the mix and the report.", flush=True)
             return {"stages_run": {n: bool(r) for n, r in incomplete.items()}, "pending": True}
-    for name, executor, tasks in executors:
-        pending = executor.get_incomplete_ranks(range(tasks))
-        ran[name] = bool(pending)
-        start = time.perf_counter()
-        print(f"[herd curate] stage {name}: {len(pending)}/{tasks} tasks to run", flush=True)
-        if pending:
-            executor.run()
-        timings[name] = round(time.perf_counter() - start, 2)
-        missing = executor.get_incomplete_ranks(range(tasks))
-        if missing:
-            raise RuntimeError(f"stage {name}: tasks {missing} did not complete; see {out / 'logs' / name}")
+    with ray_session(cfg.workers) if cfg.executor.kind == "ray" else contextlib.nullcontext():
+        for name, executor, tasks in executors:
+            pending = executor.get_incomplete_ranks(range(tasks))
+            ran[name] = bool(pending)
+            start = time.perf_counter()
+            print(f"[herd curate] stage {name}: {len(pending)}/{tasks} tasks to run", flush=True)
+            if pending:
+                executor.run()
+            timings[name] = round(time.perf_counter() - start, 2)
+            missing = executor.get_incomplete_ranks(range(tasks))
+            if missing:
+                raise RuntimeError(f"stage {name}: tasks {missing} did not complete; see {out / 'logs' / name}")
     from herd.data.curation.mix import write_mix
 
     mix = write_mix(cfg, out)
