@@ -18,7 +18,8 @@ from herd.data.curation.line_dedup import (
     LineDedupStep, LineMergeStep, LineSignatureStep, bucket_count, document_key,
 )
 from herd.data.curation.minhash import (
-    HerdMinhashSignature, MinHasher, MinhashRemoveStep, datatrove_config, s_curve, shingle_hashes, similarity_at,
+    HerdMinhashCluster, HerdMinhashSignature, MinHasher, MinhashRemoveStep, datatrove_config, s_curve,
+    shingle_hashes, similarity_at,
 )
 from herd.data.curation.mix import build_mix
 from herd.data.curation.quality_model import HashedNgramClassifier, heuristic_annotator, median_split
@@ -97,6 +98,33 @@ def test_minhash_catches_injected_near_duplicates_and_keeps_unrelated(tmp_path):
     kept = _kept(collect, 2)
     assert all(f"orig{i}" in kept for i in range(40)), "an unrelated document was removed"
     assert not [k for k in kept if k.startswith("dup")], "a near-duplicate survived"
+
+
+def _minhash_kept(tmp_path, name, per_rank):
+    """herd's MinHash stages (signatures with document keys, datatrove's buckets, herd's clusters)."""
+    ranks, cfg = len(per_rank), datatrove_config(14, 8, 5, 1)
+    sigs, buckets, remove, keys = (str(tmp_path / name / d) for d in ("sigs", "buckets", "remove", "keys"))
+    _run([_ListReader(per_rank), HerdMinhashSignature(sigs, keys_folder=keys)], ranks, tmp_path / name / "l1")
+    _run([MinhashDedupBuckets(sigs, buckets, config=cfg)], 14, tmp_path / name / "l2")
+    _run([HerdMinhashCluster(buckets, remove, keys)], 1, tmp_path / name / "l3")
+    collect = tmp_path / name / "kept"
+    _run([_ListReader(per_rank), MinhashRemoveStep(tmp_path / name / "out", remove, stage="t"), _Collect(collect)],
+         ranks, tmp_path / name / "l4")
+    return _kept(collect, ranks)
+
+
+def test_minhash_cluster_survivor_does_not_depend_on_tasks(tmp_path):
+    rng = random.Random(8)
+    originals = [_doc(rng) for _ in range(6)]
+    rows = [(t, {"lang": "en"}, f"orig{i}") for i, t in enumerate(originals)]
+    # three copies of originals[0] (exact and near) and two of originals[1], interleaved with the rest
+    rows += [(originals[0], {"lang": "en"}, "copy0a"), (_perturb(originals[0], rng, 0.007), {"lang": "en"}, "copy0b"),
+             (originals[1], {"lang": "en"}, "copy1a"), (_perturb(originals[0], rng, 0.007), {"lang": "en"}, "copy0c")]
+    one = _minhash_kept(tmp_path, "one", {0: rows})
+    three = _minhash_kept(tmp_path, "three", {r: rows[::-1][r::3] for r in range(3)})  # another order and split
+    assert one == three
+    assert len(one) == 6  # one survivor per cluster, every unrelated document kept
+    assert all(f"orig{i}" in one for i in range(2, 6))
 
 
 def test_minhash_signature_estimates_jaccard_and_is_per_language():
@@ -217,6 +245,17 @@ def test_url_dedup_keeps_most_recent(tmp_path):
     collect = tmp_path / "kept"
     _run([_ListReader(rows), UrlFilterStep(out, stage="t"), _Collect(collect)], 2, tmp_path / "l2")
     assert sorted(_kept(collect, 2)) == ["a-new", "b", "c"]
+    # two copies crawled at the same time: the survivor is decided by content, not by task or read order
+    tie = [("copy one", {"url": "https://example.com/t", "timestamp": "2020-01-01"}, "t1"),
+           ("copy two", {"url": "https://example.com/t", "timestamp": "2020-01-01"}, "t2")]
+    survivors = []
+    for name, split in (("fwd", {0: tie[:1], 1: tie[1:]}), ("rev", {0: tie[1:], 1: tie[:1]}), ("one", {0: tie})):
+        _run([_ListReader(split), UrlRecordStep(tmp_path / name, stage="t")], len(split), tmp_path / f"{name}-l1")
+        resolve_url_duplicates(tmp_path / name / "url", len(split))
+        _run([_ListReader(split), UrlFilterStep(tmp_path / name, stage="t"), _Collect(tmp_path / f"{name}-kept")],
+             len(split), tmp_path / f"{name}-l2")
+        survivors.append(sorted(_kept(tmp_path / f"{name}-kept", len(split))))
+    assert survivors[0] == survivors[1] == survivors[2] and len(survivors[0]) == 1
     assert normalize_url("HTTP://Example.COM:80/a?b=1#x") == "http://example.com/a?b=1"
     assert to_epoch("2024-03-01T10:00:00Z") > to_epoch("1600000000") > to_epoch("2019-05-01") > to_epoch("junk")
 

@@ -7,7 +7,7 @@ task that finished; a stage whose tasks all finished does nothing):
    -> `work/filtered/<rank>.jsonl` (datatrove JsonlWriter) -> URL records
 2. `url` (1 task): resolve URL duplicates, keeping the most recent copy
 3. `minhash-sig` (tasks): re-read, drop URL losers, MinHash signatures
-4. `minhash-buckets` (one task per band), 5. `minhash-cluster` (1 task): datatrove's stages
+4. `minhash-buckets` (one task per band, datatrove's), 5. `minhash-cluster` (1 task, herd's: see minhash.py)
 6. `line-sig` (tasks): re-read, drop URL losers and near-duplicates, line hashes per document
 7. `line-merge` (1 task): count lines per bucket over all tasks (see line_dedup.py)
 8. `train` (1 task): quality / domain / knowledge classifiers on a sample
@@ -17,10 +17,10 @@ task that finished; a stage whose tasks all finished does nothing):
 10. mix config (`mix.toml`, `anneal.toml`) and report (`report.md`, PNGs), in this process.
 
 Stages 3, 6 and 9 read the same per-rank files in the same order, which is what lets MinHash's
-per-task document indices line up (datatrove's own contract for its MinHash stages). Line counts and the
-classifiers' sample are functions of the set of documents, not of how they were split over tasks. (Which
-copy of a near-duplicate cluster, or of a URL crawled twice with the same timestamp, survives still
-follows the task order.)
+per-task document indices line up (datatrove's own contract for its MinHash stages). Every decision that
+spans documents (the copy of a URL or of a near-duplicate cluster that survives, line counts, the
+classifiers' sample) is a function of the set of documents, never of how they were split over tasks, so
+`tasks` changes speed, not the curated output.
 
 Scale-out: `[executor] kind = "slurm" | "ray"` runs the same stage pipelines on datatrove's
 `SlurmPipelineExecutor` / `RayPipelineExecutor` (`[executor] options` go to its constructor).
@@ -45,14 +45,14 @@ from typing import Any, Iterator
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
-from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCluster
+from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets
 from datatrove.pipeline.writers import JsonlWriter
 
 from herd.data.curation.classify import ClassifyStep, RecordStep, TrainModelsStep, clean_metadata
 from herd.data.curation.config import CurateConfig
 from herd.data.curation.dedup_url import UrlFilterStep, UrlRecordStep, resolve_url_duplicates
 from herd.data.curation.line_dedup import LineDedupStep, LineMergeStep, LineSignatureStep
-from herd.data.curation.minhash import HerdMinhashSignature, MinhashRemoveStep, datatrove_config
+from herd.data.curation.minhash import HerdMinhashCluster, HerdMinhashSignature, MinhashRemoveStep, datatrove_config
 from herd.data.curation.readers import SourceReader
 from herd.data.curation.steps import (
     BlocklistStep, EmptyCheckStep, ExtractStep, FiltersStep, LangIdStep, PiiStep,
@@ -133,16 +133,16 @@ def build_stages(cfg: CurateConfig) -> list[tuple[str, list[Any], int]]:
     if cfg.url_dedup:
         stages.append(("2-url", [UrlResolveStep(str(out / "url"), cfg.tasks)], 1))
     mh = cfg.minhash
-    sigs, buckets, remove = (str(out / "work" / "minhash" / d) for d in ("sigs", "buckets", "remove"))
+    sigs, buckets, remove, keys = (str(out / "work" / "minhash" / d) for d in ("sigs", "buckets", "remove", "keys"))
     if mh.enabled:
         sig_pipe: list[Any] = [RankFileReader(filtered)]
         if cfg.url_dedup:
             sig_pipe.append(UrlFilterStep(out, stage="dedup", **kw))
-        sig_pipe.append(HerdMinhashSignature(sigs, mh.bands, mh.rows, mh.ngram, mh.seed, mh.per_language))
+        sig_pipe.append(HerdMinhashSignature(sigs, mh.bands, mh.rows, mh.ngram, mh.seed, mh.per_language, keys))
         dt_cfg = datatrove_config(mh.bands, mh.rows, mh.ngram, mh.seed)
         stages.append(("3-minhash-sig", sig_pipe, cfg.tasks))
         stages.append(("4-minhash-buckets", [MinhashDedupBuckets(sigs, buckets, config=dt_cfg)], mh.bands))
-        stages.append(("5-minhash-cluster", [MinhashDedupCluster(buckets, remove, config=dt_cfg)], 1))
+        stages.append(("5-minhash-cluster", [HerdMinhashCluster(buckets, remove, keys)], 1))
 
     def deduplicated(stage: str) -> list[Any]:
         """The filtered documents less URL losers and near-duplicates; the same documents in every stage,
