@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def real_texts(limit: int = 400) -> list[str]:
     from pydoc_data.topics import topics
@@ -54,7 +56,7 @@ def _rate(fn, docs: list[str], min_seconds: float = 3.0) -> float:
 def bench_speed() -> dict:
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
 
-    from herd.data.curation.line_dedup import LineCounter, drop_frequent_lines, line_hashes
+    from herd.data.curation.line_dedup import drop_frequent_lines, line_hashes
     from herd.data.curation.minhash import MinHasher, _RegexWords
 
     docs = real_texts()
@@ -78,10 +80,10 @@ def bench_speed() -> dict:
     dt_rate = _rate(dt_sig, docs)
 
     def line_dedup_bucket(batch: list[str]) -> None:
-        counter = LineCounter()
-        for d in batch:
-            counter.add(line_hashes(d.split("\n")))
-        frequent = counter.frequent(6)
+        # the signature, merge and filter steps' work for one bucket, in one process
+        hashes = np.concatenate([line_hashes(d.split("\n")) for d in batch])
+        values, counts = np.unique(hashes[hashes != 0], return_counts=True)
+        frequent = values[counts > 6]
         for d in batch:
             drop_frequent_lines(d, frequent)
 

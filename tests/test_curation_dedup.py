@@ -14,9 +14,12 @@ from datatrove.pipeline.dedup.minhash import MinhashDedupBuckets, MinhashDedupCl
 from herd.data.curation.config import CurationConfigError, config_from_dict, load_config
 from herd.data.curation.dedup_url import UrlFilterStep, UrlRecordStep, normalize_url, resolve_url_duplicates, to_epoch
 from herd.data.curation.domain import domain_seed, keep_rates, knowledge_seed
-from herd.data.curation.line_dedup import LineDedupStep
+from herd.data.curation.line_dedup import (
+    LineDedupStep, LineMergeStep, LineSignatureStep, bucket_count, document_key,
+)
 from herd.data.curation.minhash import (
-    HerdMinhashSignature, MinHasher, MinhashRemoveStep, datatrove_config, s_curve, shingle_hashes, similarity_at,
+    HerdMinhashCluster, HerdMinhashSignature, MinHasher, MinhashRemoveStep, datatrove_config, s_curve,
+    shingle_hashes, similarity_at,
 )
 from herd.data.curation.mix import build_mix
 from herd.data.curation.quality_model import HashedNgramClassifier, heuristic_annotator, median_split
@@ -97,6 +100,33 @@ def test_minhash_catches_injected_near_duplicates_and_keeps_unrelated(tmp_path):
     assert not [k for k in kept if k.startswith("dup")], "a near-duplicate survived"
 
 
+def _minhash_kept(tmp_path, name, per_rank):
+    """herd's MinHash stages (signatures with document keys, datatrove's buckets, herd's clusters)."""
+    ranks, cfg = len(per_rank), datatrove_config(14, 8, 5, 1)
+    sigs, buckets, remove, keys = (str(tmp_path / name / d) for d in ("sigs", "buckets", "remove", "keys"))
+    _run([_ListReader(per_rank), HerdMinhashSignature(sigs, keys_folder=keys)], ranks, tmp_path / name / "l1")
+    _run([MinhashDedupBuckets(sigs, buckets, config=cfg)], 14, tmp_path / name / "l2")
+    _run([HerdMinhashCluster(buckets, remove, keys)], 1, tmp_path / name / "l3")
+    collect = tmp_path / name / "kept"
+    _run([_ListReader(per_rank), MinhashRemoveStep(tmp_path / name / "out", remove, stage="t"), _Collect(collect)],
+         ranks, tmp_path / name / "l4")
+    return _kept(collect, ranks)
+
+
+def test_minhash_cluster_survivor_does_not_depend_on_tasks(tmp_path):
+    rng = random.Random(8)
+    originals = [_doc(rng) for _ in range(6)]
+    rows = [(t, {"lang": "en"}, f"orig{i}") for i, t in enumerate(originals)]
+    # three copies of originals[0] (exact and near) and two of originals[1], interleaved with the rest
+    rows += [(originals[0], {"lang": "en"}, "copy0a"), (_perturb(originals[0], rng, 0.007), {"lang": "en"}, "copy0b"),
+             (originals[1], {"lang": "en"}, "copy1a"), (_perturb(originals[0], rng, 0.007), {"lang": "en"}, "copy0c")]
+    one = _minhash_kept(tmp_path, "one", {0: rows})
+    three = _minhash_kept(tmp_path, "three", {r: rows[::-1][r::3] for r in range(3)})  # another order and split
+    assert one == three
+    assert len(one) == 6  # one survivor per cluster, every unrelated document kept
+    assert all(f"orig{i}" in one for i in range(2, 6))
+
+
 def test_minhash_signature_estimates_jaccard_and_is_per_language():
     rng = random.Random(1)
     hasher = MinHasher(bands=16, rows=16, ngram=5, seed=3)  # 256 hashes: estimate within ~0.1
@@ -128,14 +158,27 @@ def _line_docs(counts: dict[str, int], n_docs: int, rng: random.Random):
     return ["\n".join(d) for d in docs]
 
 
+def _line_dedup_kept(tmp_path, name, per_rank, bucket_docs, per_language=True):
+    """Signature (one task per rank), merge, filter: the kept documents by id."""
+    out, sigs, frequent = tmp_path / f"out-{name}", tmp_path / f"sigs-{name}", tmp_path / f"frequent-{name}"
+    tasks = len(per_rank)
+    _run([_ListReader(per_rank), LineSignatureStep(out, sigs, per_language=per_language, stage="t")], tasks,
+         tmp_path / f"log1-{name}")
+    _run([LineMergeStep(str(sigs), str(frequent), tasks, bucket_docs, 6)], 1, tmp_path / f"log2-{name}")
+    collect = tmp_path / name
+    _run([_ListReader(per_rank), LineDedupStep(out, frequent, per_language=per_language, stage="t"),
+          _Collect(collect)], tasks, tmp_path / f"log3-{name}")
+    return _kept(collect, tasks)
+
+
+def _line_dedup(tmp_path, name, per_rank, bucket_docs, per_language=True):
+    return "\n".join(_line_dedup_kept(tmp_path, name, per_rank, bucket_docs, per_language).values())
+
+
 def test_line_dedup_removes_seven_keeps_six(tmp_path):
     rng = random.Random(2)
     texts = _line_docs({"seen seven times": 7, "seen six times": 6}, 20, rng)
-    per_rank = {0: [(t, {"lang": "en"}, f"d{i}") for i, t in enumerate(texts)]}
-    collect = tmp_path / "kept"
-    _run([_ListReader(per_rank), LineDedupStep(tmp_path / "out", bucket_docs=100, max_count=6, stage="t"),
-          _Collect(collect)], 1, tmp_path / "l")
-    kept = _kept(collect, 1)
+    kept = _line_dedup_kept(tmp_path, "k", {0: [(t, {"lang": "en"}, f"d{i}") for i, t in enumerate(texts)]}, 100)
     assert len(kept) == 20
     joined = "\n".join(kept.values())
     assert "seen seven times" not in joined
@@ -143,24 +186,36 @@ def test_line_dedup_removes_seven_keeps_six(tmp_path):
     assert all(f"unique line {i} " in joined for i in range(20))
 
 
-def _line_dedup(tmp_path, name, per_rank, bucket_docs, per_language=True):
-    collect = tmp_path / name
-    _run([_ListReader(per_rank), LineDedupStep(tmp_path / f"out-{name}", bucket_docs=bucket_docs, max_count=6,
-                                               per_language=per_language, stage="t"), _Collect(collect)],
-         1, tmp_path / f"log-{name}")
-    return "\n".join(_kept(collect, 1).values())
+def test_line_dedup_counts_over_all_tasks(tmp_path):
+    """A line in 7 documents split 3 + 2 + 2 over three tasks is removed, exactly as with one task."""
+    rng = random.Random(6)
+    texts = _line_docs({"seen seven times": 7, "seen six times": 6}, 21, rng)
+    rows = [(t, {"lang": "en"}, f"d{i}") for i, t in enumerate(texts)]
+    three = _line_dedup_kept(tmp_path, "three", {r: rows[r::3] for r in range(3)}, 100)
+    spread = [sum("seen seven times" in t for t, _, _ in rows[r::3]) for r in range(3)]
+    assert max(spread) <= 6, spread  # no task alone sees it more than 6 times
+    one = _line_dedup_kept(tmp_path, "one", {0: rows}, 100)
+    assert three == one
+    assert "seen seven times" not in "\n".join(one.values())
+    assert "\n".join(one.values()).count("seen six times") == 6
 
 
 def test_line_dedup_counts_per_bucket(tmp_path):
     rng = random.Random(3)
     texts = _line_docs({}, 20, rng)
-    for i in (0, 2, 4, 6, 10, 12, 14, 16):  # 8 occurrences, 4 + 4 over two buckets of 10: kept
+    ids = [f"d{i}" for i in range(20)]
+    bucket = [document_key(i) % bucket_count(20, 10) for i in ids]  # 20 documents, 10 per bucket: 2 buckets
+    first, second = [i for i in range(20) if bucket[i] == 0], [i for i in range(20) if bucket[i] == 1]
+    assert len(first) >= 4 and len(second) >= 4
+    for i in first[:4] + second[:4]:  # 8 occurrences, 4 + 4 over the two buckets: kept
         texts[i] += "\nsplit across buckets"
-    texts = [t + "\nin every document" for t in texts]  # 10 per bucket: removed
-    joined = _line_dedup(tmp_path, "b", {0: [(t, {"lang": "en"}, f"d{i}") for i, t in enumerate(texts)]}, 10)
+    for i in first[:7]:  # 7 in one bucket: removed
+        texts[i] += "\nseven in one bucket"
+    rows = {0: [(t, {"lang": "en"}, ids[i]) for i, t in enumerate(texts)]}
+    joined = _line_dedup(tmp_path, "b", rows, 10)
     assert joined.count("split across buckets") == 8
-    assert "in every document" not in joined
-    joined = _line_dedup(tmp_path, "one", {0: [(t, {"lang": "en"}, f"d{i}") for i, t in enumerate(texts)]}, 20)
+    assert "seven in one bucket" not in joined
+    joined = _line_dedup(tmp_path, "one", rows, 20)  # one bucket: 8 occurrences
     assert "split across buckets" not in joined
 
 
@@ -190,6 +245,17 @@ def test_url_dedup_keeps_most_recent(tmp_path):
     collect = tmp_path / "kept"
     _run([_ListReader(rows), UrlFilterStep(out, stage="t"), _Collect(collect)], 2, tmp_path / "l2")
     assert sorted(_kept(collect, 2)) == ["a-new", "b", "c"]
+    # two copies crawled at the same time: the survivor is decided by content, not by task or read order
+    tie = [("copy one", {"url": "https://example.com/t", "timestamp": "2020-01-01"}, "t1"),
+           ("copy two", {"url": "https://example.com/t", "timestamp": "2020-01-01"}, "t2")]
+    survivors = []
+    for name, split in (("fwd", {0: tie[:1], 1: tie[1:]}), ("rev", {0: tie[1:], 1: tie[:1]}), ("one", {0: tie})):
+        _run([_ListReader(split), UrlRecordStep(tmp_path / name, stage="t")], len(split), tmp_path / f"{name}-l1")
+        resolve_url_duplicates(tmp_path / name / "url", len(split))
+        _run([_ListReader(split), UrlFilterStep(tmp_path / name, stage="t"), _Collect(tmp_path / f"{name}-kept")],
+             len(split), tmp_path / f"{name}-l2")
+        survivors.append(sorted(_kept(tmp_path / f"{name}-kept", len(split))))
+    assert survivors[0] == survivors[1] == survivors[2] and len(survivors[0]) == 1
     assert normalize_url("HTTP://Example.COM:80/a?b=1#x") == "http://example.com/a?b=1"
     assert to_epoch("2024-03-01T10:00:00Z") > to_epoch("1600000000") > to_epoch("2019-05-01") > to_epoch("junk")
 

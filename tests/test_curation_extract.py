@@ -219,3 +219,55 @@ def test_code_inside_boilerplate_looking_wrapper_survives() -> None:
     )
     text = extract_main_content(html).text
     assert text.endswith("pip install mytool\nmytool --help") and "Copy" not in text
+
+
+MI, MN, MO = (lambda t: f"<mi>{t}</mi>"), (lambda t: f"<mn>{t}</mn>"), (lambda t: f"<mo>{t}</mo>")
+
+
+@pytest.mark.parametrize(
+    ("mathml", "tex"),
+    [
+        # the reported case: every child of <math>, nested ones included
+        (MI("E") + MO("=") + MI("m") + f"<msup>{MI('c')}{MN('2')}</msup>", "E = mc^2"),
+        (f"<msup>{MI('e')}<mrow>{MI('i')}{MI('&#x3C0;')}</mrow></msup>", r"e^{i\pi}"),
+        (f"<msub>{MI('x')}<mrow>{MI('i')}{MO('+')}{MN('1')}</mrow></msub>", "x_{i + 1}"),
+        (f"<msubsup>{MI('a')}{MI('n')}{MN('2')}</msubsup>", "a_n^2"),
+        (f"<mfrac><mrow>{MO('-')}{MI('b')}</mrow><mrow>{MN('2')}{MI('a')}</mrow></mfrac>", r"\frac{-b}{2a}"),
+        (f"<msqrt>{MI('x')}{MO('+')}{MN('1')}</msqrt>", r"\sqrt{x + 1}"),
+        (f"<mroot>{MI('x')}{MN('3')}</mroot>", r"\sqrt[3]{x}"),
+        (f"<mover>{MI('x')}{MO('^')}</mover>", r"\hat{x}"),
+        (f"<mover>{MI('v')}{MO('&#x2192;')}</mover>", r"\vec{v}"),
+        (f"<mover>{MO('=')}{MI('def')}</mover>", r"\overset{\mathrm{def}}{=}"),
+        (f"<munder><mo>lim</mo><mrow>{MI('n')}{MO('&#x2192;')}{MI('&#x221E;')}</mrow></munder>",
+         r"\lim_{n \to \infty}"),
+        (f"<munder>{MI('x')}{MO('_')}</munder>", r"\underline{x}"),
+        (f"<munderover>{MO('&#x2211;')}<mrow>{MI('i')}{MO('=')}{MN('1')}</mrow>{MI('n')}</munderover>"
+         f"<msub>{MI('x')}{MI('i')}</msub>", r"\sum_{i = 1}^n x_i"),
+        (f"<mtable><mtr><mtd>{MN('1')}</mtd><mtd>{MN('0')}</mtd></mtr>"
+         f"<mtr><mtd>{MN('0')}</mtd><mtd>{MN('1')}</mtd></mtr></mtable>",
+         r"\begin{matrix} 1 & 0 \\ 0 & 1 \end{matrix}"),
+        (f"<mfenced open='['><mtable><mtr><mtd>{MI('a')}</mtd></mtr><mtr><mtd>{MI('b')}</mtd></mtr></mtable></mfenced>",
+         r"\begin{bmatrix} a \\ b \end{bmatrix}"),
+        (MI("f") + MO("&#x2061;") + f"<mfenced>{MI('x')}{MI('y')}</mfenced>", "f(x, y)"),
+        (f"<mfenced open='{{' close='}}' separators=';'>{MN('1')}{MN('2')}</mfenced>", r"\{1; 2\}"),
+        (f"<mrow>{MI('sin')}{MO('&#x2061;')}{MI('&#x3B8;')}</mrow>{MO('&#x2264;')}{MN('1')}", r"\sin\theta \leq 1"),
+        (MI("x") + MO("&#x2208;") + MI("&#x211D;") + "<mtext>for all</mtext>" + MI("y"),
+         r"x \in \mathbb{R}\text{for all}y"),
+        # semantics: the TeX annotation wins over the presentation markup (Wikipedia's MathML carries it)
+        (f"<semantics><mrow>{MI('x')}</mrow><annotation encoding='application/x-tex'>\\displaystyle x^2</annotation>"
+         "</semantics>", r"\displaystyle x^2"),
+        (f"<semantics><mrow>{MI('x')}{MO('+')}{MI('y')}</mrow><annotation encoding='text/plain'>x plus y</annotation>"
+         "</semantics>", "x + y"),
+    ],
+)
+def test_mathml_becomes_tex(mathml: str, tex: str) -> None:
+    result = extract_main_content(f"<html><body><p>Formula <math>{mathml}</math> here.</p></body></html>")
+    assert result.text == f"Formula ${tex}$ here."
+
+
+def test_mathml_nested_semantics_annotation_and_display_block() -> None:
+    inner = (f"<mfrac><semantics>{MI('a')}<annotation encoding='application/x-tex'>\\alpha</annotation></semantics>"
+             f"{MN('2')}</mfrac>")
+    result = extract_main_content(f"<html><body><p>Half:</p><math display='block'>{inner}</math></body></html>")
+    # a nested annotation is the TeX of its part only
+    assert result.text.splitlines() == ["Half:", r"$$\frac{\alpha}{2}$$"]

@@ -32,24 +32,26 @@ from herd.data.curation.steps import HerdStep
 
 
 def sample_documents(folder: Path, world_size: int, k: int, seed: int) -> list[dict[str, Any]]:
-    """Reservoir sample of k records from `<folder>/<rank>.jsonl` for all ranks (deterministic)."""
-    rng = random.Random(seed)
-    sample: list[dict[str, Any]] = []
-    seen = 0
+    """A uniform sample of k records from `<folder>/<rank>.jsonl` over all ranks, in a fixed order.
+
+    The sample is the k records with the smallest seeded hash of (id, text) ("bottom-k"), ordered by that
+    hash, so it depends only on the set of documents: the same corpus curated with 1 or 3 tasks trains
+    the same classifiers (a reservoir over the rank files would depend on how files were split).
+    Memory is bounded by 2k records (pruned to the k smallest whenever it doubles).
+    """
+    kept: list[tuple[int, bytes]] = []
     for rank in range(world_size):
         path = folder / f"{rank:05d}.jsonl"
         if not path.is_file():
             continue
-        with open(path, encoding="utf-8") as fh:
+        with open(path, "rb") as fh:
             for line in fh:
-                seen += 1
-                if len(sample) < k:
-                    sample.append(json.loads(line))
-                else:
-                    j = rng.randrange(seen)
-                    if j < k:
-                        sample[j] = json.loads(line)
-    return sample
+                rec = json.loads(line)
+                key = xxhash.xxh64_intdigest(f"{rec.get('id')}\0{rec.get('text')}", seed)
+                kept.append((key, line))  # the raw line breaks ties between identical (id, text)
+                if len(kept) >= 2 * max(k, 1):
+                    kept = sorted(kept)[:k]
+    return [json.loads(line) for _, line in sorted(kept)[:k]]
 
 
 def train_models(cfg: CurateConfig, filtered_dir: Path, models_dir: Path) -> dict[str, Any]:

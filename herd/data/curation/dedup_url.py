@@ -4,12 +4,13 @@ Three parts, because "most recent" needs a global view:
 1. `UrlRecordStep` (per task, passes documents through): writes (url hash, timestamp, index) per
    document to `url/records-<rank>.npy`;
 2. `resolve_url_duplicates` (one process): groups by URL hash, keeps the record with the largest
-   timestamp (ties: the larger (rank, index), i.e. the later-read copy), writes each rank's losing indices;
+   timestamp (ties: the larger hash of id and text, so the survivor does not depend on how documents
+   were split over tasks; then the larger (rank, index)), writes each rank's losing indices;
 3. `UrlFilterStep` (per task, same document order): drops the losers.
 
 URLs are normalised first (scheme and host lower-cased, default port and fragment dropped), then hashed
 to 64 bits (xxh64; a collision among 10^9 URLs has probability ~3e-2, acceptable for dedup). Memory
-of step 2 is 20 bytes per document (a numpy lexsort), so 100M documents fit in a few GiB.
+of step 2 is 28 bytes per document (a numpy lexsort), so 100M documents fit in a few GiB.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from datatrove.data import Document
 
 from herd.data.curation.steps import HerdStep
 
-RECORD_DTYPE = np.dtype([("url", "<u8"), ("time", "<f8"), ("idx", "<u4")])
+RECORD_DTYPE = np.dtype([("url", "<u8"), ("time", "<f8"), ("key", "<u8"), ("idx", "<u4")])
 
 
 def normalize_url(url: str) -> str:
@@ -65,13 +66,14 @@ class UrlRecordStep(HerdStep):
     step_name = "url_record"
 
     def begin(self, rank: int, world_size: int) -> None:
-        # compact arrays (16 bytes per document), not a list of tuples (~150 bytes per document)
-        self._urls, self._times = array("Q"), array("d")
+        # compact arrays (24 bytes per document), not a list of tuples (~150 bytes per document)
+        self._urls, self._times, self._keys = array("Q"), array("d"), array("Q")
 
     def process(self, doc: Document, rank: int) -> Document | None:
         url = normalize_url(doc.metadata.get("url") or doc.id)
         self._urls.append(xxhash.xxh64_intdigest(url))
         self._times.append(to_epoch(doc.metadata.get("timestamp", 0)))
+        self._keys.append(xxhash.xxh64_intdigest(f"{doc.id}\0{doc.text}"))
         return doc
 
     def end(self, rank: int):
@@ -80,6 +82,7 @@ class UrlRecordStep(HerdStep):
         rec = np.zeros(len(self._urls), dtype=RECORD_DTYPE)
         rec["url"] = np.frombuffer(self._urls, dtype=np.uint64)
         rec["time"] = np.frombuffer(self._times, dtype=np.float64)
+        rec["key"] = np.frombuffer(self._keys, dtype=np.uint64)
         rec["idx"] = np.arange(len(rec), dtype=np.uint32)
         np.save(path, rec)
         return iter(())
@@ -96,8 +99,8 @@ def resolve_url_duplicates(url_dir: str | Path, world_size: int) -> dict[str, in
         ranks.append(np.full(len(rec), rank, dtype=np.uint32))
     rec = np.concatenate(parts) if parts else np.zeros(0, dtype=RECORD_DTYPE)
     rank_of = np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.uint32)
-    # sort by url, then time, rank, index: the last row of each url group is the winner
-    order = np.lexsort((rec["idx"], rank_of, rec["time"], rec["url"]))
+    # sort by url, then time, content key, rank, index: the last row of each url group is the winner
+    order = np.lexsort((rec["idx"], rank_of, rec["key"], rec["time"], rec["url"]))
     urls = rec["url"][order]
     is_last = np.ones(len(order), dtype=bool)
     if len(order) > 1:

@@ -31,8 +31,9 @@ What it does:
     holding most paragraph text" fallback was tried: on the labeled set it traded recall for
     precision at equal F1, so it was left out);
   * keeps code verbatim: <pre> blocks keep their newlines and indentation;
-  * keeps math: MathML becomes its TeX annotation or alttext as ``$...$`` (or its linearized
-    text when it has neither); MathJax ``<script type="math/tex">`` becomes ``$...$``
+  * keeps math: MathML becomes its TeX annotation or alttext as ``$...$`` (or, when it has
+    neither, TeX converted from its presentation elements: ``mathml.py``); MathJax
+    ``<script type="math/tex">`` becomes ``$...$``
     (``$$...$$`` for display mode); TeX written in the text (``$...$``, ``\\(...\\)``) is text
     and is left alone; images keep their alt text (Wikipedia-style math images carry TeX there);
   * removes markdown markers from prose lines (``# ``, ``> ``, bullets, ``**``,
@@ -339,15 +340,12 @@ class _Walker:
                 self.lines.append(_CODE_MARK + raw.rstrip())
 
     def _math(self, node: LexborNode) -> None:
-        tex = None
-        for ann in node.css("annotation"):
-            if "tex" in (ann.attributes.get("encoding") or "").lower():
-                tex = ann.text(deep=True)
-                break
-        tex = tex or node.attributes.get("alttext")
+        from herd.data.curation.mathml import mathml_to_tex, tex_annotation
+
+        # the author's TeX first (annotation, then alttext); else TeX converted from the MathML elements
+        tex = tex_annotation(node) or node.attributes.get("alttext")
         if tex is None:
-            tex = " ".join(t for t in (n.text(deep=False) for n in node.iter(include_text=True)) if t and t.strip())
-            tex = tex or (node.text(deep=True) or "")
+            tex = mathml_to_tex(node) or (node.text(deep=True) or "")
         tex = _WS.sub(" ", tex).strip()
         if not tex:
             return

@@ -3,7 +3,8 @@
 Stages (datatrove's design, run by the curation pipeline): 1. signatures per task (this module's
 `HerdMinhashSignature`, a subclass of datatrove's `MinhashDedupSignature` writing its file format);
 2. `MinhashDedupBuckets` (one task per band: sort-merge the band's signatures, emit duplicate pairs);
-3. `MinhashDedupCluster` (one task: union-find over pairs, keep one document per cluster);
+3. `HerdMinhashCluster` (one task: union-find over pairs, keep one document per cluster: the one with
+   the smallest hash of id and text, so the survivor does not depend on how documents were split);
 4. removal (`MinhashRemoveStep` below, which reads the `.remove` ids and counts/records removals).
 
 **Parameters** (defaults = FineWeb's, the closest published recipe to the paper's intent; the Llama 3
@@ -26,6 +27,7 @@ and combining n-grams in numpy is several times faster (see benchmarks/curation_
 from __future__ import annotations
 
 import re
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import numpy as np
 import xxhash
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.dedup.minhash import MinhashConfig as DTMinhashConfig
+from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.dedup.minhash import MinhashDedupSignature
 from datatrove.utils.hashing import HashConfig
 from datatrove.utils.word_tokenizers import WordTokenizer
@@ -134,10 +137,11 @@ class HerdMinhashSignature(MinhashDedupSignature):
     name = "MinHash signatures (herd)"
 
     def __init__(self, output_folder: str | Path, bands: int = 14, rows: int = 8, ngram: int = 5, seed: int = 1,
-                 per_language: bool = True) -> None:
+                 per_language: bool = True, keys_folder: str | Path | None = None) -> None:
         super().__init__(str(output_folder), config=datatrove_config(bands, rows, ngram, seed), language=_RegexWords())
         self.hasher = MinHasher(bands, rows, ngram, seed)
         self.per_language = per_language
+        self.keys_folder = str(keys_folder) if keys_folder else None
         self._lang = ""
 
     def get_shingles(self, text: str) -> np.ndarray:
@@ -150,12 +154,85 @@ class HerdMinhashSignature(MinhashDedupSignature):
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1):
         # datatrove's run() computes the signature of each document right after pulling it from `data`,
         # so recording the language here, as the document passes, keys that document's hashes.
+        keys = array("Q")
+
         def tagged():
             for doc in data or ():
                 self._lang = doc.metadata.get("lang", "") if self.per_language else ""
+                keys.append(document_key(doc))
                 yield doc
+            if self.keys_folder:  # every document was read: its keys, by index, for the cluster stage
+                folder = Path(self.keys_folder)
+                folder.mkdir(parents=True, exist_ok=True)
+                np.save(folder / f"{rank:05d}.npy", np.frombuffer(keys, dtype=np.uint64))
 
         return super().run(tagged(), rank, world_size)
+
+
+def document_key(doc: Document) -> int:
+    """Which copy of a near-duplicate cluster survives: the one with the smallest key, a hash of id and
+    text, so the survivor is the same however the documents were split over tasks."""
+    return xxhash.xxh64_intdigest(f"{doc.id}\0{doc.text}")
+
+
+class HerdMinhashCluster(PipelineStep):
+    """Stage 3 (one task): union-find over datatrove's duplicate pairs; per cluster, keep the document with
+    the smallest `document_key` and write the others' indices to `<rank:06d>.remove` (datatrove's format).
+
+    datatrove's own cluster step keeps the union-find root, which depends on the (task, index) numbering,
+    so the curated output would depend on `tasks`; the clusters themselves do not.
+    """
+
+    type = "herd"
+    name = "MinHash clusters (herd)"
+
+    def __init__(self, input_folder: str | Path, output_folder: str | Path, keys_folder: str | Path) -> None:
+        super().__init__()
+        self.input_folder, self.output_folder = str(input_folder), str(output_folder)
+        self.keys_folder = str(keys_folder)
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from datatrove.utils.binaryio import read_tuples_from_file
+
+        parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+        def find(x: tuple[int, int]) -> tuple[int, int]:
+            root = x
+            while parent.setdefault(root, root) != root:
+                root = parent[root]
+            while parent[x] != root:  # path compression
+                parent[x], x = root, parent[x]
+            return root
+
+        for path in sorted(Path(self.input_folder).glob("*.dups")):
+            with open(path, "rb") as fh:
+                for f1, d1, f2, d2 in read_tuples_from_file(fh, "4I", lines_to_buffer=5):
+                    ra, rb = find((f1, d1)), find((f2, d2))
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+        clusters: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for node in list(parent):
+            clusters.setdefault(find(node), []).append(node)
+        keys: dict[int, np.ndarray] = {}
+
+        def key(node: tuple[int, int]) -> tuple[int, int, int]:
+            if node[0] not in keys:
+                keys[node[0]] = np.load(Path(self.keys_folder) / f"{node[0]:05d}.npy")
+            return int(keys[node[0]][node[1]]), node[0], node[1]
+
+        remove: dict[int, list[int]] = {}
+        for members in clusters.values():
+            keep = min(members, key=key)
+            for f, d in members:
+                if (f, d) != keep:
+                    remove.setdefault(f, []).append(d)
+        out = Path(self.output_folder)
+        out.mkdir(parents=True, exist_ok=True)
+        for f, docs in sorted(remove.items()):
+            np.asarray(sorted(docs), dtype="<u4").tofile(out / f"{f:06d}.remove")
+            self.stat_update("to_remove", value=len(docs))
+        self.stat_update("clusters", value=len(clusters))
+        yield from ()
 
 
 class MinhashRemoveStep(HerdStep):

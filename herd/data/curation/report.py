@@ -14,7 +14,8 @@ from herd.data.curation.minhash import similarity_at
 STEP_ORDER = [("filter", "read"), ("filter", "extract"), ("filter", "empty"), ("filter", "blocklist"),
               ("filter", "langid"), ("filter", "pii"), ("filter", "empty_final"), ("dedup", "url_dedup"),
               ("final", "minhash"), ("final", "line_dedup"), ("final", "filters"), ("final", "classify")]
-HIDDEN = {("filter", "url_record"), ("final", "url_dedup"), ("final", "record")}  # bookkeeping / replays
+HIDDEN = {("filter", "url_record"), ("final", "url_dedup"), ("final", "record"),  # bookkeeping / replays
+          ("lines", "url_dedup"), ("lines", "minhash"), ("lines", "line_signature")}
 
 
 def step_counts(out: Path) -> dict[tuple[str, str], Counter]:
@@ -125,6 +126,8 @@ def write_report(cfg: CurateConfig, out: Path, summary: dict[str, Any]) -> Path:
         why = ", ".join(f"{k}: {v}" for k, v in sorted(c.items()) if k.startswith(("removed:", "rejected:")))
         L.append(f"| {key[0]} | {key[1]} | {c.get('in', 0)} | {c.get('kept', 0)} | {why or '-'} |")
     ld = counts.get(("final", "line_dedup"), Counter())
+    lf = Path(out / "work" / "lines" / "frequent" / "summary.json")
+    ld["frequent_line_hashes"] = json.loads(lf.read_text())["frequent_line_hashes"] if lf.is_file() else 0
     pii = counts.get(("filter", "pii"), Counter())
     L += ["", f"Line dedup removed {ld.get('lines_removed', 0)} lines ({ld.get('chars_removed', 0)} characters; "
               f"{ld.get('frequent_line_hashes', 0)} distinct lines seen more than {cfg.line_dedup.max_count} times "
