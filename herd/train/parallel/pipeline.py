@@ -85,8 +85,8 @@ class SchedulesByShape:
     """One schedule (with its own stages) per micro-batch shape, built on first use.
 
     Why: torch's PipelineStage infers the shapes of its received and sent activations on its first
-    step and reuses those buffers on every later step, so a stage built for (2, 64) fails on (1, 128)
-    when the batch ramp switches stage. Every pipeline rank sees the same global batch, so all ranks
+    step (again only on a train/eval switch) and reuses those buffers on every later step, so a stage
+    built for (2, 64) fails on (1, 128) when the batch ramp switches stage. Every pipeline rank sees the same global batch, so all ranks
     build (and shape-infer) the same schedule at the same step. Stages only wrap the rank's modules:
     parameters, gradients and optimizer state are shared by all schedules.
     """
