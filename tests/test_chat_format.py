@@ -468,7 +468,8 @@ def test_chatml_matches_transformers_template_rendering(chatml, smollm2_tokenize
     (transformers' GGUF tokenizer loader is not used: it builds SmolLM2 without the `smollm`
     pre-tokenizer's digit splitting, so its ids differ from llama.cpp's and the HF repo's.)
     """
-    chat_template_utils = pytest.importorskip("transformers.utils.chat_template_utils")
+    from transformers.utils import chat_template_utils  # the [test] extra: always there when tests run
+
     template = smollm2_meta["tokenizer.chat_template"]
     for messages in CHATML_DIALOGS.values():
         dicts = [{"role": m.role, "content": m.content} for m in messages]

@@ -19,7 +19,9 @@ import herd
 from herd.infer import cpu_kernels
 from herd.infer.quant_int4 import Int4Linear, quantize_groups, quantize_int4
 
-pytestmark = pytest.mark.skipif(not cpu_kernels.available(), reason="no C++ compiler to build the CPU kernels")
+pytestmark = pytest.mark.optional_extra(
+    "cpu_kernels", cpu_kernels.available(), "a C++ compiler (g++ or clang++) builds herd's CPU kernels on first use"
+)
 
 SHAPES = [(960, 576, 1), (50, 64, 3), (576, 1536, 7), (16, 32, 5)]  # N not a multiple of 16; M tails of 4
 
@@ -123,8 +125,7 @@ def test_layer_backends_agree_and_the_fallback_is_aten(monkeypatch: pytest.Monke
 
 def test_smollm2_int4_keeps_its_perplexity() -> None:
     """Real weights on real text: int4 with int8 activations costs about what ATen's bf16 path does."""
-    text = next(Path(__file__).resolve().parents[2].glob("shared/seeds/002_*.txt"), None)
-    passage = text.read_text()[2000:6000] if text else Path(herd.__file__).parents[1].joinpath("README.md").read_text()
+    passage = Path(herd.__file__).resolve().parents[1].joinpath("README.md").read_text()  # in the repository
     nll = {}
     for backend in (None, "aten", "herd"):
         loaded = herd.load_model("smollm2-135m-instruct", dtype=torch.float32)
@@ -134,7 +135,7 @@ def test_smollm2_int4_keeps_its_perplexity() -> None:
         with torch.no_grad():
             logits = loaded.model(ids[:, :-1])[0]
         nll[backend] = F.cross_entropy(logits.float(), ids[0, 1:]).item()
-    assert nll["herd"] - nll[None] < 0.12, nll        # measured: +0.05 nats here (ppl 22.7 -> 23.9 over 2k tokens)
+    assert nll["herd"] - nll[None] < 0.12, nll        # measured: +0.07 nats on the README (4.23 -> 4.30)
     assert abs(nll["herd"] - nll["aten"]) < 0.03, nll  # int8 activations add ~0.003 nats
     assert math.isfinite(nll["herd"])
 

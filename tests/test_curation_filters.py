@@ -253,7 +253,6 @@ def test_decisions_agree_with_datatrove(monkeypatch) -> None:
     spaCy is not installed) and a regex sentence splitter for C4."""
     import re
 
-    pytest.importorskip("datatrove")
     from datatrove.data import Document
     from datatrove.pipeline.filters import (
         c4_filters,

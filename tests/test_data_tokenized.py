@@ -108,7 +108,7 @@ def test_malformed_json_lines_are_counted_and_skipped(tmp_path: Path, llama3_tok
 
 
 def test_parquet_input(tmp_path: Path, llama3_tokenizer) -> None:
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"content": TEXTS + [None], "n": list(range(len(TEXTS) + 1))}), tmp_path / "in.parquet")

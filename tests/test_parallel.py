@@ -4,6 +4,8 @@ Three torchrun launches (2, 4 and 8 processes) train the tiny byte-level model u
 the per-step losses, gradient norms and validation losses must equal the single-process trainer's
 (float32; tolerance 1e-5, the order of reductions differs). The 4-process launch also resumes
 checkpoints across layouts: FSDP (2 ranks) -> TP x PP (4 ranks), and single-process -> FSDP x TP.
+The 2-process launch also trains the paper's batch ramp (the sequence length and micro-batch size
+change mid-run) under FSDP, TP and both pipeline schedule kinds.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ FOUR = {
     "tp_cp": ["dp_shard=1", "tp=2", "cp=2"],
     "pp_cp": ["dp_shard=1", "pp=2", "cp=2"],
 }
+# The batch ramp: step 1 at 8 x 64 in micro-batches of 4, then 4 x 128 in micro-batches of 2, so every
+# layout's micro-batch shape changes mid-run. The switch falls between two training steps with no
+# validation between them: torch's pipeline schedules re-infer stage shapes on a train/eval switch,
+# which would hide stale shapes.
+RAMP = ("schedule.stages=[{after_tokens = 0, batch_size = 8, seq_len = 64, micro_batch_size = 4}, "
+        "{after_tokens = 512, batch_size = 4, seq_len = 128, micro_batch_size = 2}]")
+RAMPED = {
+    "ramp_fsdp": TWO["fsdp"],
+    "ramp_tp": TWO["tp"],
+    "ramp_pp_1f1b": TWO["pp_1f1b"],
+    "ramp_pp_interleaved": [*TWO["pp_interleaved"], "pp_microbatches=2"],
+}
 EIGHT = {  # 3D: 8 processes on the 2 CI cores, ~40 s
     "fsdp_tp_pp": ["dp_shard=2", "tp=2", "pp=2"],
     "cp_tp_pp": ["dp_shard=1", "cp=2", "tp=2", "pp=2"],
@@ -85,6 +99,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(load_config(TINY, common + [f"run.out_dir={root / 'single_bf16'}", "run.dtype=bfloat16"]))
     init_from = f"run.init_from={root / 'single/checkpoints/step_00000002'}"
     train(load_config(TINY, common + [f"run.out_dir={root / 'single_init'}", init_from]))
+    train(load_config(TINY, common + [f"run.out_dir={root / 'single_ramp'}", RAMP]))
 
     def run(name: str, sets: list[str], resume: str | None = None, extra: tuple[str, ...] = ()) -> dict:
         return {"name": name, "sets": [f"run.out_dir={root / name}", *extra] + [f"parallel.{s}" for s in sets],
@@ -94,7 +109,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tp_init = run("tp_init_from", TWO["tp"], extra=(init_from,))
     compiled = run("fsdp_compiled", TWO["fsdp"], extra=("run.compile=true",))  # per-block torch.compile
     checkpointed = run("fsdp_activation_checkpointing", TWO["fsdp"], extra=("run.activation_checkpointing=true",))
-    extra_runs = [bf16, tp_init, compiled, checkpointed]
+    ramps = [run(name, sets, extra=(RAMP,)) for name, sets in RAMPED.items()]
+    extra_runs = [bf16, tp_init, compiled, checkpointed, *ramps]
     _torchrun(2, {"overrides": common, "runs": [run(n, s) for n, s in TWO.items()] + extra_runs}, root, "two")
     resumes = [
         run("resume_fsdp_as_tp_pp", FOUR["tp_pp"], str(root / "fsdp/checkpoints/step_00000002")),
@@ -113,7 +129,10 @@ def _assert_same_run(got_dir: Path, want_dir: Path, first_step: int = 1, toleran
         assert abs(r["loss"] - want[r["step"]]["loss"]) < tolerance, (got_dir.name, r["step"], r["loss"])
         assert abs(r["grad_norm"] - want[r["step"]]["grad_norm"]) < tolerance * 10, (got_dir.name, r["step"])
     want_val = {r["step"]: r["val_loss"] for r in _records(want_dir, "val")}
-    for r in _records(got_dir, "val"):
+    got_val = _records(got_dir, "val")
+    assert want_val, f"{want_dir.name} logged no validation"
+    assert [r["step"] for r in got_val] == [s for s in sorted(want_val) if s >= first_step], got_dir.name
+    for r in got_val:
         assert abs(r["val_loss"] - want_val[r["step"]]) < tolerance, (got_dir.name, "validation", r["step"])
 
 
@@ -136,6 +155,13 @@ def test_fsdp_mixed_precision_stays_close_to_autocast(runs: Path) -> None:
     # FSDP computes with bf16 weights (float32 master + reduction), one process with bf16 autocast
     # over float32 weights: the same recipe with differently placed roundings, ~1e-3 apart here
     _assert_same_run(runs / "fsdp_bf16", runs / "single_bf16", tolerance=1e-2)
+
+
+@pytest.mark.parametrize("layout", list(RAMPED))
+def test_the_batch_ramp_trains_like_one_process_under_each_parallelism(runs: Path, layout: str) -> None:
+    shapes = [(r["seq_len"], r["batch_size"]) for r in _records(runs / layout, "train")]
+    assert shapes == [(64, 8), (128, 4), (128, 4), (128, 4)]  # the ramp really switched mid-run
+    _assert_same_run(runs / layout, runs / "single_ramp")
 
 
 @pytest.mark.parametrize("layout", list(FOUR))
@@ -196,7 +222,12 @@ def _rank_pid(parent: int, rank: int) -> int | None:
     return None
 
 
-def _launch_and_break_rank(tmp_path: Path, sig: signal.Signals, timeout_s: int) -> tuple[int, float, str]:
+def _launch_and_break_rank(tmp_path: Path, sig: signal.Signals, timeout_s: int, exit_within_s: int) -> tuple[int, str]:
+    """Start 2-rank training, send `sig` to rank 1 once a step is logged, return (exit code, output).
+
+    Event-driven: waits for the metrics record, then for the job to exit; `exit_within_s` is only an
+    upper bound that turns a hang into a failure.
+    """
     sources = write_byte_shards(tmp_path / "data")
     sets = tiny_overrides(sources, tmp_path / "run") + [
         "run.max_steps=100000", "schedule.decay_steps=100000", "checkpoint.interval=0", "eval.interval=0",
@@ -208,37 +239,39 @@ def _launch_and_break_rank(tmp_path: Path, sig: signal.Signals, timeout_s: int) 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.monotonic() + 180
-    while proc.poll() is None and time.monotonic() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            break
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and '"kind": "train"' in metrics.read_text()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no training step was logged; torchrun output:\n{proc.communicate()[0][-4000:]}")
         time.sleep(0.2)
     pid = _rank_pid(proc.pid, 1)
     if pid is None:
         proc.kill()
         pytest.fail(f"rank 1 not found; torchrun output:\n{proc.communicate()[0][-4000:]}")
-    start = time.monotonic()
     os.kill(pid, sig)
     try:
-        output, _ = proc.communicate(timeout=timeout_s + 120)
+        output, _ = proc.communicate(timeout=exit_within_s)
     except subprocess.TimeoutExpired:
         proc.kill()
-        pytest.fail("the job hung after a rank failed")
-    return proc.returncode, time.monotonic() - start, output
+        pytest.fail(f"the job was still running {exit_within_s} s after rank 1 got {sig.name}")
+    return proc.returncode, output
 
 
 def test_a_killed_rank_fails_the_job_fast_with_a_clear_message(tmp_path: Path) -> None:
-    code, elapsed, output = _launch_and_break_rank(tmp_path, signal.SIGKILL, timeout_s=60)
+    # the collective timeout (600 s) is far above the bound on the exit (300 s): an exit at all proves
+    # the dead rank was noticed (closed connection, torchrun's monitor) rather than waited out
+    code, output = _launch_and_break_rank(tmp_path, signal.SIGKILL, timeout_s=600, exit_within_s=300)
     assert code != 0
-    assert elapsed < 30, f"took {elapsed:.0f} s to fail"
     assert "another rank died" in output and "--resume auto" in output
     assert "SIGKILL" in output  # torchrun names the rank that died and how
+    assert "Timed out waiting" not in output
 
 
 def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint(tmp_path: Path) -> None:
     from herd.train import latest_checkpoint
 
-    code, _, output = _launch_and_break_rank(tmp_path, signal.SIGTERM, timeout_s=60)
+    code, output = _launch_and_break_rank(tmp_path, signal.SIGTERM, timeout_s=60, exit_within_s=300)
     assert code == 0, output[-3000:]
     assert "received a stop signal on another rank: saved" in output
     saved = latest_checkpoint(tmp_path / "run" / "checkpoints")
@@ -247,10 +280,10 @@ def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step_with_a_checkpoint
 
 def test_a_hung_rank_fails_the_job_after_the_timeout(tmp_path: Path) -> None:
     # ~45 s: the 10 s collective timeout, then torchrun's grace period before it SIGKILLs the stopped rank
-    code, elapsed, output = _launch_and_break_rank(tmp_path, signal.SIGSTOP, timeout_s=10)
+    code, output = _launch_and_break_rank(tmp_path, signal.SIGSTOP, timeout_s=10, exit_within_s=300)
     assert code != 0
-    assert 10 <= elapsed < 90, f"failed after {elapsed:.0f} s"
     assert "stopped responding for more than 10 s" in output
+    assert "Timed out waiting 10000ms" in output  # gloo's own word that the 10 s timeout, not a crash, ended it
 
 
 # ---------------------------------------------------------------------------------------- units
@@ -288,9 +321,13 @@ def test_bad_layouts_are_reported_before_compute() -> None:
     problems = " | ".join(layout_problems(
         MeshSizes(tp=4, pp=4, cp=3), ParallelSection(pp_schedule="Zigzag"), model, [(100, 6, 6)]
     ))
-    for expected in ("KV heads", "cannot fill", "2*cp", "Zigzag", "not divisible by the 1 data"[:10]):
+    pipeline = ("each rank's micro-batch of 6 sequences is not divisible by the 4 pipeline micro-batches "
+                "(parallel.pp_microbatches) (seq_len 100, batch 6, micro_batch 6)")
+    for expected in ("KV heads", "cannot fill", "2*cp", "Zigzag", pipeline):
         assert expected in problems, problems
-    assert layout_problems(MeshSizes(dp_shard=2), ParallelSection(), model, [(64, 8, 3)])[0].startswith("micro-batch of 3")
+    assert layout_problems(MeshSizes(dp_shard=2), ParallelSection(), model, [(64, 8, 3)]) == [
+        "micro-batch of 3 sequences is not divisible by the 2 data-parallel ranks (seq_len 64, batch 8, micro_batch 3)"
+    ]
 
 
 def test_parallel_sizes_without_torchrun_say_how_to_launch(monkeypatch: pytest.MonkeyPatch) -> None:

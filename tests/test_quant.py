@@ -25,8 +25,6 @@ from herd.infer.quant import (
 from herd.model import Transformer, get_config, init_weights
 from herd.model.transformer import FeedForward
 
-needs_fp8 = pytest.mark.skipif(not hasattr(torch, "float8_e4m3fn"), reason="torch has no float8_e4m3fn")
-
 
 def llama_shaped(n_layers: int = 6, *, strong_ffn: bool = True, seed: int = 0) -> Transformer:
     """A small Llama-shaped model. `strong_ffn`: FFN weights N(0, 1/fan_in) instead of the pretraining
@@ -57,7 +55,7 @@ def test_unknown_mode_lists_modes():
         quantize_model(llama_shaped(3), "int4")
 
 
-@pytest.mark.parametrize("mode", ["int8", pytest.param("fp8", marks=needs_fp8)])
+@pytest.mark.parametrize("mode", ["int8", "fp8"])
 def test_quantize_twice_is_an_error(mode):
     model = quantize_model(llama_shaped(3), mode)
     assert quantization_of(model).startswith(mode)
@@ -93,7 +91,6 @@ def test_layer_selection():
 # -------------------------------------------------------------------------------------------- fp8
 
 
-@needs_fp8
 def test_fp8_replaces_only_ffn_of_inner_layers():
     base = llama_shaped(5).to(torch.bfloat16)
     model = quantize_model(copy.deepcopy(base), "fp8")
@@ -118,7 +115,6 @@ def test_fp8_replaces_only_ffn_of_inner_layers():
                                getattr(base.layers[i].feed_forward, name).weight)
 
 
-@needs_fp8
 def test_fp8_logits_close_to_bf16():
     torch.manual_seed(0)
     bf16 = llama_shaped(6).to(torch.bfloat16)
@@ -159,7 +155,6 @@ def _fp8_reference(x: torch.Tensor, w: torch.Tensor, scale_ub: float | None) -> 
     return (xq * sx) @ (wq * sw).t()
 
 
-@needs_fp8
 def test_round_e4m3_reference_agrees_with_its_own_definition():
     # sanity of the hand-written rounding: representable values are fixed points, midpoints go to even
     assert _round_e4m3(torch.tensor([448.0, 1.125, 2.0**-9, 3 * 2.0**-9, 0.0], dtype=torch.float64)).tolist() == [
@@ -167,7 +162,6 @@ def test_round_e4m3_reference_agrees_with_its_own_definition():
     assert _round_e4m3(torch.tensor([1.0625, 1.1875, 2.0**-10], dtype=torch.float64)).tolist() == [1.0, 1.25, 0.0]
 
 
-@needs_fp8
 def test_fp8_linear_matches_independent_reference():
     torch.manual_seed(1)
     lin = nn.Linear(96, 48, bias=False)
@@ -190,7 +184,6 @@ def test_fp8_linear_matches_independent_reference():
     assert out3.shape == (1, 7, 48) and torch.equal(out3[0], out)
 
 
-@needs_fp8
 def test_fp8_scale_bound():
     """The 1200 bounds the per-token amax the dynamic scale is computed from (FBGEMM's scale_ub)."""
     bound_scale = FP8_SCALE_UB / FP8_MAX  # largest dequantization scale an activation row can get
@@ -226,7 +219,6 @@ def test_fp8_scale_bound():
     assert torch.isfinite(q(x)).all()
 
 
-@needs_fp8
 def test_fp8_fused_ffn_equals_module_composition():
     torch.manual_seed(3)
     ffn = FeedForward(64, 160)
@@ -246,7 +238,7 @@ def test_fp8_fused_ffn_equals_module_composition():
     assert torch.equal(fused(x), before)
 
 
-@pytest.mark.parametrize("mode", ["int8", pytest.param("fp8", marks=needs_fp8)])
+@pytest.mark.parametrize("mode", ["int8", "fp8"])
 def test_quantize_and_fuse_projections_in_either_order(mode):
     base = llama_shaped(4)
     tokens = torch.randint(0, 4096, (1, 9))
@@ -261,7 +253,6 @@ def test_quantize_and_fuse_projections_in_either_order(mode):
         assert memory_report(fused_then_quantized).original_bytes == memory_report(quantized_then_fused).original_bytes
 
 
-@needs_fp8
 def test_fp8_weights_survive_dtype_moves():
     model = quantize_model(llama_shaped(3), "fp8").to(torch.bfloat16)
     lin = model.layers[1].feed_forward.w1

@@ -144,7 +144,6 @@ def test_activation_checkpointing_changes_nothing_but_memory(sources, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("HERD_SLOW_TESTS") != "1", reason="slow (compiles): HERD_SLOW_TESTS=1")
 def test_torch_compile_gives_the_same_losses(sources, tmp_path):
     sets = ("run.max_steps=3", "run.dtype=float32", "eval.interval=0")
     train(config(sources, tmp_path / "plain", *sets))
@@ -261,7 +260,6 @@ def test_weight_decay_applies_to_matrices_only(sources, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("HERD_SLOW_TESTS") != "1", reason="slow (~1 min): HERD_SLOW_TESTS=1")
 def test_tiny_recipe_learns_real_llama3_tokens(tmp_path):
     """configs/pretrain/tiny.toml as shipped (128,256 vocabulary, the llama3 mix) on the local corpus."""
     from herd.data.local_corpus import build_local_corpus

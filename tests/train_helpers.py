@@ -52,3 +52,31 @@ def tiny_overrides(sources: dict[str, str], out_dir: Path, **extra: object) -> l
     ]
     sets += [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
     return sets
+
+
+# `herd pretrain` that stops still (without exiting) before step `pause_at + 1`: it writes `marker`
+# and then waits forever, so a test can SIGKILL it at a known point of the run instead of racing it.
+_PAUSING_CLI = """
+import sys, threading
+from pathlib import Path
+from herd.train.trainer import TrainHooks
+
+pause_at, marker = int(sys.argv[1]), Path(sys.argv[2])
+
+def on_step_start(self, trainer, step):
+    if step == pause_at:
+        marker.write_text(str(step))
+        threading.Event().wait()
+
+TrainHooks.on_step_start = on_step_start
+from herd.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def pausing_herd_command(pause_at: int, marker: Path, herd_args: list[str]) -> list[str]:
+    """`python -m herd.cli *herd_args`, except that training halts once `pause_at` steps are done
+    (their metrics logged, their checkpoints committed) and `marker` appears."""
+    import sys
+
+    return [sys.executable, "-c", _PAUSING_CLI, str(pause_at), str(marker), *herd_args]

@@ -10,6 +10,7 @@ mesh order and the checks made before any compute.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -159,13 +160,13 @@ class DistributedPlan:
             part.init_rope_buffer()
         self.parts = parts
         if self.sizes.pp > 1:
-            from herd.train.parallel.pipeline import build_schedule
+            from herd.train.parallel.pipeline import SchedulesByShape, build_schedule
 
             microbatches = section.pp_microbatches or n_stages
-            self.schedule = build_schedule(
-                section.pp_schedule, parts, self.stage_ids, n_stages, self.mesh["pp"].get_group(), device,
-                microbatches, self._pipeline_loss,
-            )
+            self.schedule = SchedulesByShape(functools.partial(
+                build_schedule, section.pp_schedule, parts, self.stage_ids, n_stages, self.mesh["pp"].get_group(),
+                device, microbatches, self._pipeline_loss,
+            ))
         return parts[0] if len(parts) == 1 else nn.ModuleList(parts)
 
     def compile(self, model: nn.Module) -> nn.Module:
@@ -249,11 +250,12 @@ class DistributedPlan:
         args = (batch.inputs,) if first else ()
         target = batch.targets if last else None
         losses: list[torch.Tensor] = []  # one per pipeline micro-batch, filled on the last stage
+        schedule = self.schedule.for_inputs(batch.inputs)  # the ramp changes shapes: one schedule per shape
         with autocast(self.device, autocast_dtype), self._loss_context():
             if train:
-                self.schedule.step(*args, target=target, losses=losses, return_outputs=False, **batch.model_kwargs)
+                schedule.step(*args, target=target, losses=losses, return_outputs=False, **batch.model_kwargs)
             else:
-                self.schedule.eval(*args, target=target, losses=losses, **batch.model_kwargs)
+                schedule.eval(*args, target=target, losses=losses, **batch.model_kwargs)
         total = (torch.stack([_local(x.detach()) for x in losses]).sum() * n_targets if losses
                  else torch.zeros((), device=self.device))
         dist.all_reduce(total, group=self.mesh["pp"].get_group())  # only the last stage has the loss

@@ -5,7 +5,10 @@ first stage, no `norm`/`output` before the last, `layers` a ModuleDict keyed by 
 index), so parameter names, and therefore distributed checkpoints, are identical for every layout.
 With `pp_stages_per_rank = v` each rank holds v stages (looped placement: rank r holds stages r,
 r + pp, ...) for the interleaved 1F1B schedule; `pp_microbatches` sets how many micro-batches flow
-through the pipeline per step (the paper's tunable N).
+through the pipeline per step (the paper's tunable N). A stage learns the shapes of the activations it
+sends and receives on its first step and keeps them, so `SchedulesByShape` holds one schedule per
+micro-batch shape: the batch ramp (longer sequences, other micro-batch sizes) and evaluation batches
+get their own.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from torch.distributed.pipelining.schedules import (
 )
 
 from herd.model import Transformer
+
+Schedule = PipelineScheduleSingle | PipelineScheduleMulti
 
 SCHEDULES: dict[str, type] = {
     "GPipe": ScheduleGPipe,
@@ -62,7 +67,7 @@ def build_schedule(
     device: torch.device,
     n_microbatches: int,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-) -> PipelineScheduleSingle | PipelineScheduleMulti:
+) -> Schedule:
     """The schedule object that runs forward/backward of this rank's stages for one batch.
 
     `scale_grads=False`: the loss function already divides by the global number of trained targets
@@ -74,3 +79,25 @@ def build_schedule(
     if issubclass(cls, PipelineScheduleMulti):
         return cls(stages, n_microbatches=n_microbatches, loss_fn=loss_fn, scale_grads=False)
     return cls(stages[0], n_microbatches=n_microbatches, loss_fn=loss_fn, scale_grads=False)
+
+
+class SchedulesByShape:
+    """One schedule (with its own stages) per micro-batch shape, built on first use.
+
+    Why: torch's PipelineStage infers the shapes of its received and sent activations on its first
+    step (again only on a train/eval switch) and reuses those buffers on every later step, so a stage
+    built for (2, 64) fails on (1, 128) when the batch ramp switches stage. Every pipeline rank sees the same global batch, so all ranks
+    build (and shape-infer) the same schedule at the same step. Stages only wrap the rank's modules:
+    parameters, gradients and optimizer state are shared by all schedules.
+    """
+
+    def __init__(self, build: Callable[[], Schedule]) -> None:
+        self._build = build
+        self._by_shape: dict[tuple[int, ...], Schedule] = {}
+
+    def for_inputs(self, inputs: torch.Tensor) -> Schedule:
+        """The schedule for a batch of `inputs` (token ids: rows x sequence length on this rank)."""
+        key = tuple(inputs.shape)
+        if key not in self._by_shape:
+            self._by_shape[key] = self._build()
+        return self._by_shape[key]
