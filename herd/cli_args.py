@@ -25,7 +25,7 @@ DEVICES = ("auto", "cpu", "cuda")
 EXTRA_OF_MODULE = {
     "fastapi": "serve", "uvicorn": "serve", "starlette": "serve", "anyio": "serve", "prometheus_client": "serve",
     "datatrove": "data", "selectolax": "data", "fasttext": "data", "pyarrow": "data", "xxhash": "data",
-    "orjson": "data", "tomli_w": "data", "ray": "data",
+    "orjson": "data", "ray": "ray",
     "tensorboard": "train", "matplotlib": "train",
 }
 

@@ -71,6 +71,18 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: s
         assert text in lines[0], lines[0]
 
 
+def herd_in_process(argv: list[str], capsys: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess[str]:
+    """`main(argv)` as a finished process (argparse's errors exit): the same checks, no interpreter start-up.
+    Any exception other than the exit escapes, so a traceback still fails the test."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code  # type: ignore[assignment]
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["herd", *argv], code, out.out, out.err)
+
+
 SIZES = "llama3-8b, llama3-70b"  # the start of the list of named sizes the message gives
 BAD_INPUT = {
     "unknown size": (["generate", "--model", "random:llama3-nope", "--prompt", "x"],
@@ -92,9 +104,15 @@ BAD_INPUT = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
-def test_bad_input_is_one_line_naming_the_choices(case: str) -> None:
+def test_bad_input_is_one_line_naming_the_choices(case: str, capsys: pytest.CaptureFixture[str]) -> None:
     argv, expected = BAD_INPUT[case]
-    assert_one_line_error(run_herd(*argv), *expected)
+    assert_one_line_error(herd_in_process(argv, capsys), *expected)
+
+
+def test_the_command_itself_answers_a_bad_size_and_dtype_in_one_line() -> None:
+    assert_one_line_error(run_herd("generate", "--model", "random:llama3-nope", "--prompt", "x"),
+                          "herd generate: error: unknown model size 'llama3-nope'", "llama3-tiny")
+    assert_one_line_error(run_herd("serve", "--dtype", "bf15"), "herd serve: error: argument --dtype", "bfloat16")
 
 
 def test_cuda_device_is_checked_before_loading() -> None:
