@@ -75,7 +75,9 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_out_arg(parser: argparse.ArgumentParser, default: str | None, help: str) -> None:
-    parser.add_argument("--out", default=default, required=default is None, help=help)
+    """`--out DIR`: required when there is no default, else the default is shown in --help."""
+    suffix = "" if default is None else " (default: %(default)s)"
+    parser.add_argument("--out", default=default, required=default is None, metavar="DIR", help=help + suffix)
 
 
 def torch_dtype(name: str):  # type: ignore[no-untyped-def]  # -> torch.dtype (torch imported on use)

@@ -10,9 +10,13 @@ a herd module (how `herd/cli.py` lists its command modules). Rules:
 - core imports only core (no stage, no facade, no command line) and holds no command-line module;
 - `herd.infer` and `herd.serve` never import `herd.train`; `herd.data` never imports `herd.train` or
   `herd.serve`;
-- no import cycle between packages: the units are the top-level packages/modules under `herd`, with
-  `herd.train.parallel` a unit of its own (so `herd.train` and `herd.train.parallel` cannot import
-  each other).
+- no import cycle that crosses a package boundary: within every package the direct children are the
+  nodes (a subpackage taken whole), so `herd.data` <-> `herd.eval` is a cycle, and so is
+  `herd.train.parallel` <-> any `herd.train` module (herd.train.parallel builds on herd.train's
+  config, checkpointing, init, loss and optim; only the trainer and the commands above it import
+  herd.train.parallel). Type-only imports never run and make no cycle.
+- every third-party import is installed by the core dependencies or by the package's extra
+  (pyproject.toml).
 
 `python tests/test_layering.py` prints the violations of the working tree.
 """

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from herd.cli_args import add_out_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -33,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     j.add_argument("config", help="TOML recipe (model, optimizer, data sources and mix)")
     j.add_argument("checkpoint", help="training checkpoint (or a directory of them) to anneal from")
     j.add_argument("new_data", help="token-shard directory of the candidate data (from `herd tokenize`)")
-    j.add_argument("--out", default="runs/judge", help="output directory (default: runs/judge)")
+    add_out_arg(j, "runs/judge", "output directory")
     j.add_argument("--tokens", type=int, required=True, help="annealing tokens for each of the two runs")
     j.add_argument("--share", type=float, default=0.3, help="candidate share of the annealing mix (default 0.3)")
     j.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
