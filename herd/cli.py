@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, CheckpointError, TokenizerError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
         return fail(prog, str(exc))
     except ModuleNotFoundError as exc:
-        extra = extra_for(exc)
+        extra = extra_for(exc, args.command)
         if extra is None:
             raise
         return fail(prog, missing_extra_message(extra, exc.name or "?"))

@@ -28,6 +28,9 @@ EXTRA_OF_MODULE = {
     "orjson": "data", "ray": "ray",
     "tensorboard": "train", "matplotlib": "train",
 }
+# The extra a command needs, named when one of its modules is missing (matplotlib, say, is in several).
+EXTRA_OF_COMMAND = {"serve": "serve", "corpus": "data", "tokenize": "data", "curate": "data", "pretrain": "train",
+                    "judge-data": "train", "demo": "all"}
 
 
 class UsageError(Exception):
@@ -116,10 +119,12 @@ def missing_extra_message(extra: str, module: str) -> str:
     return f"needs the {module!r} package of the [{extra}] extra: pip install 'herd[{extra}]'"
 
 
-def extra_for(exc: ModuleNotFoundError) -> str | None:
+def extra_for(exc: ModuleNotFoundError, command: str | None = None) -> str | None:
     """The extra that installs the module an import could not find (None: not an extra's module)."""
     top = (exc.name or "").split(".")[0]
-    return EXTRA_OF_MODULE.get(top)
+    if top not in EXTRA_OF_MODULE:
+        return None
+    return EXTRA_OF_COMMAND.get(command or "", EXTRA_OF_MODULE[top]) if top != "ray" else "ray"
 
 
 def fail(prog: str, message: str) -> int:
