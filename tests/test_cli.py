@@ -1,16 +1,19 @@
-"""The `herd` command: convert through every format with real weights, generate, chat, clear errors."""
+"""The `herd` command: convert through every format with real weights (training checkpoints included),
+generate, chat, one flag vocabulary, and one-line errors (exit code 2, never a traceback) for bad input."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from herd.cli import main
+from herd.cli import build_parser, main
 
-HERD = [sys.executable, "-m", "herd.cli"]
+HERD = [sys.executable, "-m", "herd"]
 
 
 def run_herd(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -57,3 +60,176 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
     assert result.returncode == 2 and "neither a Meta checkpoint" in result.stderr
     result = run_herd("convert", "x", "y", "--to", "onnx")
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # one line: no usage block, no traceback
+    assert "Traceback" not in result.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def herd_in_process(argv: list[str], capsys: pytest.CaptureFixture[str]) -> subprocess.CompletedProcess[str]:
+    """`main(argv)` as a finished process (argparse's errors exit): the same checks, no interpreter start-up.
+    Any exception other than the exit escapes, so a traceback still fails the test."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code  # type: ignore[assignment]
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["herd", *argv], code, out.out, out.err)
+
+
+SIZES = "llama3-8b, llama3-70b"  # the start of the list of named sizes the message gives
+BAD_INPUT = {
+    "unknown size": (["generate", "--model", "random:llama3-nope", "--prompt", "x"],
+                     ["unknown model size 'llama3-nope'", SIZES, "llama3-tiny"]),
+    "no such path": (["chat", "--model", "/no/such/model.gguf"],
+                     ["no model '/no/such/model.gguf'", "smollm2-135m-instruct", "random:<size>"]),
+    "bad dtype": (["generate", "--dtype", "bf15", "--prompt", "x"],
+                  ["invalid dtype 'bf15'", "float32, bfloat16, float16", "fp32, bf16, fp16"]),
+    "bad dtype in serve": (["serve", "--dtype", "half"], ["invalid dtype 'half'", "float32, bfloat16, float16"]),
+    "bad dtype in convert": (["convert", "a", "b", "--to", "hf", "--dtype", "f8"], ["invalid dtype 'f8'"]),
+    "bad device": (["generate", "--device", "tpu", "--prompt", "x"], ["invalid device 'tpu'", "auto, cpu, cuda"]),
+    "bad format": (["convert", "a", "b", "--to", "onnx"], ["invalid choice: 'onnx'", "'hf', 'meta', 'gguf'"]),
+    "bad shards": (["convert", "a", "b", "--to", "meta", "--shards", "0"], ["invalid shard count '0'"]),
+    "random is no checkpoint": (["convert", "random:llama3-tiny", "out", "--to", "hf"],
+                                ["'random:llama3-tiny' is not a checkpoint"]),
+    "unknown command": (["genrate"], ["invalid choice: 'genrate'", "'generate'", "'convert'"]),
+    "missing flag": (["generate"], ["the following arguments are required: --prompt"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_is_one_line_naming_the_choices(case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv, expected = BAD_INPUT[case]
+    assert_one_line_error(herd_in_process(argv, capsys), *expected)
+
+
+def test_the_command_itself_answers_a_bad_size_and_dtype_in_one_line() -> None:
+    assert_one_line_error(run_herd("generate", "--model", "random:llama3-nope", "--prompt", "x"),
+                          "herd generate: error: unknown model size 'llama3-nope'", "llama3-tiny")
+    assert_one_line_error(run_herd("serve", "--dtype", "bf15"), "herd serve: error: argument --dtype", "bfloat16")
+
+
+def test_cuda_device_is_checked_before_loading() -> None:
+    result = run_herd("generate", "--model", "random:llama3-tiny", "--device", "cuda", "--prompt", "Hi",
+                      "--max-tokens", "2")
+    if torch.cuda.is_available():
+        assert result.returncode == 0, result.stderr
+    else:
+        assert_one_line_error(result, "--device cuda:", "use --device cpu (or auto)")
+
+
+def test_help_lists_every_command_with_one_line() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    assert set(helps) == set(sub.choices) and len(helps) >= 12
+    result = run_herd("--help")
+    assert result.returncode == 0
+    for name, text in helps.items():
+        assert text and len(text) < 120, (name, text)
+        assert f"    {name}" in result.stdout, name
+    for name in ("generate", "chat", "serve", "convert", "curate", "pretrain", "demo", "plan"):
+        assert name in helps
+
+
+def test_dtype_aliases_and_device_on_generate_and_chat() -> None:
+    common = ["--model", "random:llama3-tiny", "--max-tokens", "3", "--seed", "0"]
+    full = run_herd("generate", *common, "--prompt", "Hello", "--dtype", "bfloat16", "--device", "cpu")
+    alias = run_herd("generate", *common, "--prompt", "Hello", "--dtype", "bf16", "--device", "auto")
+    assert full.returncode == 0 and alias.returncode == 0, full.stderr + alias.stderr
+    assert full.stdout == alias.stdout  # the alias is the same dtype (and auto is cpu here or cuda; same tokens)
+    chat = run_herd("chat", *common, "--dtype", "fp16", "--device", "cpu", stdin="Hi\n")
+    assert chat.returncode == 0, chat.stderr
+
+
+# A missing optional extra: the module is made unimportable (None in sys.modules) before herd starts.
+BLOCKED_RUN = (
+    "import sys\n"
+    "for m in ('fastapi', 'uvicorn', 'starlette', 'datatrove', 'selectolax', 'pyarrow', 'xxhash', 'orjson', "
+    "'tensorboard', 'matplotlib', 'prometheus_client', 'tomli_w'): sys.modules[m] = None\n"
+    "from herd.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def run_without_extras(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", BLOCKED_RUN, *args], capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_a_missing_extra_is_one_line_with_the_pip_command() -> None:
+    assert run_without_extras("--help").returncode == 0  # registering commands imports no extra
+    assert_one_line_error(run_without_extras("serve", "--port", "0"), "pip install 'herd[serve]'", "fastapi")
+    result = run_without_extras("curate", str(Path(__file__).parents[1] / "configs/curate/smoke.toml"))
+    assert_one_line_error(result, "pip install 'herd[data]'")
+
+
+# ---- a training checkpoint is a convert source ------------------------------------------------------
+
+
+def tiny_training_checkpoints(root: Path, vocab_size: int) -> tuple[dict[str, torch.Tensor], Path, Path]:
+    """The same small Llama 3 saved as a single-process training checkpoint (steps 5 and 7) and as a
+    distributed (DCP) one: (weights, checkpoints dir, DCP step dir). With the real 128K vocabulary the
+    Llama 3 tokenizer comes along; with a byte vocabulary there is none (and converting is quicker)."""
+    from herd.model import Transformer, get_config, init_weights
+    from herd.train import checkpointing
+    from herd.train.parallel.dcp import save_sharded
+
+    config = get_config("llama3-tiny").replace(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=vocab_size)
+    model = Transformer(config)
+    init_weights(model, generator=torch.Generator().manual_seed(0))
+    meta = {"model_config": config.to_meta_params()}
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    single = root / "single/checkpoints"
+    checkpointing.save_checkpoint(single, 5, state, {}, meta, keep_last=2)
+    checkpointing.save_checkpoint(single, 7, state, {}, meta, keep_last=2)
+    dist = root / "dist/checkpoints"
+    tmp = checkpointing.begin_checkpoint(dist, 4)
+    with pytest.warns(UserWarning):  # "no process group: saving in a single process" is what we want here
+        save_sharded(tmp / checkpointing.DCP_DIR, [model], [torch.optim.AdamW(model.parameters())])
+    checkpointing.commit_checkpoint(tmp, 4, meta, keep_last=2)
+    return state, single, dist / "step_00000004"
+
+
+def test_convert_training_checkpoints_to_every_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from herd.checkpoint import read_checkpoint
+
+    state, single, _ = tiny_training_checkpoints(tmp_path / "llama3", 128_256)
+    hf = tmp_path / "hf"
+    assert main(["convert", str(single), str(hf), "--to", "hf"]) == 0  # a directory of checkpoints: its newest
+    assert "step_00000007" in capsys.readouterr().out and (hf / "tokenizer.json").is_file()
+    assert main(["generate", "--model", str(hf), "--prompt", "Hi", "--max-tokens", "2"]) == 0
+    back = read_checkpoint(hf).state
+    assert set(back) == set(state) and all(torch.equal(back[k], v) for k, v in state.items())
+
+    state, _, dist = tiny_training_checkpoints(tmp_path / "bytes", 258)
+    meta, gguf = tmp_path / "meta", tmp_path / "tiny.gguf"
+    assert main(["convert", str(dist), str(meta), "--to", "meta", "--shards", "2", "--dtype", "bf16"]) == 0
+    assert main(["convert", str(dist.parent), str(gguf), "--to", "gguf", "--gguf-type", "q8_0"]) == 0
+    capsys.readouterr()
+    assert len(list(meta.glob("consolidated.*.pth"))) == 2
+    for path, dtype in ((meta, torch.bfloat16), (gguf, None)):
+        back = read_checkpoint(path).state
+        assert set(back) == set(state), path
+        for name, tensor in state.items():
+            expected = tensor.to(dtype) if dtype is not None else tensor
+            # Q8_0: one scale per 32 values, absmax/127, so rounding moves a value by at most half of that
+            tol = 0.0 if dtype is not None else float(tensor.abs().max()) / 127 / 2 * 1.01 + 1e-3
+            assert (back[name].float() - expected.float()).abs().max() <= tol, (path, name)
+
+
+def test_export_is_a_deprecated_alias_of_convert(tmp_path: Path) -> None:
+    _, single, _ = tiny_training_checkpoints(tmp_path, 258)
+    result = run_herd("export", str(single), str(tmp_path / "hf"), "--to", "hf", "--dtype", "bfloat16")
+    assert result.returncode == 0, result.stderr
+    assert "herd export is deprecated: use `herd convert" in result.stderr
+    assert "step_00000007" in result.stdout and (tmp_path / "hf/model.safetensors").is_file()
+    missing = run_herd("convert", str(tmp_path / "single/checkpoints/step_00000009"), str(tmp_path / "x"),
+                       "--to", "hf")
+    assert_one_line_error(missing, "step_00000009")

@@ -403,3 +403,15 @@ def test_write_errors_and_atomicity(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         write_gguf(target, TINY, _random_state(TINY, seed=1))
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]
+
+
+def test_the_tokenizer_alone_is_read_from_a_gguf(smollm2_path: Path) -> None:
+    """herd.checkpoint reads a GGUF's tokenizer without its tensors; it equals the one read_checkpoint gives."""
+    from herd.checkpoint import read_checkpoint
+    from herd.checkpoint.gguf_metadata import read_gguf_tokenizer
+
+    alone, full = read_gguf_tokenizer(smollm2_path), read_checkpoint(smollm2_path).tokenizer
+    text = "Hello, llamas! 2+2=4 <|im_start|>"
+    assert full is not None and alone.vocab_size == full.vocab_size == 49152
+    assert alone.encode(text, allow_special=True) == full.encode(text, allow_special=True)
+    assert alone.bos_id == full.bos_id and alone.eos_id == full.eos_id

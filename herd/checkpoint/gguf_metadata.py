@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herd.checkpoint.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from herd.tokenizer.bpe import BPETokenizer
 
 
 def open_gguf(path: str | Path):  # type: ignore[no-untyped-def]
@@ -35,3 +38,14 @@ def gguf_metadata(reader) -> dict[str, Any]:  # type: ignore[no-untyped-def]
 
 def read_gguf_metadata(path: str | Path) -> dict[str, Any]:
     return gguf_metadata(open_gguf(path))
+
+
+def read_gguf_tokenizer(path: str | Path) -> BPETokenizer:
+    """The tokenizer in a GGUF file's metadata, without reading its tensors.
+
+    It lives here, not in herd.tokenizer, because reading files of a checkpoint format is this
+    package's job; the tokenizer only knows how to build itself from the metadata dictionary.
+    """
+    from herd.tokenizer.bpe import BPETokenizer
+
+    return BPETokenizer.from_gguf_metadata(read_gguf_metadata(path), name=str(path))

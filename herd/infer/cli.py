@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from herd.cli_args import add_device_arg, add_dtype_arg, add_model_arg
+
 
 def _add_model_and_sampling(p: argparse.ArgumentParser, temperature: float) -> None:
-    p.add_argument("--model", default="smollm2-135m-instruct",
-                   help="built-in name, random:<size>, Meta/HF directory or .gguf file")
+    add_model_arg(p)
+    add_device_arg(p)
+    add_dtype_arg(p)
     p.add_argument("--max-tokens", type=int, default=256, help="most new tokens per reply")
     p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -17,7 +20,6 @@ def _add_model_and_sampling(p: argparse.ArgumentParser, temperature: float) -> N
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--quantization", default=None, choices=["int8", "fp8", "int4"],
                    help="int8/fp8: FFN weights (the paper's recipe); int4: every projection and the head (CPU decode)")
     p.add_argument("--compile", action="store_true",
@@ -41,8 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    import torch
-
+    from herd.cli_args import resolve_device, torch_dtype
     from herd.infer.sampling import SamplingParams
     from herd.loading import load_model
 
@@ -50,7 +51,8 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         args.temperature, args.top_p, args.top_k, args.max_tokens, args.seed,
         min_p=args.min_p, repetition_penalty=args.repetition_penalty, stop=tuple(args.stop),
     )
-    return load_model(args.model, dtype=getattr(torch, args.dtype)), params
+    device = resolve_device(args.device)  # before loading: a bad device fails in a second, not after the load
+    return load_model(args.model, dtype=torch_dtype(args.dtype), device=device), params
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from herd.cli_args import add_device_arg, add_dtype_arg, add_model_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -15,15 +17,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve a model over HTTP: /v1/chat/completions, /v1/completions, /v1/models, /health, "
         "/metrics, and a chat page at /.",
     )
-    p.add_argument("--model", default="smollm2-135m-instruct",
-                   help="built-in name, random:<size>, Meta/HF directory or .gguf file")
+    add_model_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("HERD_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 routes (default: $HERD_API_KEY, else none)")
     p.add_argument("--served-model-name", default=None, help="the model id clients use (default: --model)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_dtype_arg(p)
+    add_device_arg(p)
     p.add_argument("--max-num-seqs", type=int, default=None, help="most sequences in one engine step")
     p.add_argument("--max-batched-tokens", type=int, default=None, help="token budget per engine step")
     p.add_argument("--block-size", type=int, default=None, help="KV cache block size in tokens")
@@ -58,7 +59,10 @@ def engine_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import torch
+    from herd.cli_args import require_extra, resolve_device, torch_dtype
+
+    require_extra("serve", "fastapi", "uvicorn")
+    device = resolve_device(args.device)
     import uvicorn
 
     from herd.infer.async_engine import AsyncEngine
@@ -68,9 +72,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("herd.serve")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     log.info("loading %s on %s", args.model, device)
-    loaded = load_model(args.model, dtype=getattr(torch, args.dtype), device=device)
+    loaded = load_model(args.model, dtype=torch_dtype(args.dtype), device=device)
     engine = AsyncEngine(LLMEngine(loaded, engine_config(args)))
     name = args.served_model_name or args.model
     app = create_app(engine, loaded, name, api_key=args.api_key)

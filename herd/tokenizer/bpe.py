@@ -282,13 +282,6 @@ class BPETokenizer(Tokenizer):
             extra_stop_ids=extra,
         )
 
-    @classmethod
-    def from_gguf(cls, path: str | Path) -> BPETokenizer:
-        """Read a GGUF file's metadata and build its tokenizer."""
-        from herd.checkpoint.gguf_metadata import read_gguf_metadata
-
-        return cls.from_gguf_metadata(read_gguf_metadata(path), name=str(path))
-
     # ---- the Tokenizer interface --------------------------------------------------------------
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False, allow_special: bool = False) -> list[int]:

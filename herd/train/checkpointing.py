@@ -207,8 +207,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not a complete training checkpoint (needs {', '.join(REQUIRED_FILES)})")
     meta = read_meta(path)
     if is_distributed(path):
-        from herd.train.parallel.dcp import read_consolidated
-
         model, optim = read_consolidated(path / DCP_DIR)
         return TrainingState(path, model, optim, meta)
     try:
@@ -228,13 +226,32 @@ def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if is_complete(path) or latest_checkpoint(path) is not None:
         ckpt = path if is_complete(path) else latest_checkpoint(path)
         if is_distributed(ckpt):  # type: ignore[arg-type]
-            from herd.train.parallel.dcp import read_consolidated
-
             return read_consolidated(ckpt / DCP_DIR, optimizer=False)[0]  # type: ignore[operator]
         return torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)  # type: ignore[operator]
     from herd.checkpoint import read_checkpoint
 
     return read_checkpoint(path).state
+
+
+def read_consolidated(directory: Path, optimizer: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Full model (and flattened optimizer) state from a DCP directory, in this one process, on CPU.
+
+    Here rather than in herd.train.parallel.dcp: reading a checkpoint back needs no parallelism, and
+    herd.train.parallel builds on this module (never the other way round).
+    """
+    import warnings
+
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+    keys = {"model", "optim"} if optimizer else {"model"}
+    try:
+        with warnings.catch_warnings():  # "no process group: loading in a single process" is the intent
+            warnings.simplefilter("ignore")
+            state = _load_state_dict_from_keys(keys, checkpoint_id=str(directory))
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{directory}: cannot read the distributed checkpoint: {exc}") from None
+    model = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state["model"].items()}
+    return model, state.get("optim")
 
 
 # ---- RNG state as JSON

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from herd.cli_args import add_out_arg
 from herd.config import add_recipe_arguments, add_set_argument
 
 
@@ -23,18 +24,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "'auto' = the newest one in the run's checkpoint dir, if any")
     p.set_defaults(func=run_pretrain)
 
-    e = subparsers.add_parser(
-        "export",
-        help="write a training checkpoint (single-process or distributed) as a Hugging Face, Meta or GGUF model",
-        description="Consolidate a training checkpoint (step_XXXXXXXX, or the newest in a directory of them; "
-        "distributed checkpoints from any layout are gathered in this one process) and write it with herd convert's writers.",
-    )
-    e.add_argument("checkpoint", help="step_XXXXXXXX directory or a checkpoints directory (its newest)")
-    e.add_argument("dst", help="output directory (hf/meta) or .gguf file")
-    e.add_argument("--to", required=True, choices=["hf", "meta", "gguf"], help="output format")
-    e.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="cast the weights (default: keep float32)")
-    e.set_defaults(func=run_export)
-
     j = subparsers.add_parser(
         "judge-data",
         help="annealing to judge a dataset: anneal with and without a candidate source, compare held-out losses",
@@ -44,22 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     j.add_argument("config", help="TOML recipe (model, optimizer, data sources and mix)")
     j.add_argument("checkpoint", help="training checkpoint (or a directory of them) to anneal from")
     j.add_argument("new_data", help="token-shard directory of the candidate data (from `herd tokenize`)")
-    j.add_argument("--out", default="runs/judge", help="output directory (default: runs/judge)")
+    add_out_arg(j, "runs/judge", "output directory")
     j.add_argument("--tokens", type=int, required=True, help="annealing tokens for each of the two runs")
     j.add_argument("--share", type=float, default=0.3, help="candidate share of the annealing mix (default 0.3)")
     add_set_argument(j)
     j.set_defaults(func=run_judge)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    import torch
-
-    from herd.train.export import export_checkpoint
-
-    source, out = export_checkpoint(args.checkpoint, args.dst, args.to,
-                                    dtype=getattr(torch, args.dtype) if args.dtype else None)
-    print(f"exported {source} -> {out} ({args.to})")
-    return 0
 
 
 def run_judge(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
-"""Export a training checkpoint (one process or any distributed layout) as a Meta/HF/GGUF model.
+"""A training checkpoint (one process or any distributed layout) as a herd.checkpoint `Checkpoint`.
 
-A distributed checkpoint is consolidated in this one process (torch.distributed.checkpoint reads
-every rank's shards into full tensors on CPU); no process group or GPU is needed.
+`herd convert` takes a training checkpoint as a source and writes it with herd.checkpoint's writers
+(Hugging Face, Meta with --shards, GGUF with --gguf-type). A distributed checkpoint is consolidated
+in this one process (torch.distributed.checkpoint reads every rank's shards into full tensors on
+CPU); no process group or GPU is needed.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from herd.train import checkpointing
 LLAMA3_VOCAB = 128_256
 
 
-def export_checkpoint(source: str | Path, destination: str | Path, fmt: str, *,
-                      dtype: torch.dtype | None = None, gguf_type: str = "f16") -> tuple[Path, Path]:
-    """Write the newest checkpoint under `source` (or `source` itself) as `fmt`; (checkpoint, written path)."""
+def read_training_checkpoint(source: str | Path) -> Checkpoint:
+    """The newest checkpoint under `source` (or `source` itself): config, full weights, tokenizer if known."""
+    source = Path(source)
+    if not source.exists():
+        raise CheckpointError(f"{source}: no such training checkpoint (a step_XXXXXXXX directory or a directory "
+                              "of them)")
     path = checkpointing.resolve_resume(str(source), source)
     if path is None:
         raise CheckpointError(f"{source}: no training checkpoint found")
@@ -30,10 +35,17 @@ def export_checkpoint(source: str | Path, destination: str | Path, fmt: str, *,
     config = ModelConfig.from_meta_params(meta["model_config"])
     state = checkpointing.load_model_weights(path)
     tokenizer = None
-    if config.vocab_size == LLAMA3_VOCAB:
+    if config.vocab_size == LLAMA3_VOCAB:  # herd pretrains with the Llama 3 tokenizer at this vocabulary
         from herd.tokenizer import Llama3Tokenizer
 
         tokenizer = Llama3Tokenizer()
-    out = write_checkpoint(Checkpoint(config, state, tokenizer, "train", path), destination, fmt,
-                           dtype=dtype, gguf_type=gguf_type)
-    return path, out
+    return Checkpoint(config, state, tokenizer, "train", path)
+
+
+def export_checkpoint(source: str | Path, destination: str | Path, fmt: str, *,
+                      dtype: torch.dtype | None = None, gguf_type: str = "f16",
+                      num_shards: int = 1) -> tuple[Path, Path]:
+    """Write the newest checkpoint under `source` as `fmt`; (checkpoint read, path written)."""
+    checkpoint = read_training_checkpoint(source)
+    out = write_checkpoint(checkpoint, destination, fmt, dtype=dtype, gguf_type=gguf_type, num_shards=num_shards)
+    return checkpoint.path, out

@@ -107,23 +107,6 @@ def load_full(parts: list[nn.Module], optimizers: list[torch.optim.Optimizer] | 
                 }
 
 
-def read_consolidated(directory: Path, optimizer: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    """Full model (and flattened optimizer) state from a DCP directory, in this one process, on CPU."""
-    import warnings
-
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
-
-    keys = {"model", "optim"} if optimizer else {"model"}
-    try:
-        with warnings.catch_warnings():  # "no process group: loading in a single process" is the intent
-            warnings.simplefilter("ignore")
-            state = _load_state_dict_from_keys(keys, checkpoint_id=str(directory))
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{directory}: cannot read the distributed checkpoint: {exc}") from None
-    model = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state["model"].items()}
-    return model, state.get("optim")
-
-
 def flatten_optimizer_state(model: nn.Module, optim_state: dict[str, Any], weight_decay: float) -> dict[str, Any]:
     """A single-process AdamW state dict (integer parameter ids) -> flattened FQN keys.
 
