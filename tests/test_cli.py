@@ -152,7 +152,7 @@ def test_dtype_aliases_and_device_on_generate_and_chat() -> None:
 BLOCKED_RUN = (
     "import sys\n"
     "for m in ('fastapi', 'uvicorn', 'starlette', 'datatrove', 'selectolax', 'pyarrow', 'xxhash', 'orjson', "
-    "'tensorboard', 'matplotlib', 'prometheus_client', 'tomli_w'): sys.modules[m] = None\n"
+    "'tensorboard', 'matplotlib', 'prometheus_client'): sys.modules[m] = None\n"
     "from herd.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
