@@ -130,7 +130,8 @@ def test_smollm2_int4_keeps_its_perplexity() -> None:
     loaded = herd.load_model("smollm2-135m-instruct", dtype=torch.float32)
     ids = torch.tensor([loaded.tokenizer.encode(passage)[:513]])
     for backend in (None, "aten", "herd"):
-        model = prepare_for_inference(loaded.model, quantization="int4", int4_backend=backend) if backend else loaded.model
+        model = (prepare_for_inference(loaded.model, quantization="int4", int4_backend=backend) if backend
+                 else loaded.model)
         with torch.no_grad():
             logits = model(ids[:, :-1])[0]
         nll[backend] = F.cross_entropy(logits.float(), ids[0, 1:]).item()

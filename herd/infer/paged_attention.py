@@ -289,7 +289,10 @@ def cascade_decode_attention(
 
 
 class PagedAttentionState:
-    """The model's `AttentionState` (herd.model.attention) for one engine step (`block_mask`: the FlexAttention path)."""
+    """The model's `AttentionState` (herd.model.attention) for one engine step.
+
+    `block_mask` selects the FlexAttention path.
+    """
 
     def __init__(self, cache: PagedKVCache, meta: StepMetadata, gqa: bool, block_mask: object | None = None) -> None:
         self.cache = cache

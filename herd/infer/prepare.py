@@ -28,7 +28,8 @@ def structural_copy(module: nn.Module) -> nn.Module:
     clone._parameters = dict(module._parameters)
     clone._buffers = dict(module._buffers)
     clone._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
-    clone._modules = {name: None if child is None else structural_copy(child) for name, child in module._modules.items()}
+    clone._modules = {name: None if child is None else structural_copy(child)
+                      for name, child in module._modules.items()}
     return clone
 
 

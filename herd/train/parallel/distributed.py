@@ -210,7 +210,9 @@ class DistributedPlan:
         tensors = self.cp.batch_tensors(doc_ids, inputs.shape[0], inputs.shape[1], device)
         return LocalBatch(self.cp.shard(inputs), self.cp.shard(targets), tensors)
 
-    def attention_inputs(self, tensors: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor | None, AttentionState | None]:
+    def attention_inputs(
+        self, tensors: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor | None, AttentionState | None]:
         """(positions, attention state) for a micro-batch's tensors: context parallelism gathers keys."""
         if self.cp is not None:
             return tensors["positions"], self.cp.attention(tensors["kv_mask"])
@@ -241,7 +243,8 @@ class DistributedPlan:
                 total += self._pipeline_step(part, n_targets, autocast_dtype, train=True)
                 continue
             with self._loss_context():
-                loss = loss_sum(model, part.inputs, part.targets, self.attention_inputs(part.model_kwargs), device, autocast_dtype)
+                loss = loss_sum(model, part.inputs, part.targets, self.attention_inputs(part.model_kwargs), device,
+                                autocast_dtype)
                 (loss / n_targets).backward()
             total += _local(loss.detach())
         return total
@@ -269,8 +272,8 @@ class DistributedPlan:
         if self.schedule is not None:
             return self._pipeline_step(batch, torch.ones((), device=device), autocast_dtype, train=False)
         with torch.no_grad(), self._loss_context():
-            return _local(loss_sum(model, batch.inputs, batch.targets, self.attention_inputs(batch.model_kwargs), device,
-                                   autocast_dtype))
+            forward_inputs = self.attention_inputs(batch.model_kwargs)
+            return _local(loss_sum(model, batch.inputs, batch.targets, forward_inputs, device, autocast_dtype))
 
     def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
         value = value.detach().clone()
