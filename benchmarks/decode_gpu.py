@@ -2,8 +2,8 @@
 
 Decode at batch 1 reads every weight once per token, so tokens/s x bytes/token over the device's
 measured copy bandwidth says how close to the hardware floor a decoder runs. Peers in the same run:
-HF transformers `generate` (same weights) and herd's eager KV-cache loop; herd's compiled decoder
-(torch.compile + CUDA graphs over a static KV cache) is the fast path.
+HF transformers `generate` (same weights) and herd's engine eager; the engine's compiled decode step
+(`EngineConfig(compile=True)`, optionally over `prepare_for_inference(fuse=True)`) is the fast path.
 
     PYTHONPATH=. python3 benchmarks/decode_gpu.py [--shape llama3.2-1b] [--tokens 256]
 """
@@ -20,8 +20,10 @@ import torch
 import torch._inductor.config
 
 from herd.checkpoint.hf import config_to_hf, herd_to_hf_state_dict
-from herd.infer.static_cache import CompiledDecoder
-from herd.model import KVCache, Transformer, get_config, init_weights, param_counts
+from herd.infer import EngineConfig, LLMEngine, SamplingParams, prepare_for_inference
+from herd.loading import LoadedModel
+from herd.model import Transformer, get_config, init_weights, param_counts
+from herd.tokenizer import Llama3Tokenizer, chat_format_for
 
 
 def copy_bandwidth(nbytes: int = 2 << 30) -> float:
@@ -42,14 +44,19 @@ def copy_bandwidth(nbytes: int = 2 << 30) -> float:
     return 2 * nbytes / sorted(times)[len(times) // 2]
 
 
-def time_decode(step, n: int) -> float:  # type: ignore[no-untyped-def]
-    """Tokens/s of `step(i)` called n times (after the caller's warm-up), host-synchronized."""
+def engine_decode(engine: LLMEngine, prompt: list[int], tokens: int) -> tuple[float, list[int]]:
+    """(tokens/s of greedy decode after the prompt, the tokens); prefill is timed separately and excluded."""
+    greedy = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
     torch.cuda.synchronize()
     start = time.perf_counter()
-    for i in range(n):
-        step(i)
+    engine.generate([prompt], greedy)
     torch.cuda.synchronize()
-    return n / (time.perf_counter() - start)
+    prefill_s = time.perf_counter() - start
+    start = time.perf_counter()
+    out = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=tokens, ignore_eos=True))[0]
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start - prefill_s
+    return (tokens - 1) / elapsed, list(out.outputs[0].token_ids)
 
 
 def main() -> None:
@@ -59,9 +66,8 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--skip-eager", action="store_true")
-    parser.add_argument("--mode", default="reduce-overhead", help="torch.compile mode for the decode step")
     parser.add_argument("--coordinate-descent", action="store_true", help="inductor coordinate-descent tuning")
-    parser.add_argument("--fuse", action="store_true", help="fuse wq/wk/wv and w1/w3 before compiling")
+    parser.add_argument("--fuse", action="store_true", help="fuse wq/wk/wv and w1/w3 (prepare_for_inference)")
     parser.add_argument("--json", default=os.path.join(os.environ.get("OUT", "."), "decode_gpu.json"))
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -75,54 +81,34 @@ def main() -> None:
     init_weights(model)
     model = model.to(torch.bfloat16).eval()
     weight_bytes = param_counts(config)["total"] * 2
-    unfused_state = {k: v for k, v in model.state_dict().items()}
-    max_len = args.prompt + args.tokens + 16
-    prompt = torch.randint(0, config.vocab_size, (1, args.prompt), device="cuda")
+    tokenizer = Llama3Tokenizer()
+    loaded = LoadedModel(model, tokenizer, chat_format_for(tokenizer), config, f"random:{args.shape}")
+    prompt = torch.randint(0, config.vocab_size, (args.prompt,)).tolist()
+    blocks = (args.prompt + args.tokens) // 16 + 4
     bandwidth = copy_bandwidth()
     results: dict[str, float] = {}
 
-    # herd eager: contiguous KV cache, one forward per token.
-    cache = KVCache(config, 1, max_len, dtype=torch.bfloat16, device="cuda")
-    token = torch.zeros(1, 1, dtype=torch.long, device="cuda")
-    with torch.inference_mode():
-        model(prompt, cache=cache)
+    # herd eager: the engine's paged attention, one forward per token.
+    if not args.skip_eager:
+        eager = LLMEngine(loaded, EngineConfig(num_blocks=blocks, max_num_seqs=1))
+        engine_decode(eager, prompt, 8)
+        results["herd engine, eager"], eager_tokens = engine_decode(eager, prompt, args.tokens)
 
-        def eager(i: int) -> None:
-            model(token, cache=cache, start_pos=args.prompt + i)
-
-        if not args.skip_eager:
-            for i in range(5):
-                eager(i)
-            results["herd eager (KV cache)"] = time_decode(eager, args.tokens)
-
-    # herd compiled: static cache + CUDA graphs.
-    if args.fuse:
-        model.fuse_projections()
-    decoder = CompiledDecoder(model, max_len, compile=True, mode=args.mode)
-    decoder.prefill(prompt)
-    positions = [torch.tensor([args.prompt + i], device="cuda") for i in range(args.tokens + 8)]
+    # herd compiled: the engine's decode step through torch.compile (optionally fused projections).
+    fast_model = prepare_for_inference(model, fuse=True) if args.fuse else model
+    fast = LLMEngine(LoadedModel(fast_model, tokenizer, loaded.chat_format, config, loaded.source),
+                     EngineConfig(num_blocks=blocks, max_num_seqs=1, compile=True))
     compile_start = time.perf_counter()
-    for i in range(8):
-        decoder.decode(token, positions[i])
+    engine_decode(fast, prompt, 8)
     torch.cuda.synchronize()
     compile_s = time.perf_counter() - compile_start
-    results[f"herd compiled ({args.mode}{', fused' if args.fuse else ''})"] = time_decode(lambda i: decoder.decode(token, positions[i]), args.tokens)
+    name = f"herd engine, compiled{' + fused' if args.fuse else ''}"
+    results[name], fast_tokens = engine_decode(fast, prompt, args.tokens)
 
-    # Correctness of the fast path: greedy tokens equal the eager path's.
-    with torch.inference_mode():
-        ref_cache = KVCache(config, 1, max_len, dtype=torch.bfloat16, device="cuda")
-        logits, ref = model(prompt, cache=ref_cache, last_only=True), []
-        for i in range(16):
-            nxt = logits[:, -1].argmax(-1, keepdim=True)
-            ref.append(int(nxt))
-            logits = model(nxt, cache=ref_cache, start_pos=args.prompt + i)
-    fast_decoder = CompiledDecoder(model, max_len, compile=True, mode=args.mode)
-    logits, fast = fast_decoder.prefill(prompt), []
-    for i in range(16):
-        nxt = logits.argmax(-1, keepdim=True)
-        fast.append(int(nxt))
-        logits = fast_decoder.decode(nxt.view(1, 1), positions[i])
-    agree = sum(a == b for a, b in zip(ref, fast))
+    # Correctness of the fast path: greedy tokens equal the eager engine's.
+    if args.skip_eager:
+        eager_tokens = engine_decode(LLMEngine(loaded, EngineConfig(num_blocks=blocks, max_num_seqs=1)), prompt, 16)[1]
+    agree = sum(a == b for a, b in zip(eager_tokens[:16], fast_tokens[:16]))
 
     if not args.skip_hf:
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -130,18 +116,19 @@ def main() -> None:
         hf_cfg = {k: v for k, v in config_to_hf(config).items() if k not in ("architectures", "model_type", "torch_dtype")}
         with torch.device("cuda"):
             hf = LlamaForCausalLM(LlamaConfig(**hf_cfg)).to(torch.bfloat16).eval()
-        hf.load_state_dict(herd_to_hf_state_dict(config, unfused_state), strict=False)
+        hf.load_state_dict(herd_to_hf_state_dict(config, model.state_dict()), strict=False)
         with torch.inference_mode():
-            hf.generate(prompt, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+            ids = torch.tensor([prompt], device="cuda")
+            hf.generate(ids, max_new_tokens=8, min_new_tokens=8, do_sample=False)
             torch.cuda.synchronize()
             start = time.perf_counter()
-            hf.generate(prompt, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False)
+            hf.generate(ids, max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False)
             torch.cuda.synchronize()
             results["HF transformers generate"] = args.tokens / (time.perf_counter() - start)
 
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; shape {args.shape} bf16, "
           f"{weight_bytes / 1e9:.2f} GB of weights; copy bandwidth {bandwidth / 1e12:.2f} TB/s; "
-          f"compile+capture {compile_s:.0f} s; compiled greedy tokens equal eager: {agree}/16")
+          f"first compiled steps {compile_s:.0f} s; compiled greedy tokens equal eager: {agree}/16")
     rows = []
     for name, tok_s in results.items():
         fraction = tok_s * weight_bytes / bandwidth

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from herd.model import flops_per_token, get_config
+from herd.train.mfu import mfu as model_flops_utilization
 from herd.train import load_config, train
 from herd.train.metrics import measure_matmul_flops, read_records
 
@@ -79,7 +80,7 @@ def main() -> None:
                 steps = [r for r in read_records(out / "metrics.jsonl") if r["kind"] == "train"][2:]
                 tok_s = statistics.median(r["tokens_per_s"] for r in steps)
                 model = get_config(size)
-                mfu = tok_s * flops_per_token(model, 128) / peaks[dtype]
+                mfu = model_flops_utilization(tok_s, model, 128, peaks[dtype])
                 row = {"size": size, "dtype": dtype, "tokens_per_s": tok_s, "mfu": mfu,
                        "flops_per_token": flops_per_token(model, 128), "peak_flops": peaks[dtype],
                        "memory_mb": steps[-1]["memory_mb"], "loss_first": steps[0]["loss"],

@@ -27,7 +27,8 @@ import time
 import torch
 from torch import nn
 
-from herd.infer.quant import Int8Linear, memory_report, quantize_model
+from herd.infer import prepare_for_inference
+from herd.infer.quant import Int8Linear, memory_report
 
 PROMPT = "The history of the llama begins in the Andes, where"
 
@@ -86,12 +87,13 @@ def decode_rate(model: nn.Module, prompt: list[int], n: int) -> float:
 
 def prefill_ms(model: nn.Module, length: int) -> float:
     tokens = torch.randint(0, model.config.vocab_size, (1, length))
+    last = torch.tensor([length - 1])
     with torch.inference_mode():
-        model(tokens, last_only=True)
+        model(tokens, select=last)
         times = []
         for _ in range(3):
             start = time.perf_counter()
-            model(tokens, last_only=True)
+            model(tokens, select=last)
             times.append(time.perf_counter() - start)
     return min(times) * 1e3
 
@@ -106,9 +108,10 @@ def smollm2_table(n_tokens: int) -> list[dict]:
         "fp32": lambda: base,
         "fp16": lambda: copy.deepcopy(base).to(torch.float16),
         "bf16": lambda: copy.deepcopy(base).to(torch.bfloat16),
-        "int8 (fp32 model)": lambda: quantize_model(copy.deepcopy(base), "int8"),
-        "int8 (bf16 model)": lambda: quantize_model(copy.deepcopy(base).to(torch.bfloat16), "int8"),
-        "fp8 emulated (bf16 model)": lambda: quantize_model(copy.deepcopy(base).to(torch.bfloat16), "fp8"),
+        "int8 (fp32 model)": lambda: prepare_for_inference(base, quantization="int8"),
+        "int8 (bf16 model)": lambda: prepare_for_inference(copy.deepcopy(base).to(torch.bfloat16), quantization="int8"),
+        "fp8 emulated (bf16 model)": lambda: prepare_for_inference(copy.deepcopy(base).to(torch.bfloat16),
+                                                                   quantization="fp8"),
     }
     out = []
     reference = None

@@ -4,8 +4,8 @@
 
 Builds a herd Transformer with the Llama 3 8B shapes (dim 4096, FFN 14336, 32 heads / 8 KV heads,
 vocab 128256) but only `--layers` layers, random weights (the pretraining init), in bfloat16 on the
-GPU, and a copy quantized with `quantize_model(model, "fp8")` (the paper's recipe: FFN matmuls of
-layers 1..L-2 in FP8 with row-wise scales, activation amax bounded at 1200, attention in BF16).
+GPU, and a copy quantized with `prepare_for_inference(model, quantization="fp8")` (the paper's recipe:
+FFN matmuls of layers 1..L-2 in FP8 with row-wise scales, activation amax bounded at 1200, attention in BF16).
 
 Measured (CUDA events, mean of `--iters` after warm-up), for a prefill of batch x seq tokens:
 - the whole small model as built (embedding, L layers with first/last BF16, final norm, output
@@ -28,7 +28,6 @@ Prints one summary line beginning "quant_gpu:"; exits 2 without CUDA, 3 without 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -83,8 +82,9 @@ def main() -> int:
         return 2
 
     import herd.infer.quant as quant
-    from herd.infer.quant import Fp8Linear, fp8_kernel_available, fp8_scaled_mm_emulated, quantize_model
-    from herd.model import Transformer, get_config, init_weights
+    from herd.infer import prepare_for_inference
+    from herd.infer.quant import Fp8Linear, fp8_kernel_available, fp8_scaled_mm_emulated
+    from herd.model import Causal, Transformer, get_config, init_weights
     from herd.model.transformer import FeedForward
     from herd.model.rope import rope_cos_sin
 
@@ -104,7 +104,7 @@ def main() -> int:
         model = Transformer(cfg)
     init_weights(model, generator=torch.Generator(device=device).manual_seed(0))
     bf16 = model.to(torch.bfloat16).eval()
-    fp8 = quantize_model(copy.deepcopy(bf16), "fp8")
+    fp8 = prepare_for_inference(bf16, quantization="fp8")
     n_fp8 = sum(isinstance(m, Fp8Linear) for m in fp8.modules())
 
     tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), device=device)
@@ -143,29 +143,31 @@ def main() -> int:
         results["kernel_used"] = kernel_ok
         results["setup_s"] = time.perf_counter() - t0
 
-        # --- whole small model, as built; and with Transformer.fuse_projections() (wqkv, w13) on both
-        bf16_f = copy.deepcopy(bf16).fuse_projections()
-        fp8_f = copy.deepcopy(fp8).fuse_projections()
+        # --- whole small model, as built; and with fused projections (wqkv, w13) on both
+        bf16_f = prepare_for_inference(bf16, fuse=True)
+        fp8_f = prepare_for_inference(bf16, quantization="fp8", fuse=True)
         fp8_f(sample)  # compile for the fused shapes outside the timed region
         models = {"bf16": bf16, "fp8": fp8, "bf16_fused": bf16_f, "fp8_fused": fp8_f}
-        t_model = compare_ms({k: (lambda m=m: m(tokens, last_only=True)) for k, m in models.items()},
+        last = torch.tensor([args.seq - 1], device=device)
+        t_model = compare_ms({k: (lambda m=m: m(tokens, select=last)) for k, m in models.items()},
                              args.iters, args.warmup, args.rounds)
 
         # --- one inner layer, its FFN and its attention, on real post-embedding activations
         positions = torch.arange(args.seq, device=device)
         cos, sin = rope_cos_sin(positions, bf16.inv_freq)
+        causal = Causal()
         h = bf16.tok_embeddings(tokens)
         hn = bf16.layers[1].ffn_norm(h)
         hq_in = torch.randn(n_tokens, cfg.ffn_dim, device=device, dtype=torch.bfloat16)
         fns = {}
         for k, m in models.items():
             layer = m.layers[1]
-            fns["layer_" + k] = lambda layer=layer: layer(h, cos, sin, None, True, None, 0)
+            fns["layer_" + k] = lambda layer=layer: layer(h, cos, sin, causal)
             fns["ffn_" + k] = lambda layer=layer: layer.feed_forward(hn)
         layer_f = fp8.layers[1]
         fns["ffn_fp8_module_by_module"] = lambda: FeedForward.forward(layer_f.feed_forward, hn)
         layer_b = bf16.layers[1]
-        fns["attention"] = lambda: layer_b.attention(layer_b.attention_norm(h), cos, sin, None, True, None, 0)
+        fns["attention"] = lambda: layer_b.attention(layer_b.attention_norm(h), cos, sin, causal)
         fns["act_quant"] = lambda: quant._quantize_activations(hq_in, quant.FP8_SCALE_UB)
         t = compare_ms(fns, args.iters, args.warmup, args.rounds)
         del bf16_f, fp8_f, models
@@ -187,7 +189,7 @@ def main() -> int:
     print(f"device {name} (sm_{cap[0]}{cap[1]}), torch {torch.__version__}; Llama-3-8B shapes, {args.layers} layers "
           f"({n_fp8} FP8 linears), prefill {args.batch}x{args.seq} = {n_tokens} tokens; activation quantization "
           f"{'compiled' if quant.COMPILE_CUDA_QUANT else 'eager'}; median of {args.rounds} interleaved rounds")
-    for variant, label in (("", "as built"), ("_fused", "fuse_projections() on both")):
+    for variant, label in (("", "as built"), ("_fused", "fused projections on both")):
         sm, b, f = r["summary" + variant], "bf16" + variant, "fp8" + variant
         print(f"  [{label}] {args.layers}-layer model: bf16 {sm['model_tok_s_bf16']:,.0f} tok/s "
               f"({t_model[b]:.1f} ms), fp8 {sm['model_tok_s_fp8']:,.0f} tok/s ({t_model[f]:.1f} ms), "

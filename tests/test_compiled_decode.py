@@ -64,8 +64,8 @@ def test_shared_prompt_samples_equal_eager(engines: tuple[LLMEngine, LLMEngine])
 
 
 def test_engines_share_graphs_per_model_and_int4_gets_its_own() -> None:
-    """Engines over one model share its compiled forward; `quantize_int4` swapping that model's layers
-    in place must not reuse the float graph (module guards are skipped, so this is on us)."""
+    """Engines over one model share its compiled forward; an int4 engine runs a prepared copy with other
+    modules, which must not reuse the float graph (module guards are skipped, so this is on us)."""
     loaded = herd.load_model("random:llama3-tiny")
     greedy = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
     batch = prompts([7], seed=3)

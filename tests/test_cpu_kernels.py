@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 import herd
 from herd.infer import cpu_kernels
-from herd.infer.quant_int4 import Int4Linear, quantize_groups, quantize_int4
+from herd.infer import prepare_for_inference
+from herd.infer.quant_int4 import Int4Linear, quantize_groups
 
 pytestmark = pytest.mark.optional_extra(
     "cpu_kernels", cpu_kernels.available(), "a C++ compiler (g++ or clang++) builds herd's CPU kernels on first use"
@@ -127,13 +128,13 @@ def test_smollm2_int4_keeps_its_perplexity() -> None:
     """Real weights on real text: int4 with int8 activations costs about what ATen's bf16 path does."""
     passage = Path(herd.__file__).resolve().parents[1].joinpath("README.md").read_text()  # in the repository
     nll = {}
+    loaded = herd.load_model("smollm2-135m-instruct", dtype=torch.float32)
+    ids = torch.tensor([loaded.tokenizer.encode(passage)[:513]])
     for backend in (None, "aten", "herd"):
-        loaded = herd.load_model("smollm2-135m-instruct", dtype=torch.float32)
-        ids = torch.tensor([loaded.tokenizer.encode(passage)[:513]])
-        if backend:
-            quantize_int4(loaded.model, backend=backend)
+        model = (prepare_for_inference(loaded.model, quantization="int4", int4_backend=backend) if backend
+                 else loaded.model)
         with torch.no_grad():
-            logits = loaded.model(ids[:, :-1])[0]
+            logits = model(ids[:, :-1])[0]
         nll[backend] = F.cross_entropy(logits.float(), ids[0, 1:]).item()
     assert nll["herd"] - nll[None] < 0.12, nll        # measured: +0.07 nats on the README (4.23 -> 4.30)
     assert abs(nll["herd"] - nll["aten"]) < 0.03, nll  # int8 activations add ~0.003 nats

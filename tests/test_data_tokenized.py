@@ -265,7 +265,7 @@ def test_packed_rows_are_the_concatenated_documents(three_sources: dict[str, Pat
 
 
 def test_packing_matches_running_documents_separately(three_sources: dict[str, Path]) -> None:
-    from herd.model import Transformer, get_config
+    from herd.model import DocumentMask, Transformer, get_config
 
     torch.manual_seed(0)
     model = Transformer(get_config("llama3-tiny")).float().eval()
@@ -274,7 +274,8 @@ def test_packing_matches_running_documents_separately(three_sources: dict[str, P
     batch = loader.next_batch(2, 96)
     assert int(batch.doc_ids.max()) >= 2  # several documents per row
     with torch.no_grad():
-        packed = model(batch.inputs, doc_ids=batch.doc_ids)
+        documents = DocumentMask(batch.doc_ids)
+        packed = model(batch.inputs, documents.positions, documents)
         for row in range(2):
             for doc in batch.doc_ids[row].unique():
                 cols = (batch.doc_ids[row] == doc).nonzero().flatten()

@@ -1,4 +1,4 @@
-"""The paged-KV continuous-batching engine: same tokens as the contiguous single-sequence path,
+"""The paged-KV continuous-batching engine: same tokens as full recomputation with the bare model,
 block sharing (fork, copy-on-write, prefix cache), preemption, stops, logprobs, streaming, async."""
 
 from __future__ import annotations
@@ -15,27 +15,22 @@ import herd
 from herd.infer import AsyncEngine, EngineConfig, LLMEngine, SamplingParams
 from herd.infer.detokenize import Detokenizer
 from herd.loading import LoadedModel
-from herd.model import KVCache
 from herd.tokenizer.chat import Message
 
 # ---------------------------------------------------------------------------------------------
-# Reference: the single-sequence, contiguous-KV greedy loop (kept here so the comparison stays
-# independent of herd.infer.generate, which is itself an engine wrapper).
+# Reference: greedy decoding by full recomputation (the whole sequence through the bare model at
+# every step; no cache at all, so the comparison is independent of any cache or of herd.infer.generate).
 
 
 def reference_greedy(model, prompt: list[int], max_tokens: int, stops=()) -> list[int]:
-    cache = KVCache(model.config, 1, len(prompt) + max_tokens, dtype=model.tok_embeddings.weight.dtype)
-    out: list[int] = []
+    sequence, out = list(prompt), []
     with torch.inference_mode():
-        logits = model(torch.tensor([prompt]), cache=cache, start_pos=0, last_only=True)
-        position = len(prompt)
         while len(out) < max_tokens:
-            token = int(logits[0, -1].argmax())
+            token = int(model(torch.tensor([sequence]), select=torch.tensor([len(sequence) - 1]))[0, -1].argmax())
             if token in stops:
                 break
             out.append(token)
-            logits = model(torch.tensor([[token]]), cache=cache, start_pos=position)
-            position += 1
+            sequence.append(token)
     return out
 
 
@@ -197,8 +192,8 @@ class ScriptedModel(nn.Module):
         self.inner, self.config, self.tok_embeddings = inner, inner.config, inner.tok_embeddings
         self.prompt_len, self.script = prompt_len, script
 
-    def forward(self, tokens, *, positions, cache, select):
-        logits = self.inner(tokens, positions=positions, cache=cache, select=select).clone()
+    def forward(self, tokens, positions, attention, *, select):
+        logits = self.inner(tokens, positions, attention, select=select).clone()
         for row, pos in enumerate(positions[0, select].tolist()):
             index = pos + 1 - self.prompt_len
             if index < len(self.script):

@@ -1,4 +1,5 @@
-"""The Transformer against Hugging Face transformers' LlamaForCausalLM, plus masking/caching invariants."""
+"""The Transformer against Hugging Face transformers' LlamaForCausalLM, plus masking, attention-state and
+composition invariants."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from herd.checkpoint.hf import config_to_hf, herd_to_hf_state_dict
+from herd.model.attention import sdpa
 from herd.model import (
-    KVCache,
+    DocumentMask,
     ModelConfig,
     RopeScaling,
     Transformer,
@@ -79,7 +81,8 @@ def test_document_mask_equals_separate_documents() -> None:
     packed = torch.cat(docs)[None]
     doc_ids = torch.cat([torch.full((len(d),), i) for i, d in enumerate(docs)])[None]
     with torch.no_grad():
-        together = model(packed, doc_ids=doc_ids)[0]
+        documents = DocumentMask(doc_ids)
+        together = model(packed, documents.positions, documents)[0]
         apart = torch.cat([model(d[None])[0] for d in docs])
     assert (together - apart).abs().max().item() < 1e-5
     # Without the mask, later documents would see earlier ones (the test can fail).
@@ -93,30 +96,67 @@ def test_repeated_doc_id_is_still_a_new_document() -> None:
     model = random_model(config)
     a, b = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        packed = model(torch.cat([a, b, a])[None], doc_ids=torch.tensor([[0] * 6 + [1] * 6 + [0] * 6]))[0]
+        documents = DocumentMask(torch.tensor([[0] * 6 + [1] * 6 + [0] * 6]))
+        packed = model(torch.cat([a, b, a])[None], documents.positions, documents)[0]
         alone = model(a[None])[0]
     assert (packed[12:] - alone).abs().max().item() < 1e-5
 
 
-def test_kv_cache_decoding_equals_full_forward() -> None:
-    config = get_config("llama3-tiny", vocab_size=VOCAB)
-    model = random_model(config)
+class AppendingCache:
+    """A test-only `AttentionState` that keeps every layer's keys/values across calls (a minimal cache)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+
+    def attend(self, layer_id: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if layer_id in self.keys:
+            k, v = torch.cat([self.keys[layer_id], k], 2), torch.cat([self.values[layer_id], v], 2)
+        self.keys[layer_id], self.values[layer_id] = k, v
+        new, total = q.shape[2], k.shape[2]
+        mask = torch.arange(total)[None, :] <= torch.arange(total - new, total)[:, None]
+        return sdpa(q, k, v, mask)
+
+
+def test_incremental_decoding_through_an_attention_state_equals_full_forward() -> None:
+    """The state protocol plus explicit positions is all a cache needs: prefill, a chunk, then tokens."""
+    model = random_model(get_config("llama3-tiny", vocab_size=VOCAB))
     tokens = torch.randint(0, VOCAB, (2, 20), generator=torch.Generator().manual_seed(5))
-    cache = KVCache(config, batch_size=2, max_len=20)
+    cache = AppendingCache()
+    spans = [(0, 8), (8, 13)] + [(i, i + 1) for i in range(13, 20)]
     with torch.no_grad():
         full = model(tokens)
-        steps = [model(tokens[:, :8], cache=cache, start_pos=0)]  # prefill
-        steps.append(model(tokens[:, 8:13], cache=cache, start_pos=8))  # chunked prefill after a prefix
-        steps += [model(tokens[:, i : i + 1], cache=cache, start_pos=i) for i in range(13, 20)]  # decode
+        steps = [model(tokens[:, a:b], torch.arange(a, b), cache) for a, b in spans]
     assert (torch.cat(steps, dim=1) - full).abs().max().item() < 1e-5
+    # the positions matter: the same chunk at positions 0.. gives other logits (the test can fail)
+    with torch.no_grad():
+        wrong = model(tokens[:, 13:14], torch.arange(1), AppendingCache())
+    assert (wrong - full[:, 13:14]).abs().max().item() > 1e-3
 
 
-def test_kv_cache_overflow_is_a_clear_error() -> None:
-    config = get_config("llama3-tiny", vocab_size=VOCAB)
-    model = random_model(config)
-    cache = KVCache(config, batch_size=1, max_len=4)
-    with pytest.raises(ValueError, match="KV cache holds 4 positions"):
-        model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
+def test_embed_layers_head_compose_to_forward() -> None:
+    """Callers run the parts separately (pipeline stages, layers inserted between blocks)."""
+    model = random_model(get_config("llama3-small", vocab_size=VOCAB))
+    tokens = torch.randint(0, VOCAB, (2, 11), generator=torch.Generator().manual_seed(6))
+    positions = torch.arange(11)
+    select = torch.tensor([3, 10])
+    with torch.no_grad():
+        full = model(tokens)
+        h = model.embed(tokens)
+        h = model.run_layers(h, positions, start=0, end=2)
+        h = h + 0.0  # where an adapter (cross-attention, a stitch layer) would run
+        h = model.run_layers(h, positions, start=2)
+        assert (model.head(h) - full).abs().max().item() < 1e-6
+        assert (model.head(h, select) - full[:, select]).abs().max().item() < 1e-6
+        assert (model(tokens, select=select) - full[:, select]).abs().max().item() < 1e-6
+        skipped = model.head(model.run_layers(model.embed(tokens), positions, start=1))
+    assert (skipped - full).abs().max().item() > 1e-3  # skipping a layer changes the logits
+
+
+def test_tokens_must_be_two_dimensional() -> None:
+    model = random_model(get_config("llama3-tiny", vocab_size=VOCAB))
+    with pytest.raises(ValueError, match=r"tokens must be \[batch, seq\], got shape \(5,\)"):
+        model(torch.zeros(5, dtype=torch.long))
 
 
 def test_bfloat16_keeps_float32_rope_and_norm() -> None:
@@ -159,14 +199,3 @@ def test_bad_configs_are_rejected_with_reasons() -> None:
         ModelConfig(dim=66, n_layers=1, n_heads=4, n_kv_heads=4, vocab_size=10, ffn_dim=8)
     with pytest.raises(KeyError, match="known sizes"):
         get_config("llama3-9b")
-
-
-def test_fused_projections_give_the_same_logits() -> None:
-    model = random_model(get_config("llama3-tiny", vocab_size=VOCAB))
-    tokens = torch.randint(0, VOCAB, (2, 17), generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        before = model(tokens)
-        model.fuse_projections()
-        after = model(tokens)
-    assert (before - after).abs().max().item() < 1e-5
-    assert "layers.0.attention.wqkv.weight" in model.state_dict()

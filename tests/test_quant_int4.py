@@ -43,11 +43,15 @@ def test_engine_with_int4_generates_close_to_the_float_model() -> None:
     prompt = list(range(1, 20))
     with torch.no_grad():
         before = loaded.model(torch.tensor([prompt]))[0, -1]
+    weights = {name: tensor.clone() for name, tensor in loaded.model.state_dict().items()}
     engine = LLMEngine(loaded, EngineConfig(quantization="int4", num_blocks=64))
-    # fused first: wqkv, wo, w13, w2 per layer, and the head
-    assert sum(isinstance(m, Int4Linear) for m in loaded.model.modules()) == 4 * loaded.model.config.n_layers + 1
+    # the caller's model is untouched; the engine's copy is fused first: wqkv, wo, w13, w2 per layer, and the head
+    assert not any(isinstance(m, Int4Linear) for m in loaded.model.modules())
+    assert loaded.model.state_dict().keys() == weights.keys()
+    assert all(torch.equal(t, weights[name]) for name, t in loaded.model.state_dict().items())
+    assert sum(isinstance(m, Int4Linear) for m in engine.model.modules()) == 4 * loaded.model.config.n_layers + 1
     with torch.no_grad():
-        after = loaded.model(torch.tensor([prompt]))[0, -1]
+        after = engine.model(torch.tensor([prompt]))[0, -1]
     assert torch.corrcoef(torch.stack([before, after]))[0, 1] > 0.95
     out = engine.generate([prompt], SamplingParams(max_tokens=8, ignore_eos=True))[0]
     assert len(out.outputs[0].token_ids) == 8 and engine.stats().kv_blocks_used == 0

@@ -71,7 +71,7 @@ def _decode_forward(
     """The traced function: the model's forward over the engine's paged attention state."""
     meta = StepMetadata(slot_mapping, tokens.shape[1], decode_slots, decode_mask, [], shared_slots)
     state = PagedAttentionState(_CacheTensors(keys, values), meta, gqa)  # type: ignore[arg-type]
-    return model(tokens, positions=positions, cache=state)[0]
+    return model(tokens, positions, state)[0]
 
 
 # model -> {module-structure signature: compiled forward}. Engines over the same model share graphs
@@ -85,7 +85,7 @@ def _compiled_forward(model: Transformer) -> Callable[..., torch.Tensor]:
     """The compiled decode forward for `model` as it is now built.
 
     Dynamo keeps graphs per code object and, with the module guards skipped, cannot tell two models,
-    or one model before and after `quantize_int4` swapped its layers, apart. So each (model, module
+    or a model and its prepared (quantized, fused) copy that shares its parameters, apart. So each (model, module
     structure) gets a private copy of the code object; identical graphs still come from the on-disk
     FX graph cache.
     """

@@ -29,6 +29,7 @@ from herd.infer.block_manager import BlockManager
 from herd.infer.compiled_decode import CompiledDecodeStep
 from herd.infer.detokenize import Detokenizer
 from herd.infer.paged_attention import PagedAttentionState, PagedKVCache, build_metadata
+from herd.infer.prepare import prepare_for_inference
 from herd.infer.sampling import SamplerRow, SamplingParams, sample_batch
 from herd.infer.scheduler import Scheduler, Sequence, SequenceGroup, Status
 
@@ -132,14 +133,8 @@ class LLMEngine:
         self.device, self.dtype = weight.device, weight.dtype
         if self.device.type == "cpu":
             cpu_kernels.available()  # builds herd's C++ kernels once per machine; falls back if it cannot
-        if config.quantization == "int4":
-            from herd.infer.quant_int4 import quantize_int4
-
-            self.model = quantize_int4(self.model)
-        elif config.quantization is not None:
-            from herd.infer.quant import quantize_model
-
-            self.model = quantize_model(self.model, config.quantization)
+        # a quantized copy: the caller's model (loaded.model) is never changed
+        self.model = prepare_for_inference(self.model, quantization=config.quantization)
         per_block = PagedKVCache.bytes_per_block(self.model_config, config.block_size, self.dtype)
         num_blocks = config.num_blocks
         if num_blocks is None:
@@ -309,7 +304,7 @@ class LLMEngine:
                 if len(select) != len(flat):
                     logits = logits[select_t]
             else:
-                logits = self.model(tokens, positions=positions.view(1, -1), cache=state, select=select_t)[0]
+                logits = self.model(tokens, positions.view(1, -1), state, select=select_t)[0]
         for chunk in chunks:
             chunk.seq.num_computed += chunk.length
             self.blocks.register_full_blocks(chunk.seq)

@@ -289,7 +289,10 @@ def cascade_decode_attention(
 
 
 class PagedAttentionState:
-    """The model's `AttentionState` for one engine step (`block_mask`: the FlexAttention path)."""
+    """The model's `AttentionState` (herd.model.attention) for one engine step.
+
+    `block_mask` selects the FlexAttention path.
+    """
 
     def __init__(self, cache: PagedKVCache, meta: StepMetadata, gqa: bool, block_mask: object | None = None) -> None:
         self.cache = cache
@@ -297,8 +300,8 @@ class PagedAttentionState:
         self.gqa = gqa
         self.block_mask = block_mask
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        key_cache, value_cache = self.cache.keys[layer], self.cache.values[layer]
+    def attend(self, layer_id: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        key_cache, value_cache = self.cache.keys[layer_id], self.cache.values[layer_id]
         slots = self.meta.slot_mapping
         key_cache.index_copy_(0, slots, k[0].transpose(0, 1))
         value_cache.index_copy_(0, slots, v[0].transpose(0, 1))

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from herd.infer.fusion import FusedFeedForward
 from herd.model.transformer import FeedForward
 
 MODES = ("int8", "fp8")
@@ -315,15 +316,21 @@ class _QuantizedFeedForward(FeedForward):
             self.w1, self.w3 = w1, w3
         self.w2 = w2
 
-    def fuse_projections(self) -> None:
-        """One matmul for w1 and w3 (`Transformer.fuse_projections`), on the quantized weights."""
-        if self.w13 is None:
-            self.w13 = _concat_rows(self.w1, self.w3)
-            del self.w1, self.w3
+    def fused(self) -> _QuantizedFeedForward:
+        """The same layer with one matmul for w1 and w3 (herd.infer.fusion), on the quantized weights."""
+        if self.w13 is not None:
+            return self
+        return type(self)(self.w2, w13=_concat_rows(self.w1, self.w3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w13 is not None:
+            gate, up = self.w13(x).chunk(2, dim=-1)
+            return self.w2(F.silu(gate) * up)
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 class Int8FeedForward(_QuantizedFeedForward):
-    """SwiGLU with `Int8Linear` projections (FeedForward.forward as is; fusing keeps them int8)."""
+    """SwiGLU with `Int8Linear` projections (fusing keeps them int8)."""
 
 
 class Fp8FeedForward(_QuantizedFeedForward):
@@ -490,7 +497,8 @@ def quantize_model(
     layers: Iterable[int] | None = None,
     scale_ub: float | None = FP8_SCALE_UB,
 ) -> nn.Module:
-    """Replace the FFN linears (w1, w3, w2) of the chosen Transformer layers in place; return the model.
+    """Replace the FFN linears (w1, w3, w2) of the chosen Transformer layers in place; return the model
+    (`herd.infer.prepare_for_inference` applies it to a copy and leaves the caller's model alone).
 
     - `mode`: "fp8" (dynamic row-wise activations, row-wise weights, bound `scale_ub` on the activation
       row amax; Llama 3 paper) or "int8" (weight-only, per-output-channel).
@@ -523,9 +531,9 @@ def quantize_model(
     with torch.no_grad():
         for i in chosen:
             ffn = blocks[i].feed_forward
-            if type(ffn) is not FeedForward:
+            if type(ffn) not in (FeedForward, FusedFeedForward):
                 raise TypeError(f"layer {i}: expected a herd FeedForward, got {type(ffn).__name__}")
-            # Fused projections (Transformer.fuse_projections) are quantized as they are: row-wise
+            # Fused projections (herd.infer.fusion) are quantized as they are: row-wise
             # scales make quantize(cat(w1, w3)) == cat(quantize(w1), quantize(w3)).
             names = ("w13", "w2") if getattr(ffn, "w13", None) is not None else ("w1", "w2", "w3")
             if mode == "fp8":

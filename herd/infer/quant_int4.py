@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from herd.infer import cpu_kernels
+from herd.infer.fusion import fuse_projections
 
 GROUP = 32
 _PROJECTIONS = ("wq", "wk", "wv", "wo", "wqkv")
@@ -102,16 +103,16 @@ class Int4Linear(nn.Module):
 
 
 def quantize_int4(model: nn.Module, backend: str | None = None) -> nn.Module:
-    """Replace every attention/FFN projection and the output head by `Int4Linear`, in place.
+    """Replace every attention/FFN projection and the output head by `Int4Linear`, in place
+    (`herd.infer.prepare_for_inference(model, quantization="int4")` applies it to a copy).
 
-    The projections are fused first (wq/wk/wv -> wqkv, w1/w3 -> w13; `Transformer.fuse_projections`):
+    The projections are fused first (wq/wk/wv -> wqkv, w1/w3 -> w13; herd.infer.fusion):
     groups run along the input dimension, so fusing does not change any quantized value, and
     batch-1 decode makes 4 instead of 7 kernel calls per layer. `backend` is `Int4Linear`'s (None: the
     fastest this machine has).
     """
     with torch.no_grad():
-        if any(getattr(block.attention, "wqkv", None) is None for block in model.layers):
-            model.fuse_projections()
+        fuse_projections(model)
         for block in model.layers:
             for owner, names in ((block.attention, _PROJECTIONS), (block.feed_forward, _FFN)):
                 for name in names:

@@ -1,15 +1,15 @@
-"""The Llama 3 model herd: shapes, the Transformer, and its FLOP/parameter arithmetic.
+"""The Llama 3 model herd: shapes, the Transformer, attention states and FLOP/parameter arithmetic.
 
 Nothing here knows about training, data or serving.
 """
 
-from herd.model.config import MODEL_SIZES, PEAK_LR, ModelConfig, RopeScaling, ffn_hidden_dim, get_config, llama_config
-from herd.model.flops import H100_BF16_PEAK_FLOPS, flops_per_token, mfu, param_counts
-from herd.model.kv_cache import KVCache
-from herd.model.transformer import Transformer, block_causal_mask, document_positions, init_weights
+from herd.model.attention import AttentionState, Causal, DocumentMask, Masked, block_causal_mask, document_positions
+from herd.model.config import MODEL_SIZES, ModelConfig, RopeScaling, ffn_hidden_dim, get_config, llama_config
+from herd.model.flops import flops_per_token, param_counts
+from herd.model.transformer import Transformer, init_weights
 
 __all__ = [
-    "MODEL_SIZES", "PEAK_LR", "ModelConfig", "RopeScaling", "ffn_hidden_dim", "get_config", "llama_config",
-    "H100_BF16_PEAK_FLOPS", "flops_per_token", "mfu", "param_counts", "KVCache", "Transformer",
-    "block_causal_mask", "document_positions", "init_weights",
+    "AttentionState", "Causal", "DocumentMask", "Masked", "block_causal_mask", "document_positions",
+    "MODEL_SIZES", "ModelConfig", "RopeScaling", "ffn_hidden_dim", "get_config", "llama_config",
+    "flops_per_token", "param_counts", "Transformer", "init_weights",
 ]

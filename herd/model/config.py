@@ -197,10 +197,6 @@ MODEL_SIZES: dict[str, ModelConfig] = {
     "llama3-base": llama_config(768, 12, 12, 4, None, 256, max_seq_len=4096),
 }
 
-# The paper's peak learning rates, used as defaults by the trainer.
-PEAK_LR = {"llama3-8b": 3e-4, "llama3-70b": 1.5e-4, "llama3-405b": 8e-5}
-
-
 def get_config(name: str, **overrides: Any) -> ModelConfig:
     """Look up a named size; unknown names list the known ones."""
     try:

@@ -1,10 +1,11 @@
-"""Parameter counts and training FLOPs per token (the torchtitan MFU convention, DESIGN.md)."""
+"""Parameter counts and training FLOPs per token (the torchtitan MFU convention, DESIGN.md).
+
+MFU itself (achieved over peak) is training's: herd.train.mfu.
+"""
 
 from __future__ import annotations
 
 from herd.model.config import ModelConfig
-
-H100_BF16_PEAK_FLOPS = 989e12
 
 
 def param_counts(config: ModelConfig) -> dict[str, int]:
@@ -32,7 +33,3 @@ def flops_per_token(config: ModelConfig, seq_len: int) -> float:
         matmul_params += counts["embedding"]
     return 6 * matmul_params + 12 * config.n_layers * config.n_heads * config.head_dim * seq_len
 
-
-def mfu(tokens_per_second: float, config: ModelConfig, seq_len: int, peak_flops: float) -> float:
-    """Model FLOPs utilization: achieved training FLOP/s over the hardware peak."""
-    return tokens_per_second * flops_per_token(config, seq_len) / peak_flops

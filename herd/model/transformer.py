@@ -2,6 +2,11 @@
 
 Parameter names follow Meta's reference (`tok_embeddings`, `layers.N.attention.wq`, ...), and q/k
 use Meta's interleaved RoPE layout, so a Meta checkpoint loads without any permutation.
+
+This file is the network and nothing else. What each query sees is an `AttentionState`
+(herd.model.attention): causal by default, a document mask for packed pretraining, the serving
+engine's paged cache, context parallelism's gathered keys. Inference rewrites (fused projections,
+quantization) are herd.infer.prepare_for_inference's; parallelism is applied by herd.train.parallel.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from herd.model.attention import AttentionState, Causal
 from herd.model.config import ModelConfig
-from herd.model.kv_cache import AttentionState, KVCache
 from herd.model.rope import apply_rope, rope_cos_sin, rope_inv_freq
+
+CAUSAL = Causal()
 
 
 class RMSNorm(nn.Module):
@@ -33,60 +40,28 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    """Grouped-query attention: projections and RoPE here, the attention itself by the state."""
+
     def __init__(self, config: ModelConfig, layer_id: int) -> None:
         super().__init__()
         self.layer_id = layer_id
-        self.n_heads = config.n_heads
-        self.n_kv_heads = config.n_kv_heads
         self.head_dim = config.head_dim
         self.wq = nn.Linear(config.dim, config.n_heads * config.head_dim, bias=False)
         self.wk = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
         self.wv = nn.Linear(config.dim, config.n_kv_heads * config.head_dim, bias=False)
         self.wo = nn.Linear(config.n_heads * config.head_dim, config.dim, bias=False)
-        self.wqkv: nn.Linear | None = None  # set by `fuse_projections` (inference only)
-        # Context parallelism (training): gathers this rank's keys/values [B, H, T_local, Dh] from every
-        # rank of its context-parallel group along the sequence; set by herd.train.parallel.
-        self.kv_gather: Callable[[torch.Tensor], torch.Tensor] | None = None
 
-    def fuse_projections(self) -> None:
-        """Replace wq/wk/wv by one matmul: at batch-1 decode the small k/v GEMVs cost a kernel each."""
-        weight = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight])
-        self.wqkv = _linear_with_weight(weight)
-        del self.wq, self.wk, self.wv
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The three input projections (herd.infer.fusion overrides this with one fused matmul)."""
+        return self.wq(x), self.wk(x), self.wv(x)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor | None,
-        is_causal: bool,
-        cache: KVCache | AttentionState | None,
-        start_pos: int,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attention: AttentionState) -> torch.Tensor:
         batch, seqlen, _ = x.shape
-        if self.wqkv is not None:
-            kv_dim = self.n_kv_heads * self.head_dim
-            q, k, v = self.wqkv(x).split([self.n_heads * self.head_dim, kv_dim, kv_dim], dim=-1)
-        else:
-            q, k, v = self.wq(x), self.wk(x), self.wv(x)
         # -1 heads: under tensor parallelism each rank holds n_heads / tp of them
-        q = q.view(batch, seqlen, -1, self.head_dim)
-        k = k.view(batch, seqlen, -1, self.head_dim)
-        v = v.view(batch, seqlen, -1, self.head_dim)
+        q, k, v = (t.view(batch, seqlen, -1, self.head_dim) for t in self.qkv(x))
         q = apply_rope(q, cos, sin).transpose(1, 2)
         k = apply_rope(k, cos, sin).transpose(1, 2)
-        v = v.transpose(1, 2)
-        if cache is not None and not isinstance(cache, KVCache):
-            out = cache.attend(self.layer_id, q, k, v)
-            return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
-        if cache is not None:
-            k, v = cache.update(self.layer_id, start_pos, k, v)
-        if self.kv_gather is not None:
-            k, v = self.kv_gather(k), self.kv_gather(v)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=q.shape[1] != k.shape[1]
-        )
+        out = attention.attend(self.layer_id, q, k, v.transpose(1, 2))
         return self.wo(out.transpose(1, 2).reshape(batch, seqlen, -1))
 
 
@@ -98,24 +73,9 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(dim, hidden_dim, bias=False)
         self.w2 = nn.Linear(hidden_dim, dim, bias=False)
         self.w3 = nn.Linear(dim, hidden_dim, bias=False)
-        self.w13: nn.Linear | None = None  # set by `fuse_projections` (inference only)
-
-    def fuse_projections(self) -> None:
-        """One matmul for the gate and up projections (w1, w3)."""
-        self.w13 = _linear_with_weight(torch.cat([self.w1.weight, self.w3.weight]))
-        del self.w1, self.w3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.w13 is not None:
-            gate, up = self.w13(x).chunk(2, dim=-1)
-            return self.w2(F.silu(gate) * up)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
-
-
-def _linear_with_weight(weight: torch.Tensor) -> nn.Linear:
-    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
-    linear.weight = nn.Parameter(weight, requires_grad=False)
-    return linear
 
 
 class TransformerBlock(nn.Module):
@@ -126,34 +86,19 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(config.dim, config.norm_eps)
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
 
-    def forward(self, x, cos, sin, mask, is_causal, cache, start_pos):  # type: ignore[no-untyped-def]
-        h = x + self.attention(self.attention_norm(x), cos, sin, mask, is_causal, cache, start_pos)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attention: AttentionState) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, attention)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
-def document_positions(doc_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Segment index and in-document position for each token of packed sequences [B, T].
-
-    A new segment starts wherever the document id changes, so the same id appearing twice
-    non-contiguously still counts as two documents (they never see each other).
-    """
-    is_start = torch.ones_like(doc_ids, dtype=torch.bool)
-    is_start[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
-    index = torch.arange(doc_ids.shape[1], device=doc_ids.device).expand_as(doc_ids)
-    starts = torch.where(is_start, index, torch.zeros_like(index)).cummax(dim=1).values
-    return is_start.long().cumsum(dim=1), index - starts
-
-
-def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
-    """Boolean [B, 1, T, T] mask: causal and within the same segment (document)."""
-    seqlen = segments.shape[1]
-    causal = torch.ones(seqlen, seqlen, dtype=torch.bool, device=segments.device).tril()
-    same_doc = segments[:, :, None] == segments[:, None, :]
-    return (same_doc & causal)[:, None]
-
-
 class Transformer(nn.Module):
-    """Decoder-only Llama 3 Transformer returning next-token logits."""
+    """Decoder-only Llama 3 Transformer: `forward` = `head(run_layers(embed(tokens), ...))`.
+
+    The three parts are separate calls so that callers compose them: a pipeline stage is this module
+    with other stages' parts set to None and `layers` a ModuleDict keyed by the original index
+    (herd.train.parallel.pipeline), and layers added between blocks (cross-attention, stitching)
+    run `run_layers` over ranges with their own modules in between.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -173,119 +118,60 @@ class Transformer(nn.Module):
         freqs = rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         self.inv_freq = freqs.to(self.inv_freq.device)
 
-    def fuse_projections(self) -> "Transformer":
-        """Inference-only: fuse wq/wk/wv and w1/w3 into single matmuls (fewer, larger kernels).
-
-        The fused model's state_dict no longer has the Meta names, so fuse after loading and never
-        save a fused model as a checkpoint. Quantize (herd.infer.quant) before fusing, or not at all.
-        """
-        for layer in self.layers:
-            layer.attention.fuse_projections()
-            layer.feed_forward.fuse_projections()
-        return self
-
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # `.to(bfloat16)` / `to_empty` would cast or wipe the RoPE table; rebuild it in float32 instead.
         super()._apply(fn, recurse)
         self.init_rope_buffer()
         return self
 
-    def forward(
-        self,
-        tokens: torch.Tensor,
-        *,
-        positions: torch.Tensor | None = None,
-        start_pos: int = 0,
-        doc_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        cache: KVCache | AttentionState | None = None,
-        last_only: bool = False,
-        select: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits [B, T, vocab] (or [B, 1, vocab] with `last_only`, [B, K, vocab] with `select`).
-
-        - `positions` ([T] or [B, T]) overrides RoPE positions; by default they are
-          `start_pos + arange(T)`, or restart at 0 for each document when `doc_ids` is given.
-        - `doc_ids` ([B, T]) makes attention block-causal: a token sees only earlier tokens of its
-          own document (packed pretraining sequences).
-        - `attention_mask` (boolean [B, 1, T, T_keys], with `positions`) replaces the mask derived
-          from `doc_ids`: context parallelism attends local queries to the gathered keys of all ranks.
-        - `cache` holds keys/values of positions < `start_pos` for incremental decoding; an
-          `AttentionState` (the paged engine) instead runs attention itself over flattened
-          sequences, with `positions` given.
-        - `select` ([K] indices along T) computes logits only where they are needed (the last
-          token of each sequence in a flattened batch); the output head is the costliest matmul.
-
-        A pipeline stage is this module with some parts removed (herd.train.parallel.pipeline):
-        without `tok_embeddings` it takes hidden states [B, T, dim] instead of token ids, without
-        `output` it returns hidden states, and `layers` may be a ModuleDict keyed by the original
-        layer index (so parameter names stay those of the full model).
-        """
-        if self.tok_embeddings is not None and tokens.dim() != 2:
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, T] -> hidden states [B, T, dim]."""
+        if tokens.dim() != 2:
             raise ValueError(f"tokens must be [batch, seq], got shape {tuple(tokens.shape)}")
-        mask, is_causal, positions = self._attention_layout(tokens, positions, start_pos, doc_ids, attention_mask, cache)
-        cos, sin = rope_cos_sin(positions, self.inv_freq)
+        return self.tok_embeddings(tokens)
 
-        h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
-        layers = self.layers.values() if isinstance(self.layers, nn.ModuleDict) else self.layers
-        for layer in layers:
-            h = layer(h, cos, sin, mask, is_causal, cache, start_pos)
-        if self.output is None:
-            return h
-        if last_only:
-            h = h[:, -1:]
-        elif select is not None:
+    def blocks(self) -> list[TransformerBlock]:
+        """The blocks this module holds, in order (a pipeline stage holds some of them)."""
+        return list(self.layers.values() if isinstance(self.layers, nn.ModuleDict) else self.layers)
+
+    def run_layers(
+        self, h: torch.Tensor, positions: torch.Tensor, attention: AttentionState | None = None,
+        start: int = 0, end: int | None = None,
+    ) -> torch.Tensor:
+        """Hidden states through `blocks()[start:end]`.
+
+        `positions` ([T] or [B, T]) are the RoPE positions of the whole sequence: under sequence
+        parallelism a block receives a slice of `h` but attends over all of it. `attention` defaults
+        to causal over this call's tokens.
+        """
+        cos, sin = rope_cos_sin(positions, self.inv_freq)
+        state = CAUSAL if attention is None else attention
+        for block in self.blocks()[start:end]:
+            h = block(h, cos, sin, state)
+        return h
+
+    def head(self, h: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
+        """Final norm and output projection: logits [B, T, vocab], or [B, K, vocab] at `select` [K].
+
+        `select` saves the costliest matmul where only some positions need logits (the last token
+        of each sequence in the engine's flattened batch).
+        """
+        if select is not None:
             h = h[:, select]
         return self.output(self.norm(h))
 
-    def _attention_layout(
-        self,
-        tokens: torch.Tensor,
-        positions: torch.Tensor | None,
-        start_pos: int,
-        doc_ids: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        cache: KVCache | AttentionState | None,
-    ) -> tuple[torch.Tensor | None, bool, torch.Tensor]:
-        """(mask, is_causal, RoPE positions) for this call's mode: packed, paged, cached or plain.
+    def forward(
+        self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
+        attention: AttentionState | None = None, *, select: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Next-token logits for `tokens` [B, T] at `positions` (default 0..T-1) under `attention`.
 
-        The sequence length is that of `doc_ids` or `positions` when given: a later pipeline stage under
-        sequence parallelism receives only a slice of the hidden states but attends over all of them.
+        With a `DocumentMask`, pass its `positions`; with the engine's paged state, the tokens of
+        many sequences are flattened into [1, N] with their own positions.
         """
-        batch, seqlen = tokens.shape[:2]
-        if self.tok_embeddings is None:
-            if doc_ids is not None:
-                seqlen = doc_ids.shape[1]
-            elif positions is not None:
-                seqlen = positions.shape[-1]
-        mask: torch.Tensor | None = None
-        is_causal = False
-        if attention_mask is not None:
-            if positions is None or cache is not None:
-                raise ValueError("attention_mask needs explicit positions and no KV cache")
-            mask = attention_mask
-        elif doc_ids is not None:
-            if cache is not None:
-                raise ValueError("doc_ids (packed documents) cannot be combined with a KV cache")
-            if tuple(doc_ids.shape) != (batch, seqlen):
-                raise ValueError(f"doc_ids shape {tuple(doc_ids.shape)} != tokens shape {(batch, seqlen)}")
-            segments, doc_positions = document_positions(doc_ids)
-            mask = block_causal_mask(segments)
-            if positions is None:
-                positions = doc_positions
-        elif isinstance(cache, AttentionState) and not isinstance(cache, KVCache):
-            if positions is None:
-                raise ValueError("a paged attention state needs explicit positions")
-        elif cache is None or start_pos == 0:
-            is_causal = seqlen > 1
-        elif seqlen > 1:
-            # Chunk of new tokens after a cached prefix: token i sees cache and new tokens <= i.
-            key_pos = torch.arange(start_pos + seqlen, device=tokens.device)
-            query_pos = torch.arange(start_pos, start_pos + seqlen, device=tokens.device)
-            mask = key_pos[None, :] <= query_pos[:, None]
         if positions is None:
-            positions = torch.arange(start_pos, start_pos + seqlen, device=tokens.device)
-        return mask, is_causal, positions
+            positions = torch.arange(tokens.shape[-1], device=tokens.device)
+        return self.head(self.run_layers(self.embed(tokens), positions, attention), select)
 
 
 def init_plan(config: ModelConfig, std: float = 0.02) -> list[tuple[str, Callable[..., None]]]:

@@ -88,12 +88,14 @@ def heldout_loss(model, sources: Mapping[str, str], mix: Any, seq_len: int, batc
                  batch_size: int = 4, seed: int = 0) -> float:  # type: ignore[no-untyped-def]
     """Mean next-token loss on the first `batches` validation batches (document-masked, float32)."""
     from herd.data import build_loader
+    from herd.model import DocumentMask
 
     loader = build_loader(sources, mix, seed=seed, split="validation")
     total, count = 0.0, 0
     for _ in range(batches):
         batch = loader.next_batch(batch_size, seq_len)
-        logits = model(batch.inputs, doc_ids=batch.doc_ids).float()
+        documents = DocumentMask(batch.doc_ids)
+        logits = model(batch.inputs, documents.positions, documents).float()
         loss = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100, reduction="sum"
         )

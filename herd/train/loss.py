@@ -7,11 +7,11 @@ global batch: every layout then computes the same gradient as one process on one
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from herd.model.attention import AttentionState
 
 
 def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -30,11 +30,13 @@ def loss_sum(
     model: nn.Module,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    model_kwargs: dict[str, Any],
+    forward_inputs: tuple[torch.Tensor | None, AttentionState | None],
     device: torch.device,
     autocast_dtype: torch.dtype | None,
 ) -> torch.Tensor:
-    """Forward under optional autocast, then `cross_entropy_sum` in float32."""
+    """Forward at `forward_inputs` = (positions, attention state) under optional autocast, then
+    `cross_entropy_sum` in float32."""
+    positions, attention = forward_inputs
     with autocast(device, autocast_dtype):
-        logits = model(inputs, **model_kwargs)
+        logits = model(inputs, positions, attention)
     return cross_entropy_sum(logits, targets)

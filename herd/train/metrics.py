@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from herd.model.flops import H100_BF16_PEAK_FLOPS
+from herd.train.mfu import H100_BF16_PEAK_FLOPS
 
 
 def memory_mb(device: torch.device) -> float:

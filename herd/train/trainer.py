@@ -23,12 +23,13 @@ from typing import Any, Protocol
 import torch
 
 from herd.checkpoint.errors import CheckpointError
-from herd.model import Transformer, flops_per_token
+from herd.model import Transformer
 from herd.model.flops import param_counts
 from herd.train import checkpointing
 from herd.train.config import ConfigError, TrainConfig
 from herd.train.init import ModelInit
 from herd.train.metrics import MetricsLogger, memory_mb, peak_flops, plot_loss_curve
+from herd.train.mfu import mfu as model_flops_utilization
 from herd.train.parallel import SingleProcessPlan
 from herd.train.parallel.distributed import make_plan
 from herd.train.parallel.single import LocalBatch
@@ -237,8 +238,8 @@ class Trainer:
         self.tokens += shape.tokens
         tokens_per_s = shape.tokens / elapsed if elapsed > 0 else 0.0
         # per device: the step's tokens were shared by all ranks
-        per_token = flops_per_token(self.model_config, shape.seq_len)
-        mfu = tokens_per_s * per_token / (self.peak_flops * self.plan.world_size)
+        mfu = model_flops_utilization(tokens_per_s, self.model_config, shape.seq_len,
+                                      self.peak_flops * self.plan.world_size)
         return {
             "kind": "train", "step": self.step, "tokens": self.tokens, "loss": loss_value, "grad_norm": grad_norm,
             "lr": lr, "tokens_per_s": tokens_per_s, "mfu": mfu, "memory_mb": memory_mb(self.device),

@@ -7,16 +7,20 @@ and values of the whole sequence within its CP group (Llama 3, section 3.3.2: al
 ring attention, because it supports any mask, e.g. the document mask, and K/V are small under GQA),
 and attends with a mask built from the tokens' global positions and document ids. The all-gather is
 differentiable: its backward sums the key/value gradients of all ranks' queries into the owner's.
+
+The model is not changed: the gather lives in an attention state (`GatheredKeys`) handed to its
+forward, like the document mask it wraps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.distributed import _functional_collectives as funcol
 
-from herd.model.transformer import Attention, document_positions
+from herd.model.attention import Masked, document_positions
 
 
 def load_balanced_indices(seq_len: int, cp: int, rank: int, device: torch.device | None = None) -> torch.Tensor:
@@ -37,12 +41,6 @@ class ContextParallel:
         self.cp = cp
         self.rank = rank
 
-    def install(self, model: nn.Module) -> None:
-        """Make every attention layer of `model` gather K/V over the CP group before attending."""
-        for module in model.modules():
-            if isinstance(module, Attention):
-                module.kv_gather = self.gather
-
     def gather(self, local: torch.Tensor) -> torch.Tensor:
         """[B, H, T/cp, Dh] local keys or values -> [B, H, T, Dh] in rank order (see `key_indices`)."""
         return funcol.all_gather_tensor_autograd(local.contiguous(), gather_dim=2, group=self.group)
@@ -55,9 +53,15 @@ class ContextParallel:
         """This rank's tokens of [B, T] (or [B, T, ...]) along the sequence."""
         return tensor.index_select(1, load_balanced_indices(tensor.shape[1], self.cp, self.rank, tensor.device))
 
-    def attention_inputs(self, doc_ids: torch.Tensor | None, batch: int, seq_len: int,
-                         device: torch.device) -> dict[str, torch.Tensor]:
-        """Forward kwargs for this rank: RoPE positions of its tokens and the mask to gathered keys.
+    def attention(self, kv_mask: torch.Tensor) -> GatheredKeys:
+        """The attention state for this rank's queries under `kv_mask` (from `batch_tensors`)."""
+        return GatheredKeys(kv_mask, self.gather)
+
+    def batch_tensors(self, doc_ids: torch.Tensor | None, batch: int, seq_len: int,
+                      device: torch.device) -> dict[str, torch.Tensor]:
+        """This rank's batch tensors: RoPE positions of its tokens and the mask to gathered keys.
+
+        Tensors (not a state object) so that pipeline schedules can split them into micro-batches.
 
         A query at global index i sees a key at global index j iff j <= i and (with `doc_ids`) both
         belong to the same document; positions restart at 0 per document, as without CP.
@@ -73,4 +77,15 @@ class ContextParallel:
             positions = doc_positions.index_select(1, mine)
             same_doc = segments.index_select(1, mine)[:, :, None] == segments.index_select(1, keys)[:, None, :]
             mask = (same_doc & causal)[:, None]
-        return {"positions": positions, "attention_mask": mask}
+        return {"positions": positions, "kv_mask": mask}
+
+
+class GatheredKeys(Masked):
+    """Attention of local queries to the keys/values of the whole sequence, gathered from all CP ranks."""
+
+    def __init__(self, mask: torch.Tensor, gather: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__(mask)
+        self.gather = gather
+
+    def attend(self, layer_id: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return super().attend(layer_id, q, self.gather(k), self.gather(v))

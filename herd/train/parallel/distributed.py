@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 
+from herd.model.attention import AttentionState
 from herd.train import checkpointing
 from herd.train.config import ConfigError, OptimSection, TrainConfig
 from herd.train.init import ModelInit
@@ -32,7 +33,7 @@ from herd.train.parallel import dcp as dcp_io
 from herd.train.parallel.context import ContextParallel
 from herd.train.parallel.fsdp import apply_fsdp
 from herd.train.parallel.layout import MESH_DIMS, MeshSizes, layout_problems, resolve_sizes, stage_layer_counts
-from herd.train.parallel.single import LocalBatch, activation_checkpointing
+from herd.train.parallel.single import LocalBatch, activation_checkpointing, attention_inputs
 from herd.train.parallel.tensor import apply_tensor_parallel
 
 
@@ -135,7 +136,7 @@ class DistributedPlan:
             counts = stage_layer_counts(meta_model.config.n_layers, n_stages, section.pp_layers)
             self.stage_ids = stage_ids(self.pp_rank, self.sizes.pp, section.pp_stages_per_rank)
             self.n_stages = n_stages
-            parts = [split_model(meta_model, counts, sid) for sid in self.stage_ids]
+            parts = [split_model(meta_model, counts, sid, self.attention_inputs) for sid in self.stage_ids]
         else:
             parts = [meta_model]
         param_dtype = torch.bfloat16 if self.config.run.dtype == "bfloat16" else None
@@ -148,8 +149,6 @@ class DistributedPlan:
             if self.use_fsdp:
                 apply_fsdp(part, self.fsdp_mesh, param_dtype, reshard)
             part.to_empty(device=device)
-            if self.cp is not None:
-                self.cp.install(part)
         owned = [dict(part.named_parameters()) for part in parts]
         with torch.no_grad():
             for name, full in init.stream(meta_model.config, shapes, device):
@@ -209,8 +208,16 @@ class DistributedPlan:
             # later pipeline stages get sequence-sharded hidden states: tell them the full length
             positions = torch.arange(inputs.shape[1], device=device).expand(inputs.shape[0], -1)
             return LocalBatch(inputs, targets, {"positions": positions} if self.sizes.pp > 1 else {})
-        kwargs = self.cp.attention_inputs(doc_ids, inputs.shape[0], inputs.shape[1], device)
-        return LocalBatch(self.cp.shard(inputs), self.cp.shard(targets), kwargs)
+        tensors = self.cp.batch_tensors(doc_ids, inputs.shape[0], inputs.shape[1], device)
+        return LocalBatch(self.cp.shard(inputs), self.cp.shard(targets), tensors)
+
+    def attention_inputs(
+        self, tensors: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor | None, AttentionState | None]:
+        """(positions, attention state) for a micro-batch's tensors: context parallelism gathers keys."""
+        if self.cp is not None:
+            return tensors["positions"], self.cp.attention(tensors["kv_mask"])
+        return attention_inputs(tensors)
 
     # ------------------------------------------------------------------ compute
     @contextlib.contextmanager
@@ -237,7 +244,8 @@ class DistributedPlan:
                 total += self._pipeline_step(part, n_targets, autocast_dtype, train=True)
                 continue
             with self._loss_context():
-                loss = loss_sum(model, part.inputs, part.targets, part.model_kwargs, device, autocast_dtype)
+                loss = loss_sum(model, part.inputs, part.targets, self.attention_inputs(part.model_kwargs), device,
+                                autocast_dtype)
                 (loss / n_targets).backward()
             total += _local(loss.detach())
         return total
@@ -266,7 +274,8 @@ class DistributedPlan:
         if self.schedule is not None:
             return self._pipeline_step(batch, torch.ones((), device=device), autocast_dtype, train=False)
         with torch.no_grad(), self._loss_context():
-            return _local(loss_sum(model, batch.inputs, batch.targets, batch.model_kwargs, device, autocast_dtype))
+            forward_inputs = self.attention_inputs(batch.model_kwargs)
+            return _local(loss_sum(model, batch.inputs, batch.targets, forward_inputs, device, autocast_dtype))
 
     def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
         value = value.detach().clone()

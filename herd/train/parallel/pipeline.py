@@ -14,7 +14,7 @@ get their own.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -28,7 +28,7 @@ from torch.distributed.pipelining.schedules import (
     ScheduleInterleaved1F1B,
 )
 
-from herd.model import Transformer
+from herd.model import AttentionState, Transformer
 
 Schedule = PipelineScheduleSingle | PipelineScheduleMulti
 
@@ -44,11 +44,36 @@ def stage_ids(pp_rank: int, pp: int, stages_per_rank: int) -> list[int]:
     return [pp_rank + i * pp for i in range(stages_per_rank)]
 
 
-def split_model(model: Transformer, layer_counts: list[int], stage_id: int) -> Transformer:
+class StageModel(Transformer):
+    """A Transformer holding one stage's parts; its forward takes the batch's tensors.
+
+    The schedule splits positional inputs and tensor kwargs into micro-batches by rows, so a stage
+    receives `doc_ids` / `positions` / `kv_mask` tensors and builds its attention state from them
+    with `attention_inputs` (the plan's). A stage without `tok_embeddings` takes hidden states,
+    one without `output` returns them.
+    """
+
+    attention_inputs: Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor | None, AttentionState | None]]
+
+    def forward(self, x: torch.Tensor, **tensors: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        positions, attention = self.attention_inputs(tensors)
+        if positions is None:
+            positions = torch.arange(x.shape[1], device=x.device)
+        h = self.embed(x) if self.tok_embeddings is not None else x
+        h = self.run_layers(h, positions, attention)
+        return self.head(h) if self.output is not None else h
+
+
+def split_model(
+    model: Transformer, layer_counts: list[int], stage_id: int,
+    attention_inputs: Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor | None, AttentionState | None]],
+) -> StageModel:
     """A deep copy of (meta-device) `model` keeping only stage `stage_id`'s parts."""
     first = sum(layer_counts[:stage_id])
     keep = range(first, first + layer_counts[stage_id])
     stage = copy.deepcopy(model)
+    stage.__class__ = StageModel  # same attributes, so the same parameter names as the full model
+    stage.attention_inputs = attention_inputs
     stage.layers = nn.ModuleDict({str(i): model_layer for i, model_layer in enumerate(stage.layers) if i in keep})
     if stage_id != 0:
         stage.tok_embeddings = None

@@ -9,7 +9,7 @@ context parallelism.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from herd.model.attention import AttentionState, DocumentMask
 from herd.train import checkpointing
 from herd.train.config import OptimSection
 from herd.train.init import ModelInit
@@ -26,14 +27,32 @@ from herd.train.optim import build_optimizer
 
 @dataclass
 class LocalBatch:
-    """This rank's share of a global batch: model inputs, targets and the extra forward kwargs."""
+    """This rank's share of a global batch: model inputs, targets and the tensors that say how to
+    attend (`doc_ids`, `positions`, a context-parallel `kv_mask`; see `attention_inputs`).
+
+    Tensors rather than an attention state, so that micro-batches (and pipeline schedules) can split
+    them by rows; each micro-batch builds its state from its own rows.
+    """
 
     inputs: torch.Tensor
     targets: torch.Tensor
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_kwargs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def rows(self, part: slice) -> LocalBatch:
         return LocalBatch(self.inputs[part], self.targets[part], {k: v[part] for k, v in self.model_kwargs.items()})
+
+
+def attention_inputs(tensors: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor | None, AttentionState | None]:
+    """(RoPE positions, attention state) for the model from a batch's tensors.
+
+    Packed documents (`doc_ids`) get the document mask and positions that restart per document;
+    otherwise attention is causal at the given `positions` (or the model's default 0..T-1).
+    """
+    doc_ids = tensors.get("doc_ids")
+    if doc_ids is not None:
+        state = DocumentMask(doc_ids)
+        return state.positions, state
+    return tensors.get("positions"), None
 
 
 def activation_checkpointing(layers: Any) -> None:
@@ -97,7 +116,8 @@ class SingleProcessPlan:
         total = torch.zeros((), device=device)
         for i in range(0, batch.inputs.shape[0], micro_batch_rows):
             part = batch.rows(slice(i, i + micro_batch_rows))
-            loss = loss_sum(model, part.inputs, part.targets, part.model_kwargs, device, autocast_dtype)
+            loss = loss_sum(model, part.inputs, part.targets, attention_inputs(part.model_kwargs), device,
+                            autocast_dtype)
             (loss / n_targets).backward()
             total += loss.detach()
         return total
@@ -105,7 +125,8 @@ class SingleProcessPlan:
     @torch.no_grad()
     def eval_loss_sum(self, model: nn.Module, batch: LocalBatch, device: torch.device,
                       autocast_dtype: torch.dtype | None) -> torch.Tensor:
-        return loss_sum(model, batch.inputs, batch.targets, batch.model_kwargs, device, autocast_dtype)
+        return loss_sum(model, batch.inputs, batch.targets, attention_inputs(batch.model_kwargs), device,
+                        autocast_dtype)
 
     def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
         """Sum over the ranks that hold different tokens (data and context parallel)."""

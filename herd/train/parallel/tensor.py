@@ -21,8 +21,8 @@ from torch.distributed.tensor.parallel import (
     parallelize_module,
 )
 
-# Attention.forward(x, cos, sin, mask, is_causal, cache, start_pos): only x is split along the sequence
-_ATTENTION_INPUTS = (Shard(1), None, None, None, None, None, None)
+# Attention.forward(x, cos, sin, attention_state): only x is split along the sequence
+_ATTENTION_INPUTS = (Shard(1), None, None, None)
 
 
 def apply_tensor_parallel(model: nn.Module, tp_mesh: DeviceMesh, loss_parallel: bool) -> None:
@@ -41,11 +41,11 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh: DeviceMesh, loss_parallel: 
         parallelize_module(model, tp_mesh, top)  # type: ignore[arg-type]
     # Between pipeline stages the hidden state travels sequence-sharded: TP rank t of one stage sends
     # its [B, T/tp, dim] slice to TP rank t of the next, which is what that stage's first block expects.
-    for block in _layers(model):
+    for block in model.blocks():
         parallelize_module(block, tp_mesh, {
             "attention_norm": SequenceParallel(),
             "attention": PrepareModuleInput(input_layouts=_ATTENTION_INPUTS,
-                                            desired_input_layouts=(Replicate(),) + (None,) * 6),
+                                            desired_input_layouts=(Replicate(),) + (None,) * 3),
             "attention.wq": ColwiseParallel(),
             "attention.wk": ColwiseParallel(),
             "attention.wv": ColwiseParallel(),
@@ -56,7 +56,3 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh: DeviceMesh, loss_parallel: 
             "feed_forward.w2": RowwiseParallel(output_layouts=Shard(1)),
             "feed_forward.w3": ColwiseParallel(),
         })
-
-
-def _layers(model: nn.Module):  # type: ignore[no-untyped-def]
-    return model.layers.values() if isinstance(model.layers, nn.ModuleDict) else model.layers
