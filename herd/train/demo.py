@@ -46,10 +46,11 @@ SHORT_SEQ = 256
 LONG_SEQ = 1024
 STAGES = ("corpus", "curate", "pretrain", "long context", "anneal", "average", "report")
 MODEL = {"size": "llama3-tiny", "n_layers": 4}   # dim 64, 4 heads: the 128K-vocab head is most of the cost
-PRETRAIN_TOKENS = 300_000
-LONG_TOKENS_PER_ROUND = 60_000
-LONG_ROUNDS = 3
-ANNEAL_TOKENS = 40_000
+PRETRAIN_TOKENS = 200_000
+LONG_TOKENS_PER_ROUND = 80_000       # the gate is checked after each round
+LONG_ROUNDS = 4
+ANNEAL_TOKENS = 30_000
+RETRIEVAL_FACTS = 14                 # facts (and questions) per synthetic retrieval document
 NIAH_DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 NIAH_LENGTHS = (256, 512, LONG_SEQ - 16)
 SMOKE_BELOW = 0.5   # scales under this are smoke runs: the gates are reported, not expected to pass
@@ -77,7 +78,7 @@ class DemoSettings:
     """What a run was started with; `--resume` continues only a run with the same settings."""
 
     scale: float = 1.0
-    max_docs: int | None = 1500
+    max_docs: int | None = 300
     seed: int = 0
 
     @property
@@ -348,7 +349,7 @@ def retrieval_data(out: Path, data: CuratedData, documents: int, seed: int) -> P
     files = sorted((curated / "general").glob("*.jsonl")) or sorted(curated.glob("*/*.jsonl"))
     texts = [json.loads(line)["text"] for f in files for line in f.read_text(encoding="utf-8").splitlines()]
     jsonl = write_retrieval_jsonl(target.with_suffix(".jsonl"), Llama3Tokenizer(), texts, documents,
-                                  LONG_SEQ - 24, facts=12, seed=seed)
+                                  LONG_SEQ - 24, facts=RETRIEVAL_FACTS, seed=seed)
     shutil.rmtree(target, ignore_errors=True)
     tokenize_files([jsonl], target, "retrieval", workers=1, validation_fraction=0.05, progress=False)
     return target
@@ -577,7 +578,7 @@ class _Demo:
                 "result": f"{path}", "cost": "-"}
 
 
-def run_demo(out_dir: str | Path = "runs/demo", scale: float = 1.0, max_docs: int | None = 1500, *,
+def run_demo(out_dir: str | Path = "runs/demo", scale: float = 1.0, max_docs: int | None = 300, *,
              resume: bool = False, stream: TextIO | None = None) -> DemoResult:
     """Run (or with `resume`, continue) the demo; raises StopRequested when a stop request ended it."""
     out = Path(out_dir)
