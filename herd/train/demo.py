@@ -212,10 +212,15 @@ def _output_to(log: Path) -> Iterator[None]:
             try:
                 yield
             finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
+                # a stop request must not land between the two restores (it would leave fd 2 in the log)
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os.dup2(saved[0], 1)
+                    os.dup2(saved[1], 2)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     finally:
         os.close(saved[0])
         os.close(saved[1])
