@@ -78,7 +78,7 @@ class DemoSettings:
     """What a run was started with; `--resume` continues only a run with the same settings."""
 
     scale: float = 1.0
-    max_docs: int | None = 300
+    max_docs: int | None = 150
     seed: int = 0
 
     @property
@@ -119,9 +119,10 @@ class Progress:
         self.index, self.name, self.start = 0, "", time.perf_counter()
         self._drawn, self._tenth = 0.0, -1
 
-    def stage(self, index: int, name: str) -> None:
+    def stage(self, index: int, name: str, *, quiet: bool = False) -> None:
         self.index, self.name, self.start, self._tenth = index, name, time.perf_counter(), -1
-        self._emit(f"stage {index}/{len(STAGES)} {name}", force=True)
+        if not quiet:
+            self._emit(f"stage {index}/{len(STAGES)} {name}", force=True)
 
     def update(self, done: int, total: int, unit: str, **info: float) -> None:
         elapsed = time.perf_counter() - self.start
@@ -139,11 +140,14 @@ class Progress:
         self._emit(f"stage {self.index}/{len(STAGES)} {self.name}  {text}", force=True)
 
     def finish(self, summary: str) -> None:
-        text = f"stage {self.index}/{len(STAGES)} {self.name}  done in {_clock(time.perf_counter() - self.start)}: {summary}"
-        if self.tty:
-            self.stream.write("\r\033[K" + text + "\n")
-        else:
-            self.stream.write(text + "\n")
+        self._line(f"stage {self.index}/{len(STAGES)} {self.name}  done in {_clock(time.perf_counter() - self.start)}: "
+                   f"{summary}")
+
+    def skip(self, summary: str) -> None:
+        self._line(f"stage {self.index}/{len(STAGES)} {self.name}  finished earlier: {summary}")
+
+    def _line(self, text: str) -> None:
+        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
         self.stream.flush()
 
     def _emit(self, text: str, force: bool = False) -> None:
@@ -583,7 +587,7 @@ class _Demo:
                 "result": f"{path}", "cost": "-"}
 
 
-def run_demo(out_dir: str | Path = "runs/demo", scale: float = 1.0, max_docs: int | None = 300, *,
+def run_demo(out_dir: str | Path = "runs/demo", scale: float = 1.0, max_docs: int | None = 150, *,
              resume: bool = False, stream: TextIO | None = None) -> DemoResult:
     """Run (or with `resume`, continue) the demo; raises StopRequested when a stop request ended it."""
     out = Path(out_dir)
@@ -652,9 +656,9 @@ class _Unclosable:
 def _run_stages(out: Path, state: DemoState, progress: Progress, steps: dict[str, Callable[[], dict[str, Any]]]) -> None:
     for index, name in enumerate(STAGES, 1):
         done = state.finished(name)
-        progress.stage(index, name)
+        progress.stage(index, name, quiet=done is not None)
         if done is not None:
-            progress.finish(f"finished earlier: {done['result']}")
+            progress.skip(done["result"])
             continue
         t0 = time.perf_counter()
         try:

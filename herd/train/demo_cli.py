@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--scale", type=float, default=None,
                    help="multiply every token budget (default 1; 0.2: a ~2-minute smoke run whose gates may not pass)")
-    p.add_argument("--max-docs", type=int, default=None, help="raw documents per corpus source (default 300; 0: all)")
+    p.add_argument("--max-docs", type=int, default=None, help="raw documents per corpus source (default 150; 0: all)")
     p.add_argument("--resume", action="store_true",
                    help="continue a stopped run in --out: finished stages are skipped, the stopped one resumes")
     p.set_defaults(func=run)
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         max_docs = saved.max_docs if max_docs is None else (max_docs or None)
     else:
         scale = 1.0 if scale is None else scale
-        max_docs = 300 if max_docs is None else (max_docs or None)
+        max_docs = 150 if max_docs is None else (max_docs or None)
     try:
         run_demo(args.out, scale=scale, max_docs=max_docs, resume=args.resume)
     except DemoError as exc:
