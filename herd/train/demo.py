@@ -179,6 +179,22 @@ class _TrainProgress(TrainHooks):
 
 
 # -- stop requests and quiet stages ----------------------------------------------------------------
+_wakeup_read: int | None = None  # the read end of the signal wakeup pipe while the demo runs
+
+
+def _signal_received() -> int | None:
+    """The last SIGTERM/SIGINT that arrived, also when the trainer's handler took it: Python's C-level
+    handler writes every signal's number to the wakeup fd whichever Python handler runs."""
+    if _wakeup_read is None:
+        return None
+    try:
+        data = os.read(_wakeup_read, 512)
+    except BlockingIOError:
+        return None
+    stops = [b for b in data if b in (signal.SIGTERM, signal.SIGINT)]
+    return stops[-1] if stops else None
+
+
 @contextmanager
 def _stop_requests() -> Iterator[None]:
     """SIGTERM/SIGINT raise StopRequested between training runs.
@@ -187,6 +203,7 @@ def _stop_requests() -> Iterator[None]:
     and puts these back afterwards; the demo then sees `stopped == "signal"` and raises StopRequested
     itself. Outside training, stopping at once is safe: every other stage writes its outputs atomically
     or is redone from the start by --resume."""
+    global _wakeup_read
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -194,12 +211,21 @@ def _stop_requests() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise StopRequested(signum)
 
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    _wakeup_read = read
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        signal.set_wakeup_fd(previous_fd)
+        _wakeup_read = None
+        os.close(read)
+        os.close(write)
 
 
 @contextmanager
@@ -340,7 +366,7 @@ def _train(cfg: dict[str, Any], hooks: TrainHooks) -> Any:
 
     result = train(config_from_dict(cfg), resume="auto", hooks=hooks)
     if result.stopped != "done":
-        raise StopRequested(None)
+        raise StopRequested(_signal_received())
     return result
 
 
@@ -517,7 +543,7 @@ class _Demo:
                                   self.out / "long_context", short_seq_len=SHORT_SEQ, progress=False,
                                   resume=True, hooks=_TrainProgress(self.progress, total))[0]
         if result.stopped:
-            raise StopRequested(None)
+            raise StopRequested(_signal_received())
         last = result.checks[-1]
         verdict = "passed" if result.passed else "NOT passed" + (" (smoke scale)" if self.settings.smoke else "")
         return {"checkpoint": result.checkpoint, "passed": result.passed, "tokens": last.tokens,
