@@ -56,7 +56,10 @@ def test_sigterm_stops_the_whole_demo_and_resume_finishes_it(tmp_path) -> None:
     assert saved, "the trainer saved a checkpoint on SIGTERM"
     planned = json.loads(metrics.read_text().splitlines()[0])
 
-    assert main(["demo", "--out", str(out), "--resume"]) == 0
+    resumed = subprocess.run([sys.executable, "-m", "herd", "demo", "--out", str(out), "--resume"],
+                             capture_output=True, text=True, env=env, timeout=WAIT_S)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "stage 1/7 corpus  finished earlier" in resumed.stderr  # finished stages are skipped
     log = (out / "demo.log").read_text()
     assert f"resumed from {saved[-1]}" in log  # pretraining continued from its checkpoint, not from scratch
     state = json.loads((out / "state.json").read_text())
