@@ -15,9 +15,15 @@ stage that passes after k rounds is the same as a run planned for k rounds. A st
 `max_rounds` without passing is reported as not passed (never silently), and the next stage starts
 from it anyway only if `continue_on_fail`.
 
-Each stage mixes synthetic NIAH documents of its length (`niah_fraction` of the tokens) into the
-pretraining mix: small models learn long-range retrieval from such data, as the paper's synthetic
-long-context data teaches it in post-training.
+Each stage mixes long documents (`niah_fraction` of the tokens) into the pretraining mix: by default
+synthetic NIAH documents of its length, or the token shards named by `long_data` (e.g. the demo's
+synthetic retrieval documents, herd.data.synthetic_retrieval). Small models learn long-range retrieval
+from such data, as the paper's synthetic long-context data teaches it.
+
+A stop request (SIGTERM/SIGINT, caught by the trainer, which saves a checkpoint) ends the stage at once
+with `StageResult.stopped`; `run_long_context(..., resume=True)` continues it: the gate history and the
+pre-stage baseline are kept in the stage directory, a finished round is not trained again, and the
+interrupted round resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import torch
 
 from herd.train.checkpointing import latest_checkpoint, load_model_weights
 from herd.train.config import ConfigError, config_from_dict
-from herd.train.trainer import train
+from herd.train.trainer import TrainHooks, train
 
 
 @dataclass
@@ -49,6 +55,7 @@ class LongContextStage:
     niah_depths: tuple[float, ...] = (0.1, 0.5, 0.9)
     niah_cases: int = 4                  # cases per depth at each gate check
     loss_tolerance: float = 0.05         # relative increase of short-context loss allowed
+    long_data: str | None = None         # token shards mixed in at niah_fraction (None: synthetic NIAH docs)
 
 
 @dataclass
@@ -69,6 +76,7 @@ class StageResult:
     checks: list[GateCheck] = field(default_factory=list)
     niah_table: str = ""
     out_dir: str = ""
+    stopped: bool = False                # a stop request ended the stage; resume=True continues it
 
 
 def _model_from_weights(base_config: dict[str, Any], weights_path: str | Path):  # type: ignore[no-untyped-def]
@@ -152,6 +160,23 @@ def _stage_mix(base_mix: Any, sources: Mapping[str, str], niah_fraction: float) 
     return mix
 
 
+def _load_state(stage_dir: Path) -> tuple[float | None, list[GateCheck]]:
+    """The pre-stage baseline and the gate checks of an earlier (interrupted) run of a stage."""
+    path = stage_dir / "stage.json"
+    if not path.is_file():
+        return None, []
+    state = json.loads(path.read_text())
+    return state["baseline"], [GateCheck(**c) for c in state["checks"]]
+
+
+def _save_state(stage_dir: Path, baseline: float, checks: list[GateCheck]) -> None:
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    tmp = stage_dir / "stage.json.tmp"
+    tmp.write_text(json.dumps({"baseline": baseline, "checks": [asdict(c) for c in checks]}, indent=1))
+    tmp.replace(stage_dir / "stage.json")
+    (stage_dir / "gate.json").write_text(json.dumps([asdict(c) for c in checks], indent=1))
+
+
 def run_long_context(
     base_config: dict[str, Any],
     init_from: str | Path,
@@ -161,8 +186,15 @@ def run_long_context(
     short_seq_len: int,
     continue_on_fail: bool = True,
     progress: bool = True,
+    resume: bool = False,
+    hooks: TrainHooks | None = None,
 ) -> list[StageResult]:
-    """Run the stages in order from `init_from`; returns each stage's gate history."""
+    """Run the stages in order from `init_from`; returns each stage's gate history.
+
+    With `resume`, a stage's earlier gate checks are kept and its interrupted round continues from its
+    last checkpoint. A stop request ends the run after the current stage's checkpoint is saved: the
+    last result has `stopped` set and later stages are not started. `hooks` go to every `train` call.
+    """
     out = Path(out_dir)
     results: list[StageResult] = []
     current = Path(init_from)
@@ -173,8 +205,12 @@ def run_long_context(
         if stage.seq_len <= previous_len:
             raise ConfigError(f"long-context stages must grow: {stage.seq_len} after {previous_len}")
         stage_dir = out / f"stage-{stage.seq_len}"
-        niah_dir = niah_source(out / "data", stage.seq_len, stage.niah_documents)
-        baseline = heldout_loss(_model_from_weights(base_config, current), sources, base_mix, short_seq_len)
+        long_dir = Path(stage.long_data) if stage.long_data else niah_source(out / "data", stage.seq_len,
+                                                                               stage.niah_documents)
+        baseline, checks = _load_state(stage_dir) if resume else (None, [])
+        if baseline is None:
+            baseline = heldout_loss(_model_from_weights(base_config, current), sources, base_mix, short_seq_len)
+            _save_state(stage_dir, baseline, [])
         steps_per_round = max(1, stage.tokens_per_round // (stage.batch_size * stage.seq_len))
         cfg = copy.deepcopy(base_config)
         cfg["run"].update(out_dir=str(stage_dir), init_from=str(current), max_steps=0)
@@ -185,27 +221,37 @@ def run_long_context(
             "decay_steps": steps_per_round * stage.max_rounds,
             "stages": [{"after_tokens": 0, "batch_size": stage.batch_size, "seq_len": stage.seq_len}],
         }
-        cfg["data"] = {**cfg["data"], "sources": {**sources, "niah": str(niah_dir)},
+        cfg["data"] = {**cfg["data"], "sources": {**sources, "niah": str(long_dir)},
                        "mix": _stage_mix(base_mix, sources, stage.niah_fraction)}
         cfg["eval"] = {"interval": 0}
         cfg["anneal"] = {"tokens": 0}
         cfg.setdefault("log", {})["progress"] = progress
-        result = StageResult(stage.seq_len, "", False, out_dir=str(stage_dir))
-        for round_ in range(1, stage.max_rounds + 1):
+        result = StageResult(stage.seq_len, "", False, checks=checks, out_dir=str(stage_dir))
+        if checks:
+            result.checkpoint = str(latest_checkpoint(stage_dir / "checkpoints") or "")
+            result.passed = checks[-1].passed
+        for round_ in range(len(checks) + 1, stage.max_rounds + 1):
+            if result.passed:
+                break
             cfg["run"]["max_tokens"] = round_ * steps_per_round * stage.batch_size * stage.seq_len
-            run = train(config_from_dict(cfg), resume="auto" if round_ > 1 else None)
+            # round 1 starts from init_from; later rounds, and any resumed round, continue the run
+            run = train(config_from_dict(cfg), resume="auto" if resume or round_ > 1 else None, hooks=hooks)
             ckpt = run.checkpoint or latest_checkpoint(Path(stage_dir) / "checkpoints")
+            result.checkpoint = str(ckpt)
+            if run.stopped != "done":
+                result.stopped = True
+                break
             model = _model_from_weights(cfg, ckpt)
             short = heldout_loss(model, sources, base_mix, short_seq_len)
             report = niah_report(model, niah_length(stage.seq_len), stage.niah_depths, stage.niah_cases, seed=round_)
             passed = short <= baseline * (1 + stage.loss_tolerance) and report.accuracy >= stage.niah_threshold
             result.checks.append(GateCheck(round_, run.tokens, short, baseline, report.accuracy, passed))
-            result.checkpoint, result.niah_table = str(ckpt), report.table()
-            (stage_dir / "gate.json").write_text(json.dumps([asdict(c) for c in result.checks], indent=1))
-            if passed:
-                result.passed = True
-                break
+            result.niah_table = report.table()
+            _save_state(stage_dir, baseline, result.checks)
+            result.passed = passed
         results.append(result)
+        if result.stopped:
+            break
         current = Path(result.checkpoint)
         previous_len = stage.seq_len
         if not result.passed and not continue_on_fail:
