@@ -10,7 +10,7 @@ Targets are the next token of the same document; -100 where the next token start
 document. At the end of a row whose document continues in the next row, the target is that next
 token (it is still the same document), so no token of the stream goes untrained.
 
-`doc_ids` number the segments of each row 0, 1, 2, ...; `herd.model.Transformer(doc_ids=...)`
+`doc_ids` number the segments of each row 0, 1, 2, ...; `herd.model.DocumentMask(doc_ids)`
 turns them into block-causal attention with per-document positions.
 
 State (`state_dict`) is JSON: the sampler's counters plus the partly consumed document, so
