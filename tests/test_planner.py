@@ -135,7 +135,7 @@ def test_eager_activation_bytes_match_what_autograd_saves_in_herds_block() -> No
     weights and RoPE tables excluded) and compare with the planner's "eager" formula."""
     import torch
 
-    from herd.model import Transformer, llama_config
+    from herd.model import Causal, Transformer, llama_config
     from herd.model.rope import rope_cos_sin
 
     config = llama_config(256, 1, 8, 2, None, 64, vocab_size=512)
@@ -150,7 +150,7 @@ def test_eager_activation_bytes_match_what_autograd_saves_in_herds_block() -> No
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model.layers[0](x, cos, sin, None, True, None, 0).float().sum().backward()
+        model.layers[0](x, cos, sin, Causal()).float().sum().backward()
     fixed = {p.untyped_storage().data_ptr() for p in model.parameters()}
     fixed |= {t.untyped_storage().data_ptr() for t in (cos, sin, x)}
     saved = sum(n for ptr, n in storages.items() if ptr not in fixed)
