@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -38,29 +37,17 @@ def machine() -> str:
 
 
 def write_corpus(folder: Path, n: int, per_file: int = 50, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    vocab = [f"w{i}" for i in range(5000)]
+    """curation_cpu.py's synthetic documents, split into files of `per_file` (one reader task each)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from curation_cpu import _synthetic_jsonl
+
     folder.mkdir(parents=True)
-    prev: list[str] = []
-    fh = None
-    for i in range(n):
-        if i % per_file == 0:
-            if fh:
-                fh.close()
-            fh = open(folder / f"part{i // per_file:05d}.jsonl", "w", encoding="utf-8")
-        if prev and rng.random() < 0.10:
-            words = list(prev)
-            words[rng.randrange(len(words))] = rng.choice(vocab)
-        else:
-            words = [rng.choice(vocab) for _ in range(80)]
-        prev = words
-        lines = [" ".join(words[k: k + 10]) for k in range(0, 80, 10)]
-        if rng.random() < 0.01:
-            lines.append("Subscribe to our newsletter")
-        url = f"https://site{rng.randrange(n)}.com/p" if rng.random() < 0.05 else f"https://example.com/{i}"
-        fh.write(json.dumps({"id": f"d{i}", "url": url, "timestamp": i, "text": "\n".join(lines)}) + "\n")
-    if fh:
-        fh.close()
+    whole = folder.parent / f"{folder.name}.all.jsonl"
+    _synthetic_jsonl(whole, n, seed)
+    lines = whole.read_text(encoding="utf-8").splitlines(keepends=True)
+    whole.unlink()
+    for k in range(0, len(lines), per_file):
+        (folder / f"part{k // per_file:05d}.jsonl").write_text("".join(lines[k:k + per_file]), encoding="utf-8")
 
 
 def curated(out: Path) -> bytes:
