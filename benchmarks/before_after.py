@@ -80,6 +80,8 @@ def main() -> None:
                         help="arguments for engine_cpu.py in both trees ('' to skip)")
     args = parser.parse_args()
     before, after = args.before.resolve(), args.after.resolve()
+    if not Path(args.llama_cpp_python).exists():
+        print(f"llama.cpp peer skipped: {args.llama_cpp_python} does not exist (see decode_cpu.py for its setup)")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; CPU flags: {cpu_flags()}")
     rates: dict[str, list[float]] = {"before": [], "after": [], "llama.cpp": []}
     for i in range(args.rounds):
