@@ -199,3 +199,16 @@ def test_bad_configs_are_rejected_with_reasons() -> None:
         ModelConfig(dim=66, n_layers=1, n_heads=4, n_kv_heads=4, vocab_size=10, ffn_dim=8)
     with pytest.raises(KeyError, match="known sizes"):
         get_config("llama3-9b")
+
+
+def test_tied_head_stays_tied_through_meta_init_and_moves() -> None:
+    """The trainer builds on the meta device and calls `to_empty`, which gives every module a new tensor:
+    a tied head must come out tied (it was untied, uninitialised memory that trained on its own)."""
+    config = get_config("llama3-tiny", tie_embeddings=True)
+    with torch.device("meta"):
+        model = Transformer(config)
+    model.to_empty(device="cpu")
+    assert model.output.weight is model.tok_embeddings.weight
+    assert "output.weight" not in dict(model.named_parameters())
+    model = model.to(torch.bfloat16)
+    assert model.output.weight is model.tok_embeddings.weight

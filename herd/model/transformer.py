@@ -120,8 +120,12 @@ class Transformer(nn.Module):
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # `.to(bfloat16)` / `to_empty` would cast or wipe the RoPE table; rebuild it in float32 instead.
+        # `to_empty` (meta -> real device) gives each module its own new tensor: tie the head again.
         super()._apply(fn, recurse)
         self.init_rope_buffer()
+        if self.config.tie_embeddings and getattr(self, "output", None) is not None \
+                and getattr(self, "tok_embeddings", None) is not None:
+            self.output.weight = self.tok_embeddings.weight
         return self
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
