@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--after", type=Path, default=Path("."))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--llama-cpp-python", default=str(Path("benchmarks/.env/bin/python").resolve()))
+    parser.add_argument("--llama-cpp-python", default=str(Path("benchmarks/.env/bin/python").absolute()))  # not resolve(): a venv python is a symlink
     parser.add_argument("--engine-args", default="--dtype float32 --quantization int4 --tokens 32 --samples 8",
                         help="arguments for engine_cpu.py in both trees ('' to skip)")
     args = parser.parse_args()
