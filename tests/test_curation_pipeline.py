@@ -345,7 +345,10 @@ def test_ray_executor_curates_what_the_local_executor_curates(tmp_path):
 
     import ray
 
+    import signal
+
     _invariance_corpus(tmp_path / "corpus")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     faulthandler.dump_traceback_later(600, exit=True)  # a wedged Ray must fail CI, not hang it
     try:
         # one MinHash band keeps the number of Ray tasks (one actor each, seconds to start) small; both runs use it
@@ -356,6 +359,8 @@ def test_ray_executor_curates_what_the_local_executor_curates(tmp_path):
     finally:
         faulthandler.cancel_dump_traceback_later()
     assert not ray.is_initialized()  # the instance herd started is stopped again
+    # and its signal handlers with it (a later training stage in this process must keep its own)
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     assert len(local) == 23 and "Subscribe to our newsletter" not in "".join(local.values())
     assert on_ray == local
     # the Ray run really ran on Ray: every stage's job description is the Ray executor's (Ray resources)

@@ -38,6 +38,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -212,6 +213,9 @@ def ray_session(workers: int) -> Iterator[None]:
     except ImportError:
         raise DataError("executor.kind = 'ray' needs the ray package: pip install ray") from None
     started = False
+    # ray.init installs its own SIGTERM/SIGINT handlers in this process and shutdown leaves them there:
+    # a later stage of the same process (the demo's pretraining) would lose its save-and-stop handler.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
             ray.init(logging_level=logging.WARNING)
@@ -224,6 +228,8 @@ def ray_session(workers: int) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
 
 
 def run_curation(cfg: CurateConfig, *, report: bool = True) -> dict[str, Any]:
