@@ -138,6 +138,24 @@ def test_help_lists_every_command_with_one_line() -> None:
         assert name in helps
 
 
+def test_every_out_flag_is_the_shared_one() -> None:
+    """`--out` is spelled by `herd.cli_args.add_out_arg` everywhere: `DIR` in usage, required exactly when
+    there is no default, and a default shown once by argparse (not hand-written into the help)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    outs = {name: action for name, command in sub.choices.items() for action in command._actions
+            if "--out" in action.option_strings}
+    assert {"tokenize", "demo", "judge-data"} <= set(outs)
+    for name, action in outs.items():
+        assert action.metavar == "DIR", name
+        assert action.required == (action.default is None), name
+        shown = (action.help or "") % {"default": action.default}  # the text --help prints
+        assert shown and shown.count("default") == (action.default is not None), (name, shown)
+        if action.default is not None:
+            assert action.help.endswith("(default: %(default)s)"), (name, action.help)
+    assert outs["tokenize"].required and outs["demo"].default == "runs/demo"
+
+
 def test_dtype_aliases_and_device_on_generate_and_chat() -> None:
     common = ["--model", "random:llama3-tiny", "--max-tokens", "3", "--seed", "0"]
     full = run_herd("generate", *common, "--prompt", "Hello", "--dtype", "bfloat16", "--device", "cpu")

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from herd.cli_args import add_out_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     t = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with a manifest. Malformed JSON lines are counted and skipped.",
     )
     t.add_argument("inputs", nargs="+", metavar="SRC", help="input files or directories")
-    t.add_argument("--out", required=True, help="output directory (one per source)")
+    add_out_arg(t, None, "output directory (one per source)")
     t.add_argument("--source-name", required=True, help="name of the source (e.g. general, code, math)")
     t.add_argument("--format", choices=["jsonl", "parquet", "text"], default=None,
                    help="input format (default: by file suffix; .jsonl/.json/.ndjson, .parquet, else text)")

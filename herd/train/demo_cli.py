@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from herd.cli_args import add_out_arg
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -16,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a gated long-context stage, anneal, average checkpoints and write report.md (under 20 min on 2 cores at "
         "--scale 1). SIGTERM or Ctrl-C stops after saving; --resume continues.",
     )
-    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
+    add_out_arg(p, "runs/demo", "output directory")
     p.add_argument("--scale", type=float, default=None,
                    help="multiply every token budget (default 1; 0.2: a ~2-minute smoke run whose gates may not pass)")
     p.add_argument("--max-docs", type=int, default=None, help="raw documents per corpus source (default 150; 0: all)")
