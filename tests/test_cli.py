@@ -156,6 +156,35 @@ def test_every_out_flag_is_the_shared_one() -> None:
     assert outs["tokenize"].required and outs["demo"].default == "runs/demo"
 
 
+# Every command's --help in one fresh interpreter; then the heavy modules it loaded (none expected).
+HELP_EVERYWHERE = (
+    "import argparse, contextlib, io, sys\n"
+    "from herd.cli import build_parser, main\n"
+    "sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))\n"
+    "for argv in [['--help'], *([name, '--help'] for name in sub.choices)]:\n"
+    "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+    "        main(argv)\n"
+    "heavy = ('torch', 'numpy', 'fastapi', 'uvicorn', 'datatrove', 'pyarrow', 'ray', 'tokenizers', 'safetensors')\n"
+    "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
+)
+
+
+def test_help_imports_no_torch() -> None:
+    """`herd --help` and every `herd COMMAND --help` answer without importing torch (or any extra): command
+    registration is lazy, so help is instant and works before the heavy dependencies are installed."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "herd", "--help"], capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0 and "commands:" in result.stdout, result.stderr[-2000:]
+    imported = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "herd.cli" in imported  # the import-time report is there to read
+    assert not {name for name in imported if name.split(".")[0] == "torch"}, "herd --help imported torch"
+    result = subprocess.run([sys.executable, "-c", HELP_EVERYWHERE], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"COMMAND --help imported: {result.stdout.strip()}"
+
+
 def test_dtype_aliases_and_device_on_generate_and_chat() -> None:
     common = ["--model", "random:llama3-tiny", "--max-tokens", "3", "--seed", "0"]
     full = run_herd("generate", *common, "--prompt", "Hello", "--dtype", "bfloat16", "--device", "cpu")
