@@ -417,6 +417,48 @@ def test_bad_input_is_a_4xx_with_an_openai_error(server, path, body):
     assert_openai_error(resp, resp.status_code)
 
 
+TOKEN_ID_BODIES = [
+    # (path, body, the param the error must name, a piece of its message)
+    ("/v1/completions", {"prompt": [True]}, "prompt.0", "JSON boolean"),
+    ("/v1/completions", {"prompt": [1, False]}, "prompt.1", "got false"),
+    ("/v1/completions", {"prompt": [[5, True]]}, "prompt.0.1", "JSON boolean"),
+    ("/v1/completions", {"prompt": ["hi", [True]]}, "prompt.1.0", "JSON boolean"),
+    ("/v1/completions", {"prompt": [1.0]}, "prompt.0", "must be integers, got 1.0"),
+    ("/v1/completions", {"prompt": [["7"]]}, "prompt.0.0", 'must be integers, got "7"'),
+    ("/v1/completions", {"prompt": [None]}, "prompt.0", "got null"),
+    ("/v1/completions", {"prompt": [-1]}, "prompt.0", ">= 0, got -1"),
+    ("/v1/completions", {"prompt": [[3, -2]]}, "prompt.0.1", ">= 0, got -2"),
+    ("/v1/completions", {"prompt": ["hi", 7]}, "prompt.1", "strings and token-id lists"),
+    ("/v1/completions", {"prompt": [10**9]}, "prompt.0", "must be in [0, 49152), got 1000000000"),
+    ("/v1/completions", {"prompt": ["hi", [1, 49152]]}, "prompt.1.1", "must be in [0, 49152)"),
+    ("/v1/chat/completions", {"messages": ASK, "stop_token_ids": [True]}, "stop_token_ids.0", "JSON boolean"),
+    ("/v1/chat/completions", {"messages": ASK, "stop_token_ids": [2.0]}, "stop_token_ids.0", "got 2.0"),
+    ("/v1/completions", {"prompt": "hi", "stop_token_ids": [1, -4]}, "stop_token_ids.1", ">= 0"),
+]
+
+
+@pytest.mark.parametrize("path,body,param,message", TOKEN_ID_BODIES,
+                         ids=[json.dumps({k: v for k, v in b.items() if k != "messages"})
+                              for _, b, _, _ in TOKEN_ID_BODIES])
+def test_token_ids_are_integers_in_the_vocabulary(server, path, body, param, message):
+    """A token id is a JSON integer in [0, vocab): `true` is no token id 1 (bool is an int in Python, and
+    pydantic's lax mode coerced it), nor 1.0 or "1"; the error names the element and the problem."""
+    e = assert_openai_error(post(server, path, {"model": MODEL_NAME, "max_tokens": 1, **body}), 400)
+    assert e["type"] == "invalid_request_error"
+    assert e["param"] == param, e
+    assert message in e["message"] and param in e["message"], e
+
+
+def test_integer_token_ids_are_a_prompt(server):
+    """The control of the test above: real ids (one prompt, a batch, mixed with text) still generate."""
+    for prompt in ([1, 2, 3], [[1, 2], [49151]], ["hi", [4, 5]]):
+        resp = post(server, "/v1/completions", {"model": MODEL_NAME, "prompt": prompt, "max_tokens": 1,
+                                                "stop_token_ids": [0, 2]})
+        assert resp.status_code == 200, resp.text
+        assert len(resp.json()["choices"]) == (1 if isinstance(prompt[0], int) else 2)
+    server.wait_idle()
+
+
 def test_too_many_samples_names_n(server):
     for path, body in (("/v1/chat/completions", {"messages": ASK}), ("/v1/completions", {"prompt": "hi"})):
         e = assert_openai_error(post(server, path, {"model": MODEL_NAME, "max_tokens": 2, "n": 10**6, **body}), 400)

@@ -53,22 +53,25 @@ def completion_prompts(served: ServedModel, req: CompletionRequest) -> list[tupl
     prompt = req.prompt
     if isinstance(prompt, str):
         items: list[Any] = [prompt]
+        params = ["prompt"]
     elif prompt and all(isinstance(p, int) for p in prompt):
-        items = [prompt]
+        items, params = [prompt], ["prompt"]
     else:
         items = list(prompt)
+        params = [f"prompt.{i}" for i in range(len(items))]
     if not items:
         raise OpenAIError("prompt must not be empty", param="prompt")
     out = []
     tok = served.tokenizer
-    for item in items:
+    for item, param in zip(items, params):
         if isinstance(item, str):
             ids = tok.encode(item, bos=bool(tok.add_bos and tok.bos_id is not None))
             text = item
-        else:
-            bad = [t for t in item if not 0 <= t < tok.vocab_size]
+        else:  # the request model let only ints >= 0 through; the vocabulary is the served model's
+            bad = [j for j, t in enumerate(item) if not 0 <= t < tok.vocab_size]
             if bad:
-                raise OpenAIError(f"prompt token ids must be in [0, {tok.vocab_size}), got {bad[0]}", param="prompt")
+                raise OpenAIError(f"Invalid value for '{param}.{bad[0]}': token ids must be in "
+                                  f"[0, {tok.vocab_size}), got {item[bad[0]]}", param=f"{param}.{bad[0]}")
             ids, text = list(item), tok.decode(item)
         if not ids:
             raise OpenAIError("prompt must not be empty", param="prompt")

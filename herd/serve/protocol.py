@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 # Logprobs of -inf do not survive JSON; vLLM clamps the same way.
 MIN_LOGPROB = -9999.0
@@ -50,6 +50,27 @@ def error_body(message: str, type: str, param: str | None = None, code: str | No
 
 
 # ------------------------------------------------------------------------------------ requests
+
+
+class ElementError(ValueError):
+    """A validator's complaint about one element inside a field: validation_error names `param`
+    (`prompt.1.0`), where pydantic's location would stop at the field (`prompt`)."""
+
+    def __init__(self, param: str, problem: str) -> None:
+        super().__init__(problem)
+        self.param = param
+
+
+def _check_token_ids(ids: list[Any], param: str) -> None:
+    """Every id a JSON integer >= 0. pydantic's lax int would turn `true` into 1 and `1.0` or `"1"` into 1
+    (bool is an int in Python), so a client's bug would generate from a prompt it never meant; a token id
+    has one spelling. The upper bound (the vocabulary) is the served model's, checked where it is known."""
+    for i, t in enumerate(ids):
+        if isinstance(t, bool) or not isinstance(t, int):
+            kind = " (a JSON boolean is not a token id)" if isinstance(t, bool) else ""
+            raise ElementError(f"{param}.{i}", f"token ids must be integers, got {json.dumps(t)}{kind}")
+        if t < 0:
+            raise ElementError(f"{param}.{i}", f"token ids must be >= 0, got {t}")
 
 
 class _Model(BaseModel):
@@ -141,7 +162,14 @@ class _SamplingFields(_Model):
     min_p: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool = False
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[StrictInt] | None = None
+
+    @field_validator("stop_token_ids", mode="before")
+    @classmethod
+    def _stop_token_ids_are_ids(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            _check_token_ids(value, "stop_token_ids")
+        return value
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -162,11 +190,28 @@ class ChatCompletionRequest(_SamplingFields):
 
 class CompletionRequest(_SamplingFields):
     # OpenAI's str | str[] | int[] | int[][], and (as vLLM) a list that mixes texts and token lists
-    prompt: str | list[int] | list[str | list[int]]
+    prompt: str | list[StrictInt] | list[str | list[StrictInt]]
     echo: bool = False
     logprobs: int | None = None
     suffix: str | None = None
     best_of: int | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_token_ids_are_ids(cls, value: Any) -> Any:
+        """A list of only non-lists/strings is one token-id prompt; any other list is a batch of prompts."""
+        if not isinstance(value, list):
+            return value
+        if not any(isinstance(item, str | list) for item in value):
+            _check_token_ids(value, "prompt")
+            return value
+        for i, item in enumerate(value):
+            if isinstance(item, list):
+                _check_token_ids(item, f"prompt.{i}")
+            elif not isinstance(item, str):
+                raise ElementError(f"prompt.{i}", "a list of prompts holds strings and token-id lists, got "
+                                   f"{json.dumps(item)}")
+        return value
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -243,6 +288,9 @@ def validation_error(exc: ValidationError | Any) -> OpenAIError:
         loc = loc[1:]
     param = _loc_to_param(loc)
     msg = first.get("msg", "invalid value")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, ElementError):
+        param, msg = cause.param, str(cause)
     extra = f" ({len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     where = f"'{param}'" if param else "the request body"
     return OpenAIError(f"Invalid value for {where}: {msg}{extra}", param=param)
