@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from herd.model.attention import AttentionState
+from herd.model.transformer import Transformer
+from herd.train.fused_loss import fused_linear_cross_entropy_sum
 
 
 def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -33,10 +35,20 @@ def loss_sum(
     forward_inputs: tuple[torch.Tensor | None, AttentionState | None],
     device: torch.device,
     autocast_dtype: torch.dtype | None,
+    fused_head: bool = False,
 ) -> torch.Tensor:
     """Forward at `forward_inputs` = (positions, attention state) under optional autocast, then
-    `cross_entropy_sum` in float32."""
+    `cross_entropy_sum` in float32.
+
+    `fused_head` (a whole, unwrapped model in one process, float32): the output projection and the
+    loss run chunk by chunk (herd.train.fused_loss), never materializing the batch's logits.
+    """
     positions, attention = forward_inputs
+    if fused_head and autocast_dtype is None and type(model) is Transformer and model.output is not None:
+        if positions is None:
+            positions = torch.arange(inputs.shape[-1], device=inputs.device)
+        h = model.norm(model.run_layers(model.embed(inputs), positions, attention))
+        return fused_linear_cross_entropy_sum(h, model.output.weight, targets)
     with autocast(device, autocast_dtype):
         logits = model(inputs, positions, attention)
     return cross_entropy_sum(logits, targets)

@@ -117,7 +117,7 @@ class SingleProcessPlan:
         for i in range(0, batch.inputs.shape[0], micro_batch_rows):
             part = batch.rows(slice(i, i + micro_batch_rows))
             loss = loss_sum(model, part.inputs, part.targets, attention_inputs(part.model_kwargs), device,
-                            autocast_dtype)
+                            autocast_dtype, fused_head=True)
             (loss / n_targets).backward()
             total += loss.detach()
         return total
@@ -126,7 +126,7 @@ class SingleProcessPlan:
     def eval_loss_sum(self, model: nn.Module, batch: LocalBatch, device: torch.device,
                       autocast_dtype: torch.dtype | None) -> torch.Tensor:
         return loss_sum(model, batch.inputs, batch.targets, attention_inputs(batch.model_kwargs), device,
-                        autocast_dtype)
+                        autocast_dtype, fused_head=True)
 
     def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
         """Sum over the ranks that hold different tokens (data and context parallel)."""
