@@ -112,3 +112,25 @@ def test_print_config(capsys):
     assert main(["pretrain", str(TINY), "--set", "optim.lr=0.01", "--print-config"]) == 0
     printed = tomllib.loads(capsys.readouterr().out)
     assert printed["optim"]["lr"] == 0.01 and printed["schedule"]["stages"][1]["seq_len"] == 128
+
+
+def test_tie_embeddings_key_and_tied_init_start_near_uniform_loss():
+    """`model.tie_embeddings` shares the embedding with the head, and the shared matrix takes the head's
+    init: N(0, 1) rows would start the logits at ~dim and the loss far above ln(vocab)."""
+    import math
+
+    import torch
+
+    from herd.model import Transformer
+    from herd.model.transformer import init_weights
+
+    assert load_config(TINY).model_config().tie_embeddings is False
+    config = load_config(TINY, ["model.tie_embeddings=true"]).model_config()
+    assert config.tie_embeddings is True
+    torch.manual_seed(0)
+    model = Transformer(config)
+    init_weights(model, generator=torch.Generator().manual_seed(0))
+    assert model.output.weight is model.tok_embeddings.weight
+    tokens = torch.randint(0, config.vocab_size, (2, 33))
+    loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
+    assert abs(float(loss) - math.log(config.vocab_size)) < 1.0, float(loss)

@@ -182,9 +182,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return build(tp, value, key)
     if origin in (typing.Union, types.UnionType):
         options = [o for o in typing.get_args(tp) if o is not type(None)]
-        if isinstance(value, _Raw):  # a table, list or quoted string as TOML; anything else as its text
-            parsed = _toml_value(value)
-            value = parsed if isinstance(parsed, (dict, list, str)) else str(value)
+        if isinstance(value, _Raw):  # a table, list or quoted string as TOML; anything else stays raw text
+            parsed = _toml_value(value)  # (each option then reads it: `true` for bool, `runs/x` for str)
+            value = parsed if isinstance(parsed, (dict, list, str)) else value
         for option in options:
             try:
                 return _coerce(value, option, key)

@@ -108,6 +108,7 @@ class ModelSection:
     max_seq_len: int = 0
     rope_theta: float = 0.0
     init_std: float = 0.02
+    tie_embeddings: bool | None = None  # None = the size's value; true shares the embedding with the head
 
     def model_config(self):  # type: ignore[no-untyped-def]
         """The herd.model.ModelConfig this section describes (named size + explicit overrides)."""
@@ -118,6 +119,8 @@ class ModelSection:
             for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "vocab_size", "max_seq_len", "rope_theta")
             if getattr(self, k)
         }
+        if self.tie_embeddings is not None:
+            overrides["tie_embeddings"] = self.tie_embeddings
         try:
             return get_config(self.size, **overrides)
         except KeyError as exc:

@@ -181,8 +181,8 @@ class Transformer(nn.Module):
 def init_plan(config: ModelConfig, std: float = 0.02) -> list[tuple[str, Callable[..., None]]]:
     """(parameter name, in-place initializer(tensor, generator)) in the order random numbers are drawn.
 
-    Embeddings N(0, 1); input projections (wq, wk, wv, w1) truncated-normal with `std`; the
-    projections that write into the residual stream (wo, w2, w3) use a depth-scaled
+    Embeddings N(0, 1) (tied to the head: the head's init); input projections (wq, wk, wv, w1)
+    truncated-normal with `std`; the projections that write into the residual stream (wo, w2, w3) use a depth-scaled
     std / sqrt(2 * (layer + 1)) so deeper layers start closer to identity; the output head uses
     dim**-0.5 truncated at 3 sigma; norms start at 1 (the torchtitan Llama 3 recipe).
 
@@ -202,7 +202,10 @@ def init_plan(config: ModelConfig, std: float = 0.02) -> list[tuple[str, Callabl
     def ones(t: torch.Tensor, g: torch.Generator | None) -> None:
         t.fill_(1.0)
 
-    plan: list[tuple[str, Callable[..., None]]] = [("tok_embeddings.weight", normal)]
+    # a tied matrix is also the output head: N(0, 1) rows would start every logit at ~dim (loss ~25
+    # nats instead of ~ln(vocab)), so it takes the head's init
+    embedding_init = trunc(config.dim**-0.5, 3) if config.tie_embeddings else normal
+    plan: list[tuple[str, Callable[..., None]]] = [("tok_embeddings.weight", embedding_init)]
     for layer_id in range(config.n_layers):
         depth_std = std / math.sqrt(2 * (layer_id + 1))
         prefix = f"layers.{layer_id}."
