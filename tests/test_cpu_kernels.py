@@ -1,5 +1,5 @@
 """herd's C++ CPU kernels. int4 x int8 linear: exact against the arithmetic it claims, close to the
-float matmul, the portable C++ path equal to the AVX512-VNNI one, real SmolLM2 weights keep their
+float matmul, the AVX2 and portable C++ paths equal to the default (AVX512-VNNI here) one, real SmolLM2 weights keep their
 perplexity. Paged decode attention: equal to gathering the cache and running SDPA."""
 
 from __future__ import annotations
@@ -79,32 +79,66 @@ def test_kernel_rejects_mismatched_shapes() -> None:
         cpu_kernels.pack(q[:, :40], scale, low)
 
 
-def test_the_portable_build_equals_the_default_build(tmp_path: Path) -> None:
-    """CPUs without AVX512-VNNI get the plain C++ loop; it must compute the same numbers."""
-    outputs = {}
-    for flag in ("0", "1"):
-        script = (
-            "import json, torch, sys\n"
-            "sys.path.insert(0, sys.argv[1])\n"
-            "from tests.test_cpu_kernels import SHAPES, problem\n"
-            "from herd.infer import cpu_kernels as K\n"
-            "assert K.available()\n"
-            "out = []\n"
-            "for n, k, m in SHAPES:\n"
-            "    x, q, s, lo = problem(n, k, m)\n"
-            "    out.append(K.int4_linear(x, *K.pack(q, s, lo), n).flatten().tolist())\n"
-            "print(json.dumps({'vnni': K.uses_vnni(), 'out': out}))\n"
-        )
-        env = {**os.environ, "HERD_INT4_PORTABLE": flag}
-        root = str(Path(__file__).resolve().parents[1])
-        result = subprocess.run([sys.executable, "-c", script, root], capture_output=True, text=True, env=env, check=False,
-                                cwd=root, timeout=300)
-        assert result.returncode == 0, result.stderr[-2000:]
-        outputs[flag] = json.loads(result.stdout.strip().splitlines()[-1])
-    assert outputs["1"]["vnni"] is False
-    for default, portable in zip(outputs["0"]["out"], outputs["1"]["out"]):
-        a, b = torch.tensor(default), torch.tensor(portable)
-        assert ((a - b).abs().max() / a.abs().max()).item() < 1e-5
+def _host_has(flag: str) -> bool:
+    try:
+        return any(line.startswith("flags") and flag in line.split() for line in Path("/proc/cpuinfo").read_text().splitlines())
+    except OSError:
+        return False
+
+
+def _build_outputs(path: str) -> dict:
+    """The kernel built with HERD_INT4_PATH=`path` in a fresh process: its path name and SHAPES' outputs."""
+    script = (
+        "import json, torch, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from tests.test_cpu_kernels import SHAPES, problem\n"
+        "from herd.infer import cpu_kernels as K\n"
+        "assert K.available()\n"
+        "out = []\n"
+        "for n, k, m in SHAPES:\n"
+        "    x, q, s, lo = problem(n, k, m)\n"
+        "    out.append(K.int4_linear(x, *K.pack(q, s, lo), n).flatten().tolist())\n"
+        "print(json.dumps({'path': K.int4_path(), 'vnni': K.uses_vnni(), 'out': out}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("HERD_INT4_PORTABLE", "HERD_INT4_PATH")}
+    env["HERD_INT4_PATH"] = path
+    root = str(Path(__file__).resolve().parents[1])
+    result = subprocess.run([sys.executable, "-c", script, root], capture_output=True, text=True, env=env, check=False,
+                            cwd=root, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("path", ["avx2", "portable"])
+def test_every_int4_path_is_exactly_its_arithmetic_and_equals_the_default(path: str) -> None:
+    """CPUs without AVX512-VNNI get the AVX2 build (vpmaddubsw byte dots) or the plain C++ loop: each is
+    exact against the float64 reference, for N not a multiple of the tile and M row tails, and equals the
+    default build of this host. The AVX2 build is `-march=haswell` (no AVX-512 at all), as an AVX2 CPU
+    compiles it."""
+    if path == "avx2" and not (_host_has("avx2") and _host_has("fma") and _host_has("f16c")):
+        pytest.skip("this CPU cannot run an AVX2 build")
+    built = _build_outputs(path)
+    assert built["path"] == path and built["vnni"] is False
+    default = {"out": [cpu_kernels.int4_linear(x, *cpu_kernels.pack(q, s, lo), n).flatten().tolist()
+                       for x, q, s, lo, n in ((*problem(n, k, m), n) for n, k, m in SHAPES)]}
+    for (n, k, m), got, mine in zip(SHAPES, built["out"], default["out"]):
+        want = reference(*problem(n, k, m)).flatten()
+        got_t, mine_t = torch.tensor(got, dtype=torch.float64), torch.tensor(mine, dtype=torch.float64)
+        assert ((got_t - want).abs().max() / want.abs().max()).item() < 1e-5, (n, k, m)
+        assert ((got_t - mine_t).abs().max() / mine_t.abs().max()).item() < 1e-5, (n, k, m)
+
+
+def test_default_path_follows_the_cpu_flags_and_a_bad_request_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = ("avx512_vnni" if _host_has("avx512_vnni") and _host_has("avx512bw") else
+                "avx2" if _host_has("avx2") and _host_has("fma") and _host_has("f16c") else "portable")
+    if os.environ.get("HERD_INT4_PATH", "auto") in ("", "auto") and os.environ.get("HERD_INT4_PORTABLE") != "1":
+        assert cpu_kernels.int4_path() == expected
+    monkeypatch.setenv("HERD_INT4_PATH", "sse9")
+    with pytest.raises(ValueError, match="auto, avx2, portable"):
+        cpu_kernels.int4_path_requested()
+    monkeypatch.delenv("HERD_INT4_PATH")
+    monkeypatch.setenv("HERD_INT4_PORTABLE", "1")
+    assert cpu_kernels.int4_path_requested() == "portable"
 
 
 def test_layer_backends_agree_and_the_fallback_is_aten(monkeypatch: pytest.MonkeyPatch) -> None:

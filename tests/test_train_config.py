@@ -133,4 +133,4 @@ def test_tie_embeddings_key_and_tied_init_start_near_uniform_loss():
     assert model.output.weight is model.tok_embeddings.weight
     tokens = torch.randint(0, config.vocab_size, (2, 33))
     loss = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
-    assert abs(float(loss) - math.log(config.vocab_size)) < 1.0, float(loss)
+    assert abs(loss.item() - math.log(config.vocab_size)) < 1.0, loss.item()

@@ -181,6 +181,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a table, got {value!r}")
         return build(tp, value, key)
     if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None  # an optional field left unset (a recipe dict round-tripped through asdict)
         options = [o for o in typing.get_args(tp) if o is not type(None)]
         if isinstance(value, _Raw):  # a table, list or quoted string as TOML; anything else stays raw text
             parsed = _toml_value(value)  # (each option then reads it: `true` for bool, `runs/x` for str)

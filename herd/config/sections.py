@@ -83,7 +83,9 @@ class RunSection:
     out_dir: str = "runs/pretrain"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "bfloat16"  # autocast dtype: bfloat16 | float32 (master weights are always float32)
+    # autocast dtype: auto | bfloat16 | float32 (master weights are always float32); auto = bfloat16
+    # only where this device runs it fast (herd.train.precision), float32 elsewhere (most CPUs)
+    dtype: str = "auto"
     compile: bool = False
     activation_checkpointing: bool = False
     cpu_threads: int = 0  # torch intra-op threads for this run; 0 = torch's default

@@ -1,7 +1,7 @@
 """Build, load and call herd's C++ CPU kernels (`herd/infer/kernels/*.cpp`, one library).
 
-- `int4_linear`: int4 weights x int8 activations (llama.cpp's Q4_1 x Q8_1 arithmetic, AVX512-VNNI
-  integer dots where the CPU has them). ATen's int4 matmul converts every weight to float first and
+- `int4_linear`: int4 weights x int8 activations (llama.cpp's Q4_1 x Q8_1 arithmetic: AVX512-VNNI
+  integer dots where the CPU has them, else AVX2 byte dots, else a portable loop). ATen's int4 matmul converts every weight to float first and
   is compute-bound at ~10 GB/s of weights per core, while batch-1 decode does nothing but read weights.
 - `paged_decode_attention`: decode attention read in place from the paged KV cache, instead of
   gathering every sequence's keys and values into a copy each step.
@@ -11,8 +11,8 @@ The library is compiled once per machine with the system C++ compiler and `-marc
 the flags, the CPU's features and the torch version (~20 s on 2 cores). A build is written to a
 temporary file and renamed, so an interrupted build never leaves a broken library. If there is no
 compiler or the build fails, `available()` is False and callers keep their ATen paths. Set
-`HERD_CPU_KERNELS=0` to skip them on purpose, `HERD_INT4_PORTABLE=1` to build int4's plain C++ path
-(what CPUs without AVX512-VNNI get; the tests compare the two).
+`HERD_CPU_KERNELS=0` to skip them on purpose, `HERD_INT4_PATH=avx2|portable` to build the library an
+AVX2-only CPU gets (`-march=haswell`) or int4's plain C++ path (the tests compare all three).
 """
 
 from __future__ import annotations
@@ -42,12 +42,28 @@ def _compile_command(sources: list[Path], output: Path) -> list[str]:
     torch_lib = Path(torch.__file__).parent / "lib"
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     includes = [f"-I{path}" for path in cpp_extension.include_paths()]
-    portable = ["-DHERD_INT4_PORTABLE"] if os.environ.get("HERD_INT4_PORTABLE") == "1" else []
+    path = int4_path_requested()
+    portable = ["-DHERD_INT4_PORTABLE"] if path == "portable" else []
+    march = "-march=haswell" if path == "avx2" else "-march=native"  # haswell: AVX2 + FMA + F16C, no AVX-512
     return [
         os.environ.get("CXX", "g++"), *map(str, sources), "-o", str(output), "-shared", "-fPIC", "-std=c++17", "-O3",
-        "-march=native", "-fopenmp", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *portable, *includes,
+        march, "-fopenmp", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *portable, *includes,
         f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu", "-lgomp",
     ]
+
+
+INT4_PATHS = ("auto", "avx2", "portable")
+
+
+def int4_path_requested() -> str:
+    """`HERD_INT4_PATH`: auto (the best this CPU runs: AVX512-VNNI, else AVX2, else portable), avx2 (the
+    library an AVX2-only CPU builds, here too: the tests and benchmarks use it) or portable.
+    `HERD_INT4_PORTABLE=1` is the older spelling of portable."""
+    path = os.environ.get("HERD_INT4_PATH", "").strip().lower() or (
+        "portable" if os.environ.get("HERD_INT4_PORTABLE") == "1" else "auto")
+    if path not in INT4_PATHS:
+        raise ValueError(f"HERD_INT4_PATH={path!r}: choose one of {', '.join(INT4_PATHS)}")
+    return path
 
 
 def _cpu_flags() -> bytes:
@@ -109,8 +125,13 @@ def available() -> bool:
 
 
 def uses_vnni() -> bool:
-    """Whether the loaded kernel was compiled with the AVX512-VNNI path (else the portable C++ one)."""
+    """Whether the loaded kernel was compiled with the AVX512-VNNI path."""
     return available() and bool(torch.ops.herd_kernels.int4_uses_vnni())
+
+
+def int4_path() -> str:
+    """The int4 path the loaded library runs: "avx512_vnni", "avx2" or "portable" ("" when not loaded)."""
+    return str(torch.ops.herd_kernels.int4_path()) if available() else ""
 
 
 def _register_fake() -> None:

@@ -155,7 +155,7 @@ def validate(config: TrainConfig) -> None:
     problems: list[str] = []
     run, opt, sch, ann = config.run, config.optim, config.schedule, config.anneal
     problems += _choice(run.device, "run.device", ("auto", "cpu", "cuda"))
-    problems += _choice(run.dtype, "run.dtype", ("bfloat16", "float32"))
+    problems += _choice(run.dtype, "run.dtype", ("auto", "bfloat16", "float32"))
     problems += _choice(run.nan_policy, "run.nan_policy", ("stop", "skip"))
     problems += _choice(opt.impl, "optim.impl", ("auto", "fused", "foreach", "loop"))
     if run.cpu_threads < 0:

@@ -11,6 +11,8 @@ shape of a resumed checkpoint) is checked in `Trainer.__init__`, before any comp
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import signal
 import threading
@@ -33,6 +35,7 @@ from herd.train.mfu import mfu as model_flops_utilization
 from herd.train.parallel import SingleProcessPlan
 from herd.train.parallel.distributed import make_plan
 from herd.train.parallel.single import LocalBatch
+from herd.train.precision import resolve_dtype
 from herd.train.schedule import Schedule
 
 MAX_CONSECUTIVE_SKIPS = 10  # with nan_policy = "skip", this many bad batches in a row still stop the run
@@ -99,6 +102,10 @@ class Trainer:
         hooks: TrainHooks | None = None,
         plan: SingleProcessPlan | None = None,
     ) -> None:
+        # run.dtype "auto" (and a slow explicit "bfloat16") is settled here, before the plan reads it
+        dtype, self.dtype_note = resolve_dtype(config.run.dtype, _device(config.run.device))
+        if dtype != config.run.dtype:
+            config = dataclasses.replace(config, run=dataclasses.replace(config.run, dtype=dtype))
         self.config = config
         self.hooks = hooks or TrainHooks()
         self.plan = plan or make_plan(config)
@@ -308,7 +315,7 @@ class Trainer:
             self.logger.message(self.logger.tb_note)
         self.logger.message(
             f"pretrain: {param_counts(self.model_config)['total']:,} parameters on {self.device} ({self.plan.description}), "
-            f"AdamW ({self.optim_impl}), autocast {cfg.run.dtype}, MFU peak {self.peak_flops:.3g} FLOP/s "
+            f"AdamW ({self.optim_impl}), autocast {self.dtype_note}, MFU peak {self.peak_flops:.3g} FLOP/s "
             f"({peak_source})" + (f", resumed from {self.resume_path} at step {self.step}" if self.resume_path else "")
         )
         handlers = {}

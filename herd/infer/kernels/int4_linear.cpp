@@ -5,7 +5,7 @@
 // keeps it compute-bound at ~10 GB/s of weights per core. This kernel does what llama.cpp's
 // Q4_1 x Q8_1 does: the activations are quantized to int8 per group of 32 (one scale d per group,
 // plus S = d * sum of the group's int8 values), and the 4-bit weights meet them in integer dot products
-// (AVX512-VNNI vpdpbusd: 64 u8 x s8 products per instruction). With w = q * s + m per group:
+// (AVX512-VNNI vpdpbusd: 64 u8 x s8 products per instruction; on AVX2, vpmaddubsw + vpmaddwd). With w = q * s + m per group:
 //     sum_k w_k x_k = s * d * sum_k q_k xq_k + m * S.
 //
 // Layout (herd/infer/cpu_kernels.py packs it): rows in tiles of 16, one i32 lane per row.
@@ -21,12 +21,22 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 
+// One path per build, picked by what the compiler targets (-march=native, or -march=haswell when
+// HERD_INT4_PATH=avx2 asks for the AVX2 build on a bigger CPU): AVX512-VNNI, else AVX2 (+FMA, F16C:
+// every x86 CPU since 2013), else the portable loop.
 #if !defined(HERD_INT4_PORTABLE) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
 #define HERD_INT4_VNNI 1
+#define HERD_INT4_AVX2 0
+#elif !defined(HERD_INT4_PORTABLE) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define HERD_INT4_VNNI 0
+#define HERD_INT4_AVX2 1
 #else
 #define HERD_INT4_VNNI 0
+#define HERD_INT4_AVX2 0
 #endif
 
 namespace {
@@ -106,8 +116,70 @@ void tile_vnni(const uint8_t* packed, const c10::Half* scales, const QuantizedAc
 }
 #endif
 
-// The same arithmetic without intrinsics (CPUs without AVX512-VNNI); exact integer dots, so it
-// differs from the VNNI path only in float summation order.
+#if HERD_INT4_AVX2
+// The AVX2 tile (llama.cpp's Q4_1 x Q8_1 AVX2 arithmetic): a 256-bit register holds 8 rows x 4 bytes,
+// so the 16-row tile is two halves. Without VNNI the u8 x s8 dot is vpmaddubsw (adjacent pairs summed
+// to int16) then vpmaddwd with ones (pairs of int16 to int32): 4 products per row lane, as vpdpbusd.
+// The int16 sums cannot saturate: a pair is at most 2 * 15 * 127 = 3,810, and the 8 pairs of a
+// group's half add up to at most 30,480 < 32,767 before one vpmaddwd widens them.
+template <int MB>
+void tile_avx2(const uint8_t* packed, const c10::Half* scales, const QuantizedActivations& a, int64_t m0,
+               int64_t k, float* y, int64_t n, int64_t row0) {
+  const int64_t groups = k / kGroup;
+  const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[MB][2];
+  for (int i = 0; i < MB; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* block = packed + g * 256;
+    const c10::Half* sg = scales + g * 32;
+    __m256i w[2][8];
+    __m256 s[2], mn[2];
+    for (int h = 0; h < 2; ++h) {
+      for (int b = 0; b < 4; ++b) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + b * 64 + h * 32));
+        w[h][b] = _mm256_and_si256(v, low_nibbles);
+        w[h][b + 4] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low_nibbles);
+      }
+      s[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sg + 8 * h)));
+      mn[h] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sg + 16 + 8 * h)));
+    }
+    for (int i = 0; i < MB; ++i) {
+      const int64_t row = m0 + i;
+      const int8_t* xq = a.xq.data() + row * k + g * kGroup;
+      int32_t chunk[8];
+      std::memcpy(chunk, xq, 32);
+      __m256i x[8];
+      for (int c = 0; c < 8; ++c) x[c] = _mm256_set1_epi32(chunk[c]);
+      const __m256 d = _mm256_set1_ps(a.d[row * groups + g]);
+      const __m256 total = _mm256_set1_ps(a.sum[row * groups + g]);
+      for (int h = 0; h < 2; ++h) {
+        __m256i pairs = _mm256_maddubs_epi16(w[h][0], x[0]);
+        for (int c = 1; c < 8; ++c) pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(w[h][c], x[c]));
+        const __m256i dot = _mm256_madd_epi16(pairs, ones);
+        acc[i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(s[h], d), acc[i][h]);
+        acc[i][h] = _mm256_fmadd_ps(mn[h], total, acc[i][h]);
+      }
+    }
+  }
+  const int64_t valid = std::min<int64_t>(kTile, n - row0);
+  for (int i = 0; i < MB; ++i) {
+    float* out = y + (m0 + i) * n + row0;
+    if (valid == kTile) {
+      _mm256_storeu_ps(out, acc[i][0]);
+      _mm256_storeu_ps(out + 8, acc[i][1]);
+    } else {
+      alignas(32) float lanes[kTile];
+      _mm256_store_ps(lanes, acc[i][0]);
+      _mm256_store_ps(lanes + 8, acc[i][1]);
+      std::memcpy(out, lanes, valid * sizeof(float));
+    }
+  }
+}
+#endif
+
+// The same arithmetic without intrinsics (CPUs with neither AVX512-VNNI nor AVX2); exact integer
+// dots, so it differs from the SIMD paths only in float summation order.
 void tile_portable(const uint8_t* packed, const c10::Half* scales, const QuantizedActivations& a, int64_t m0,
                    int64_t mb, int64_t k, float* y, int64_t n, int64_t row0) {
   const int64_t groups = k / kGroup;
@@ -145,6 +217,13 @@ void tile(const uint8_t* packed, const c10::Half* scales, const QuantizedActivat
     case 3: return tile_vnni<3>(packed, scales, a, m0, k, y, n, row0);
     default: return tile_vnni<4>(packed, scales, a, m0, k, y, n, row0);
   }
+#elif HERD_INT4_AVX2
+  switch (mb) {
+    case 1: return tile_avx2<1>(packed, scales, a, m0, k, y, n, row0);
+    case 2: return tile_avx2<2>(packed, scales, a, m0, k, y, n, row0);
+    case 3: return tile_avx2<3>(packed, scales, a, m0, k, y, n, row0);
+    default: return tile_avx2<4>(packed, scales, a, m0, k, y, n, row0);
+  }
 #else
   tile_portable(packed, scales, a, m0, mb, k, y, n, row0);
 #endif
@@ -179,11 +258,14 @@ at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& packed, const at::
 
 bool uses_vnni() { return HERD_INT4_VNNI; }
 
+std::string path() { return HERD_INT4_VNNI ? "avx512_vnni" : HERD_INT4_AVX2 ? "avx2" : "portable"; }
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(herd_kernels, m) {
   m.def("int4_linear(Tensor x, Tensor packed, Tensor scales, int n) -> Tensor");
   m.def("int4_uses_vnni() -> bool", &uses_vnni);
+  m.def("int4_path() -> str", &path);
 }
 
 TORCH_LIBRARY_IMPL(herd_kernels, CPU, m) { m.impl("int4_linear", &int4_linear); }
