@@ -26,6 +26,11 @@ from pathlib import Path
 
 import torch
 
+try:
+    from before_after import cpu_flags
+except ImportError:  # run from another directory
+    from benchmarks.before_after import cpu_flags
+
 PROMPT = "The history of the llama begins in the Andes, where"
 
 LLAMA_CPP_SCRIPT = r"""
@@ -133,8 +138,11 @@ def main() -> None:
     rows.append(("herd int4 + compile", compiled, compiled_tokens))
     if cpp:
         rows.append((f"llama.cpp Q4_1 ({threads} threads)", cpp, cpp_tokens))
+    from herd.infer import cpu_kernels
+
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{threads} threads; {args.tokens} new tokens, greedy")
+          f"{threads} threads; CPU flags: {cpu_flags()}; int4 kernel path: {cpu_kernels.int4_path() or 'ATen'}; "
+          f"{args.tokens} new tokens, greedy")
     hf_rate = rows[4][1][0]
     for name, rates, tokens in rows:
         same = sum(a == b for a, b in zip(tokens, hf_tokens))
