@@ -280,3 +280,28 @@ def test_export_is_a_deprecated_alias_of_convert(tmp_path: Path) -> None:
     missing = run_herd("convert", str(tmp_path / "single/checkpoints/step_00000009"), str(tmp_path / "x"),
                        "--to", "hf")
     assert_one_line_error(missing, "step_00000009")
+
+
+def test_slow_cpu_dtype_gets_a_one_line_warning(monkeypatch):
+    """--dtype bfloat16/float16 on a CPU without native arithmetic: one line with the measured cost."""
+    import io
+
+    import herd.config.host_speed as host_speed
+    from herd.cli_args import warn_if_slow_dtype
+
+    measured = {"bfloat16": 31.0, "float16": 0.9}
+    monkeypatch.setattr(host_speed, "cpu_matmul_slowdown", lambda name: measured[name])
+    out = io.StringIO()
+    assert warn_if_slow_dtype("bf16", "cpu", out) == 31.0
+    line = out.getvalue()
+    assert line.count("\n") == 1 and "bfloat16" in line and "31.0x slower" in line and "float32" in line
+    out = io.StringIO()
+    assert warn_if_slow_dtype("float16", "cpu", out) == 0.9 and out.getvalue() == ""
+    assert warn_if_slow_dtype("float32", "cpu", out) is None and warn_if_slow_dtype("bf16", "cuda", out) is None
+    assert out.getvalue() == ""
+
+
+def test_the_host_speed_measurement_is_real():
+    from herd.config.host_speed import cpu_matmul_slowdown
+
+    assert cpu_matmul_slowdown("bfloat16") > 0 and cpu_matmul_slowdown("float16") > 0

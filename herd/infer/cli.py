@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from herd.cli_args import resolve_device, torch_dtype
+    from herd.cli_args import resolve_device, torch_dtype, warn_if_slow_dtype
     from herd.infer.sampling import SamplingParams
     from herd.loading import load_model
 
@@ -52,6 +52,7 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         min_p=args.min_p, repetition_penalty=args.repetition_penalty, stop=tuple(args.stop),
     )
     device = resolve_device(args.device)  # before loading: a bad device fails in a second, not after the load
+    warn_if_slow_dtype(args.dtype, device)
     return load_model(args.model, dtype=torch_dtype(args.dtype), device=device), params
 
 

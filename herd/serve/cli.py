@@ -59,7 +59,7 @@ def engine_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from herd.cli_args import require_extra, resolve_device, torch_dtype
+    from herd.cli_args import require_extra, resolve_device, torch_dtype, warn_if_slow_dtype
 
     require_extra("serve", "fastapi", "uvicorn")
     device = resolve_device(args.device)
@@ -73,6 +73,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("herd.serve")
     log.info("loading %s on %s", args.model, device)
+    warn_if_slow_dtype(args.dtype, device)
     loaded = load_model(args.model, dtype=torch_dtype(args.dtype), device=device)
     engine = AsyncEngine(LLMEngine(loaded, engine_config(args)))
     name = args.served_model_name or args.model

@@ -4,16 +4,16 @@ Most CPUs have no bfloat16 arithmetic: torch then emulates it, and a bfloat16 ma
 runs ~50x slower than float32 (1.1 vs 66 GFLOP/s measured on a 2-core EPYC), so a recipe that always
 trains under bfloat16 autocast turns a 10-minute CPU run into hours. CUDA GPUs from Ampere on, and CPUs
 with AVX512-BF16/AMX, run it natively. The answer is measured, not guessed from a model name: on CPU a
-small matmul is timed once per process in both dtypes (a few milliseconds where bfloat16 is fast).
+small matmul is timed once per process in both dtypes (herd.config.host_speed).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
 
 import torch
+
+from herd.config.host_speed import cpu_matmul_slowdown
 
 log = logging.getLogger(__name__)
 
@@ -21,23 +21,9 @@ DTYPES = ("auto", "bfloat16", "float32")
 SLOW_RATIO = 1.25  # bfloat16 slower than this x float32 counts as slow
 
 
-@functools.cache
-def cpu_bf16_slowdown(size: int = 256, repeats: int = 3) -> float:
-    """Seconds of a bfloat16 [size, 2*size] @ [2*size, size] matmul over float32's, best of `repeats`."""
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(size, 2 * size, generator=gen)
-    b = torch.randn(2 * size, size, generator=gen)
-
-    def best(x: torch.Tensor, y: torch.Tensor) -> float:
-        x @ y  # warm-up (thread pool, kernels)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            x @ y
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return best(a.bfloat16(), b.bfloat16()) / max(best(a, b), 1e-9)
+def cpu_bf16_slowdown() -> float:
+    """bfloat16 matmul time over float32's on this CPU (measured once per process)."""
+    return cpu_matmul_slowdown("bfloat16")
 
 
 def bf16_is_fast(device: torch.device) -> tuple[bool, str]:
