@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_out_arg(p, "runs/demo", "output directory")
     p.add_argument("--scale", type=float, default=None,
-                   help="multiply every token budget (default 1; 0.2: a ~2-minute smoke run whose gates may not pass)")
+                   help="multiply every token budget (default 1; 0.2: a ~3-minute smoke run whose gates may not pass)")
     p.add_argument("--max-docs", type=int, default=None, help="raw documents per corpus source (default 150; 0: all)")
     p.add_argument("--resume", action="store_true",
                    help="continue a stopped run in --out: finished stages are skipped, the stopped one resumes")

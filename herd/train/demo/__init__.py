@@ -16,7 +16,7 @@ Seven stages, each recorded in `<out>/state.json` when it finishes:
 
 A stop request (SIGTERM or Ctrl-C) ends the whole command after the running stage has saved what it
 can (training stages save a checkpoint); `herd demo --resume` skips finished stages and continues the
-interrupted one. `--scale` multiplies every token budget (0.2: a ~2-minute smoke run whose gates are
+interrupted one. `--scale` multiplies every token budget (0.2: a ~3-minute smoke run whose gates are
 not expected to pass, and are labelled so).
 
 Training runs in float32 on CPU: bf16 autocast is fast only on CPUs with native bf16 arithmetic, and
