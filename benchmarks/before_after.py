@@ -15,11 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+try:
+    from host import describe
+except ImportError:  # run from another directory
+    from benchmarks.host import describe
 
 DECODE = r"""
 import json, sys, torch
@@ -29,15 +33,6 @@ from decode_cpu import herd_decode
 rates, tokens = herd_decode("smollm2-135m-instruct", int(sys.argv[2]), torch.float32, "int4", True)
 print(json.dumps({"rates": rates, "tokens": tokens}))
 """
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimd", "sve")
-    return " ".join(f for f in flags.split() if f in wanted)
 
 
 def run_tree(tree: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -82,7 +77,7 @@ def main() -> None:
     before, after = args.before.resolve(), args.after.resolve()
     if not Path(args.llama_cpp_python).exists():
         print(f"llama.cpp peer skipped: {args.llama_cpp_python} does not exist (see decode_cpu.py for its setup)")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; CPU flags: {cpu_flags()}")
+    print(f"machine: {describe()}")
     rates: dict[str, list[float]] = {"before": [], "after": [], "llama.cpp": []}
     for i in range(args.rounds):
         b, a = decode(before, args.tokens), decode(after, args.tokens)

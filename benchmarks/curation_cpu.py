@@ -27,6 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:
+    from host import describe
+except ImportError:  # run from another directory
+    from benchmarks.host import describe
+
 
 def real_texts(limit: int = 400) -> list[str]:
     from pydoc_data.topics import topics
@@ -227,7 +232,7 @@ def main() -> None:
         result = bench_pipeline(args.docs or 2000)
     else:
         result = bench_memory(args.docs or 1_000_000)
-    print(json.dumps({"benchmark": args.what, "machine": "2-core AMD EPYC (no AVX2), torch 2.13 CPU"} | result,
+    print(json.dumps({"benchmark": args.what, "machine": describe()} | result,
                      indent=1))
 
 

@@ -24,6 +24,11 @@ from herd.data.loader import build_loader
 from herd.data.local_corpus import build_local_corpus, unigram_entropy
 from herd.data.tokenize_sources import tokenize_files
 
+try:
+    from host import describe
+except ImportError:  # run from another directory
+    from benchmarks.host import describe
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -31,7 +36,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+    results: dict = {"machine": describe(),
                      "python": platform.python_version()}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

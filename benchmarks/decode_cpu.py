@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,9 +25,9 @@ from pathlib import Path
 import torch
 
 try:
-    from before_after import cpu_flags
+    from host import describe
 except ImportError:  # run from another directory
-    from benchmarks.before_after import cpu_flags
+    from benchmarks.host import describe
 
 PROMPT = "The history of the llama begins in the Andes, where"
 
@@ -140,8 +138,7 @@ def main() -> None:
         rows.append((f"llama.cpp Q4_1 ({threads} threads)", cpp, cpp_tokens))
     from herd.infer import cpu_kernels
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{threads} threads; CPU flags: {cpu_flags()}; int4 kernel path: {cpu_kernels.int4_path() or 'ATen'}; "
+    print(f"machine: {describe()}; int4 kernel path: {cpu_kernels.int4_path() or 'ATen'}; "
           f"{args.tokens} new tokens, greedy")
     hf_rate = rows[4][1][0]
     for name, rates, tokens in rows:

@@ -20,14 +20,17 @@ EOS is ignored so every run generates exactly `--tokens` per sequence.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import torch
 
 import herd
 from herd.infer import EngineConfig, LLMEngine, SamplingParams
+
+try:
+    from host import describe
+except ImportError:  # run from another directory
+    from benchmarks.host import describe
 
 PROMPTS = [
     "The history of the llama begins in the Andes, where",
@@ -68,8 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     loaded = herd.load_model("smollm2-135m-instruct", dtype=getattr(torch, args.dtype))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; SmolLM2-135M-Instruct {args.dtype}, quantization {args.quantization}, "
+    print(f"machine: {describe()}; SmolLM2-135M-Instruct {args.dtype}, quantization {args.quantization}, "
           f"compile {args.compile}; {args.tokens} new tokens each")
 
     options = {"quantization": args.quantization, "compile": args.compile}

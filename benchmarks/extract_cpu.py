@@ -17,6 +17,7 @@ Run: ``.venv/bin/python benchmarks/extract_cpu.py [--repeat 20] [--show NAME]``
 from __future__ import annotations
 
 import argparse
+import platform
 import glob
 import re
 import sys
@@ -26,6 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from herd.data.curation.extract import extract_main_content  # noqa: E402
+
+try:
+    from host import describe
+except ImportError:  # run from another directory
+    from benchmarks.host import describe
 
 DATA = Path(__file__).parent / "data" / "extract_labeled"
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -87,7 +93,7 @@ def main() -> None:
         for name, fn in extractors.items():
             print(f"===== {name}\n{fn(html)}")
         return
-    print(f"{len(docs)} labeled pages; machine: 2-core AMD EPYC (no AVX2), Python 3.11, 1 process")
+    print(f"{len(docs)} labeled pages; machine: {describe()}, Python {platform.python_version()}, 1 process")
     print(f"{'extractor':<12} {'precision':>9} {'recall':>7} {'F1':>6} {'docs/s':>8}   pages with recall<0.8")
     for name, fn in extractors.items():
         tp_p = n_p = tp_r = n_r = 0

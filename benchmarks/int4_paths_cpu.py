@@ -17,17 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 try:
-    from before_after import cpu_flags
+    from host import describe
     from decode_cpu import llama_cpp_decode
 except ImportError:  # run from another directory
-    from benchmarks.before_after import cpu_flags
+    from benchmarks.host import describe
     from benchmarks.decode_cpu import llama_cpp_decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,8 +91,7 @@ def main() -> None:
         got = llama_cpp_decode(args.llama_cpp_python, gguf, args.tokens, threads)
         if got is not None:
             cpp.append(got[0])
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{threads} threads; CPU flags: {cpu_flags()}")
+    print(f"machine: {describe()}")
     print(f"decode: SmolLM2-135M-Instruct int4, {args.tokens} new tokens, greedy, "
           f"{'compiled' if args.compile else 'eager'}; medians of {args.rounds} alternating rounds")
     cpp_median = statistics.median(cpp) if cpp else None
@@ -110,7 +108,7 @@ def main() -> None:
         print(f"| {runs[0]['path']} | " + " | ".join(cells) + f" | {rate:.1f} | {ratio} |  (tokens equal to "
               f"{paths[0]}: {same}/{len(reference)})")
     if cpp_median:
-        print(f"| llama.cpp Q4_1 (native build) | " + " | ".join("-" for _ in names) + f" | {cpp_median:.1f} | 1.00x |")
+        print("| llama.cpp Q4_1 (native build) | " + " | ".join("-" for _ in names) + f" | {cpp_median:.1f} | 1.00x |")
 
 
 if __name__ == "__main__":

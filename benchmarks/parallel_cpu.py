@@ -22,13 +22,17 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+try:
+    from host import describe
+except ImportError:  # run from another directory
+    from benchmarks.host import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -190,8 +194,7 @@ def main() -> None:
     if single is not None:
         ideal = estimate(model, _layout("single"), SEQ, BATCH, hardware, activations="eager").step_time_s
         hardware = dataclasses.replace(hardware, achievable_fraction=ideal / single)
-    print(f"# parallel_cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {__import__('torch').__version__}; model dim {model.dim} x {model.n_layers} layers, vocab "
+    print(f"# parallel_cpu: {describe()}; model dim {model.dim} x {model.n_layers} layers, vocab "
           f"{model.vocab_size}; batch {BATCH} x {SEQ}; calibration: bf16 matmul "
           f"{calibration['matmul_flops'] / 1e9:.1f} GFLOP/s per thread, gloo all-reduce "
           f"{calibration['allreduce_bytes_s'] / 1e9:.2f} GB/s, latency {calibration['latency_s'] * 1e6:.0f} us; achievable fraction of that peak (from the "

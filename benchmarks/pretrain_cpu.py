@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 from pathlib import Path
@@ -29,6 +27,11 @@ from herd.model import flops_per_token, get_config
 from herd.train.mfu import mfu as model_flops_utilization
 from herd.train import load_config, train
 from herd.train.metrics import measure_matmul_flops, read_records
+
+try:
+    from host import describe
+except ImportError:  # run from another directory
+    from benchmarks.host import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,8 +56,7 @@ def main() -> None:
     args = parser.parse_args()
 
     threads = torch.get_num_threads()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{threads} threads")
+    print(f"machine: {describe()}")
     peaks = {}
     for dtype in args.dtypes.split(","):
         peaks[dtype] = measure_matmul_flops(torch.device("cpu"), getattr(torch, dtype), size=2048, seconds=3.0)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import statistics
 import time
 
@@ -29,6 +27,11 @@ from torch import nn
 
 from herd.infer import prepare_for_inference
 from herd.infer.quant import Int8Linear, memory_report
+
+try:
+    from host import describe
+except ImportError:  # run from another directory
+    from benchmarks.host import describe
 
 PROMPT = "The history of the llama begins in the Andes, where"
 
@@ -147,10 +150,8 @@ def main() -> None:
     parser.add_argument("--skip-model", action="store_true", help="only the single-linear table")
     args = parser.parse_args()
 
-    cpu = platform.processor() or platform.machine()
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, {cpu}, "
-        f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"
+        f"{describe()}; ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"
     )
     print("\nOne linear, median microseconds (int8 auto = Int8Linear's own kernel choice):")
     header = (

@@ -12,8 +12,6 @@ same loss.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import torch
@@ -22,9 +20,9 @@ from herd.model import Transformer, get_config
 from herd.train.loss import loss_sum
 
 try:
-    from before_after import cpu_flags
+    from host import describe
 except ImportError:  # run from another directory
-    from benchmarks.before_after import cpu_flags
+    from benchmarks.host import describe
 
 
 def main() -> None:
@@ -33,8 +31,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--shapes", default="8x256,2x1024", help="batch x sequence, comma-separated")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; CPU flags: {cpu_flags()}")
+    print(f"machine: {describe()}")
     cpu = torch.device("cpu")
     for shape in args.shapes.split(","):
         batch, seq = (int(x) for x in shape.split("x"))
