@@ -89,19 +89,16 @@ def torch_dtype(name: str):  # type: ignore[no-untyped-def]  # -> torch.dtype (t
     return getattr(torch, parse_dtype(name))
 
 
-SLOW_DTYPE_RATIO = 1.25
-
-
 def warn_if_slow_dtype(dtype: str, device: str, stream: TextIO | None = None) -> float | None:
     """One line on stderr when `--dtype bfloat16|float16` runs slower than float32 on this CPU (most
     CPUs have no native bf16/fp16 arithmetic: ~20-50x slower on AVX2). Returns the measured ratio."""
     name = parse_dtype(dtype)
     if name == "float32" or not device.startswith("cpu"):
         return None
-    from herd.config.host_speed import cpu_matmul_slowdown
+    from herd.config.host_speed import SLOW_RATIO, cpu_matmul_slowdown
 
     ratio = cpu_matmul_slowdown(name)
-    if ratio > SLOW_DTYPE_RATIO:
+    if ratio > SLOW_RATIO:
         print(f"herd: warning: --dtype {name} runs matmuls {ratio:.1f}x slower than float32 on this CPU "
               f"(no native {name} arithmetic); --dtype float32 is faster here", file=stream or sys.stderr)
     return ratio

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import time
 
+SLOW_RATIO = 1.25  # a dtype whose matmul takes longer than this x float32's counts as slow here
+
 
 @functools.cache
 def cpu_matmul_slowdown(dtype: str, rows: int = 128, size: int = 512, repeats: int = 5, warmup: int = 16) -> float:

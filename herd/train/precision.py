@@ -13,12 +13,11 @@ import logging
 
 import torch
 
-from herd.config.host_speed import cpu_matmul_slowdown
+from herd.config.host_speed import SLOW_RATIO, cpu_matmul_slowdown
 
 log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "bfloat16", "float32")
-SLOW_RATIO = 1.25  # bfloat16 slower than this x float32 counts as slow
 
 
 def cpu_bf16_slowdown() -> float:
