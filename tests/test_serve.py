@@ -231,8 +231,9 @@ def test_completions(server, client):
     assert echo.choices[0].text == "The capital of France is" + text
     lp = echo.choices[0].logprobs
     n_prompt = resp.usage.prompt_tokens
-    assert lp.token_logprobs[:n_prompt] == [None] * n_prompt
-    assert all(v <= 0 for v in lp.token_logprobs[n_prompt:])
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None   # nothing predicts the first token
+    assert all(v is not None and v <= 0 for v in lp.token_logprobs[1:])
+    assert all(len(t) <= 2 for t in lp.top_logprobs[1:])
     assert all(len(t) <= 2 for t in lp.top_logprobs[n_prompt:])
     assert len(lp.tokens) == n_prompt + echo.usage.completion_tokens
 
@@ -245,6 +246,43 @@ def test_completions(server, client):
     stream = client.completions.create(model=MODEL_NAME, prompt="The capital of France is", max_tokens=5,
                                        temperature=0, stream=True)
     assert "".join(c.choices[0].text for c in stream if c.choices) == text
+
+
+def _reference_logprobs(model, ids):
+    """log p(ids[i] | ids[:i]) for i >= 1 and the greedy token at each position, by one plain forward."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]), torch.arange(len(ids))[None])[0].float()
+    logp = torch.log_softmax(logits, -1)
+    return [logp[i - 1, ids[i]].item() for i in range(1, len(ids))], logp.argmax(-1).tolist()
+
+
+def test_echo_prompt_logprobs_equal_a_forward_pass_and_score(server, client):
+    """lm-eval's local-completions request (echo, logprobs=1, max_tokens 0 or 1) gets real prompt logprobs."""
+    tok = server.loaded.tokenizer
+    ids = tok.encode("The capital of France is Paris, and the capital of Italy is Rome.")
+    want, argmax = _reference_logprobs(server.loaded.model, ids)
+    for max_tokens in (0, 1):
+        resp = client.completions.create(model=MODEL_NAME, prompt=ids, max_tokens=max_tokens, echo=True,
+                                         logprobs=1, temperature=0)
+        lp = resp.choices[0].logprobs
+        assert len(lp.tokens) == len(ids) + max_tokens
+        assert lp.token_logprobs[0] is None
+        got = lp.token_logprobs[1:len(ids)]
+        assert max(abs(a - b) for a, b in zip(got, want)) < 1e-4
+        for i, top in enumerate(lp.top_logprobs[1:len(ids)], start=1):
+            best_piece, best = max(top.items(), key=lambda kv: kv[1])
+            assert best_piece == server.loaded.tokenizer.token_bytes(argmax[i - 1]).decode("utf-8", "replace")
+            assert (abs(best - got[i - 1]) < 1e-6) == (argmax[i - 1] == ids[i])
+        assert resp.choices[0].finish_reason == "length"
+    # the same numbers through the engine's scoring API (context = the first 5 tokens)
+    from herd.infer.engine import LLMEngine
+
+    engine = LLMEngine(server.loaded)
+    scored = engine.score(ids[:5], [ids[5:]])[0]
+    assert max(abs(a - b) for a, b in zip(scored.token_logprobs, want[4:])) < 1e-4
+    assert scored.greedy == all(argmax[i - 1] == ids[i] for i in range(5, len(ids)))
 
 
 def test_metrics(server, client):

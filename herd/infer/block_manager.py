@@ -148,12 +148,15 @@ class BlockManager:
             hashes.append(hash_block(hashes[-1] if hashes else None, seq.token_ids[i * bs:(i + 1) * bs]))
         return hashes[:num_blocks]
 
-    def match_prefix(self, seq: BlockOwner) -> list[int]:
+    def match_prefix(self, seq: BlockOwner, compute_from: int | None = None) -> list[int]:
         """Cached blocks holding a prefix of `seq`'s tokens (never all of them: the last token is
-        always computed so the step has logits to sample from)."""
+        always computed so the step has logits to sample from; nor any block at or after
+        `compute_from`, a position whose logits the request needs, as prompt logprobs do)."""
         if not self.enable_prefix_caching:
             return []
         limit = (len(seq.token_ids) - 1) // self.block_size
+        if compute_from is not None:
+            limit = min(limit, max(compute_from, 0) // self.block_size)
         hits: list[int] = []
         for h in self._full_block_hashes(seq, limit):
             block = self._cached.get(h)

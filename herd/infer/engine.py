@@ -75,6 +75,7 @@ class TokenLogprob:
     token: str          # the token's text (bytes decoded with errors="replace")
     logprob: float
     top: list[tuple[int, str, float]]   # top_logprobs alternatives, best first
+    rank: int | None = None              # 1 + how many tokens scored higher (1: greedy would pick it)
 
 
 @dataclass
@@ -95,6 +96,8 @@ class RequestOutput:
     prompt_token_ids: list[int]
     outputs: list[CompletionOutput]
     finished: bool
+    # params.prompt_logprobs: one entry per prompt token, None before `prompt_logprobs_from`
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 @dataclass
@@ -120,6 +123,16 @@ class _Pending:
     params: SamplingParams
     seed: int
     extra: dict = field(default_factory=dict)
+    prompt_logprobs_from: int = 1
+
+
+@dataclass
+class ScoreResult:
+    """How likely a continuation is after a context (`LLMEngine.score`)."""
+
+    logprob: float                 # summed log-probability of the continuation's tokens
+    token_logprobs: list[float]
+    greedy: bool                   # greedy decoding from the context would produce exactly this continuation
 
 
 class LLMEngine:
@@ -179,22 +192,31 @@ class LLMEngine:
         return [int(t) for t in prompt]
 
     def prepare_request(
-        self, prompt: str | SequenceABC[int], params: SamplingParams, request_id: str | None = None
+        self, prompt: str | SequenceABC[int], params: SamplingParams, request_id: str | None = None,
+        *, prompt_logprobs_from: int = 1,
     ) -> _Pending:
-        """Validate and encode a request without touching the engine's state (safe from any thread)."""
+        """Validate and encode a request without touching the engine's state (safe from any thread).
+
+        With `params.prompt_logprobs`, prompt tokens from index `prompt_logprobs_from` on get their
+        log-probability (scoring asks only for a continuation's tokens, so logits are projected only
+        there); with `max_tokens=0` the request computes its prompt and samples nothing.
+        """
         if not isinstance(params, SamplingParams):
             raise ValueError(f"params must be SamplingParams, got {type(params).__name__}")
         ids = self._encode(prompt)
         if not ids:
             raise ValueError("the prompt is empty; generation needs at least one token")
         context = self.model_config.max_seq_len
-        if len(ids) >= context:
+        needs_room = params.max_tokens > 0   # a request that samples needs a position for its new token
+        if len(ids) + needs_room > context:
             raise ValueError(f"prompt has {len(ids)} tokens; the model's context is {context}")
+        if params.prompt_logprobs is not None and not 1 <= prompt_logprobs_from <= len(ids):
+            raise ValueError(f"prompt_logprobs_from must be in [1, {len(ids)}], got {prompt_logprobs_from}")
         vocab = self.model_config.vocab_size
         if min(ids) < 0 or max(ids) >= vocab:
             raise ValueError(f"prompt token ids must be in [0, {vocab}), got {min(ids)}..{max(ids)}")
         bs = self.config.block_size
-        if -(-(len(ids) + 1) // bs) > self.num_blocks:
+        if -(-(len(ids) + needs_room) // bs) > self.num_blocks:
             raise ValueError(
                 f"prompt has {len(ids)} tokens; the KV cache holds {self.num_blocks} blocks of {bs} "
                 f"({self.num_blocks * bs} tokens), so it can never run"
@@ -204,13 +226,16 @@ class LLMEngine:
         if request_id is None:
             request_id = f"req-{next(self._request_counter)}"
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
-        return _Pending(str(request_id), ids, params, seed)
+        return _Pending(str(request_id), ids, params, seed, prompt_logprobs_from=prompt_logprobs_from)
 
     def add_request(
-        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None
+        self, prompt: str | list[int], params: SamplingParams, request_id: str | None = None,
+        *, prompt_logprobs_from: int = 1,
     ) -> str:
         """Queue a request; returns its id. ValueError for a prompt that can never run."""
-        return self.add_prepared(self.prepare_request(prompt, params, request_id))
+        return self.add_prepared(
+            self.prepare_request(prompt, params, request_id, prompt_logprobs_from=prompt_logprobs_from)
+        )
 
     def add_prepared(self, pending: _Pending) -> str:
         rid = pending.request_id
@@ -224,10 +249,12 @@ class LLMEngine:
             rid, ids, params, frozenset(stops),
             max_len=min(len(ids) + params.max_tokens, self.max_model_len),
             arrival=next(self._arrivals), base_seed=pending.seed,
+            prompt_logprobs_from=pending.prompt_logprobs_from,
+            prompt_logprobs=None if params.prompt_logprobs is None else [None] * len(ids),
         )
         self.requests_total += 1
         self.prompt_tokens_total += len(ids)
-        if group.max_len <= len(ids):  # max_tokens == 0: nothing to generate
+        if group.max_len <= len(ids) and group.prompt_logprobs is None:  # max_tokens == 0: nothing to compute
             for i in range(params.n):
                 seq = self._new_seq(group, i, list(ids), pending.seed + i)
                 seq.status, seq.finish_reason = Status.FINISHED, "length"
@@ -278,11 +305,27 @@ class LLMEngine:
         flat: list[int] = []
         select: list[int] = []
         sampling: list[Sequence] = []
+        prompt_only: list[Sequence] = []     # max_tokens == 0 requests whose prompt is now computed
+        scored: list[tuple[SequenceGroup, int]] = []   # (request, prompt index) of prompt-logprob rows
+        scored_select: list[int] = []
         for chunk in chunks:
-            flat += chunk.seq.token_ids[chunk.start:chunk.start + chunk.length]
+            seq, offset = chunk.seq, len(flat)
+            flat += seq.token_ids[chunk.start:chunk.start + chunk.length]
+            group = seq.group
+            if group.prompt_logprobs is not None and seq.index == 0:
+                # position p's logits score prompt token p + 1
+                first = max(chunk.start, group.prompt_logprobs_from - 1)
+                last = min(chunk.start + chunk.length, seq.num_prompt - 1)
+                for p in range(first, last):
+                    scored.append((group, p + 1))
+                    scored_select.append(offset + p - chunk.start)
             if chunk.samples:
-                select.append(len(flat) - 1)
-                sampling.append(chunk.seq)
+                if len(seq.token_ids) >= group.max_len:
+                    prompt_only.append(seq)
+                else:
+                    select.append(len(flat) - 1)
+                    sampling.append(seq)
+        select += scored_select
         meta, positions = build_metadata(
             [c.seq.block_table for c in chunks], [c.start for c in chunks], [c.length for c in chunks],
             self.config.block_size, self.device,
@@ -301,13 +344,22 @@ class LLMEngine:
         with torch.inference_mode():
             if self._compiled_decode is not None and self._compiled_decode.applies(meta):
                 logits = self._compiled_decode(tokens, positions.view(1, -1), meta)
-                if len(select) != len(flat):
+                if select != list(range(len(flat))):
                     logits = logits[select_t]
             else:
                 logits = self.model(tokens, positions.view(1, -1), state, select=select_t)[0]
         for chunk in chunks:
             chunk.seq.num_computed += chunk.length
             self.blocks.register_full_blocks(chunk.seq)
+        if scored:
+            self._record_prompt_logprobs(logits[len(sampling):], scored)
+            logits = logits[: len(sampling)]
+        for chunk in chunks:
+            group = chunk.seq.group
+            if group.prompt_logprobs is not None and chunk.seq.num_computed >= chunk.seq.num_prompt:
+                group.prompt_logprobs_ready = True
+        for seq in prompt_only:
+            outputs.append(self._finish_prompt_only(seq))
         if not sampling:
             return outputs
 
@@ -334,6 +386,38 @@ class LLMEngine:
         for group in touched.values():
             outputs.append(self._request_output(group))
         return outputs
+
+    def _record_prompt_logprobs(self, logits: torch.Tensor, rows: list[tuple[SequenceGroup, int]]) -> None:
+        """Log-probability (and rank, and the k best) of each scored prompt token, in one batch."""
+        with torch.inference_mode():
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            targets = torch.tensor([g.prompt_ids[i] for g, i in rows], device=logp.device)
+            chosen = logp.gather(1, targets[:, None])
+            ranks = (logp > chosen).sum(dim=1) + 1
+            k_max = max(g.params.prompt_logprobs or 0 for g, _ in rows)
+            top_vals, top_ids = logp.topk(k_max, dim=1) if k_max else (None, None)
+        chosen_l, ranks_l = chosen[:, 0].tolist(), ranks.tolist()
+        top_vals_l = top_vals.tolist() if top_vals is not None else None
+        top_ids_l = top_ids.tolist() if top_ids is not None else None
+        for r, (group, index) in enumerate(rows):
+            k = group.params.prompt_logprobs or 0
+            top = []
+            if k and top_ids_l is not None and top_vals_l is not None:
+                top = [(t, self._token_text(t), v) for t, v in zip(top_ids_l[r][:k], top_vals_l[r][:k])]
+            token = group.prompt_ids[index]
+            assert group.prompt_logprobs is not None
+            group.prompt_logprobs[index] = TokenLogprob(token, self._token_text(token), chosen_l[r], top, ranks_l[r])
+
+    def _finish_prompt_only(self, seq: Sequence) -> RequestOutput:
+        """A max_tokens=0 request (prompt logprobs only) has computed its prompt: end all n samples."""
+        group = seq.group
+        self._finish(seq, "length", None)
+        for i in range(1, group.params.n if not group.forked else 0):
+            child = self._new_seq(group, i, list(group.prompt_ids), group.base_seed + i)
+            child.status, child.finish_reason = Status.FINISHED, "length"
+            group.seqs.append(child)
+        group.forked = True
+        return self._request_output(group)
 
     def _fork(self, parent: Sequence) -> list[Sequence]:
         """A request's prompt is computed: make its n samples, all sharing the prompt's blocks."""
@@ -397,7 +481,9 @@ class LLMEngine:
         done = group.finished if finished is None else finished
         if done:
             self._groups.pop(group.request_id, None)
-        return RequestOutput(group.request_id, group.prompt_ids, outs, done)
+        # from the first output after the prompt is computed (a stream echoes the prompt before its tokens)
+        prompt_logprobs = group.prompt_logprobs if group.prompt_logprobs_ready else None
+        return RequestOutput(group.request_id, group.prompt_ids, outs, done, prompt_logprobs)
 
     # ----- conveniences
 
@@ -463,6 +549,34 @@ class LLMEngine:
         finally:
             if rid in self._groups:
                 self.abort(rid)
+
+    def score(
+        self, context: SequenceABC[int], continuations: SequenceABC[SequenceABC[int]]
+    ) -> list[ScoreResult]:
+        """Log-likelihood of each continuation after `context` (token ids), one result per continuation.
+
+        The evaluation harness's multiple-choice primitive: the context is computed once and every
+        continuation reuses its KV blocks (prefix caching); logits are projected only at continuation
+        positions. The numbers do not depend on what else runs in the same batch (to float rounding).
+        """
+        return self.score_many([(context, continuations)])[0]
+
+    def score_many(
+        self,
+        items: SequenceABC[tuple[SequenceABC[int], SequenceABC[SequenceABC[int]]]],
+        progress: bool = False,
+        desc: str = "scoring",
+    ) -> list[list[ScoreResult]]:
+        """`score` for many (context, continuations) items, batched; results in item order.
+
+        Sharing, without copying a block: a prefix common to every context (a fixed few-shot prompt)
+        is computed first; then the first continuation of each distinct context; then the other
+        continuations, whose requests find the context's full blocks in the prefix cache.
+        """
+        from herd.infer.scoring import ScorePlan
+
+        plan = ScorePlan(items, self.config.block_size)
+        return plan.run(self, progress=progress, desc=desc)
 
     def stats(self) -> EngineStats:
         return EngineStats(

@@ -35,6 +35,9 @@ class SamplingParams:
       end generation; ignore_eos: do not stop at the tokenizer's end-of-text/turn ids.
     - n: independent samples of one prompt (their prompt's KV cache is computed once and shared).
     - logprobs: report each generated token's log-probability; top_logprobs: also the k best.
+    - prompt_logprobs: report the log-probability of each prompt token given the tokens before it,
+      with this many best alternatives (0: the token's own only; None: off). Logits are projected only
+      at the positions asked for (see `LLMEngine.add_request(prompt_logprobs_from=...)`).
     """
 
     temperature: float = 0.0
@@ -52,6 +55,7 @@ class SamplingParams:
     n: int = 1
     logprobs: bool = False
     top_logprobs: int = 0
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         # Lists are accepted for the tuple fields (JSON callers); store tuples so params stay hashable.
@@ -83,6 +87,8 @@ class SamplingParams:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if self.top_logprobs < 0:
             raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
+        if self.prompt_logprobs is not None and (isinstance(self.prompt_logprobs, bool) or self.prompt_logprobs < 0):
+            raise ValueError(f"prompt_logprobs must be None or an int >= 0, got {self.prompt_logprobs!r}")
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs=True")
         if self.seed is not None and not isinstance(self.seed, int):

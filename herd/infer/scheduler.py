@@ -77,6 +77,17 @@ class SequenceGroup:
     base_seed: int = 0             # sample i draws from the stream of base_seed + i
     seqs: list[Sequence] = field(default_factory=list)
     forked: bool = False
+    # prompt logprobs (params.prompt_logprobs): the first prompt index reported, and one entry per
+    # prompt token (None before that index), filled as the prompt is computed
+    prompt_logprobs_from: int = 1
+    prompt_logprobs: list | None = None
+    prompt_logprobs_ready: bool = False   # every asked entry is filled (the prompt is computed)
+
+    @property
+    def compute_from(self) -> int | None:
+        """The first position whose logits this request needs before it samples (prefix-cache hits
+        must stop there), or None when only the last prompt token's logits matter."""
+        return self.prompt_logprobs_from - 1 if self.prompt_logprobs is not None else None
 
     @property
     def finished(self) -> bool:
@@ -194,7 +205,7 @@ class Scheduler:
             if need_seats > seats:
                 break
             # A waiting sequence holds no blocks (preemption frees them all); reuse cached ones.
-            hits = self.blocks.match_prefix(seq)
+            hits = self.blocks.match_prefix(seq, seq.group.compute_from)
             computed = len(hits) * self.blocks.block_size
             length = min(len(seq.token_ids) - computed, budget)
             new_blocks = -(-(computed + length) // self.blocks.block_size) - len(hits)

@@ -2,7 +2,11 @@
 
 A request holds one or more prompts (OpenAI's str | str[] | int[] | int[][]); each is one engine
 request with n samples, and choice `p * n + i` is sample i of prompt p. With `max_tokens = 0`
-nothing reaches the engine: the answer is the echoed prompt (or empty text).
+nothing is generated: the answer is the echoed prompt (or empty text).
+
+`echo` with `logprobs` returns the prompt's token logprobs too (the first token's is null, as
+OpenAI's), computed by the engine (`SamplingParams.prompt_logprobs`): what lm-evaluation-harness's
+`local-completions` model asks for to score choices.
 """
 
 from __future__ import annotations
@@ -32,16 +36,18 @@ async def completion(served: ServedModel, request: Request) -> Response:
         raise OpenAIError("best_of other than n is not supported by this server", param="best_of")
     prompts = completion_prompts(served, req)
     params = None
+    echo_logprobs = req.echo and req.logprobs is not None
     for ids, _ in prompts:
         params = served.sampling_params(
             req, req.max_tokens, len(ids), default_max=16, chat=False,
             logprobs=req.logprobs is not None, top_logprobs=req.logprobs or 0, what="prompt",
+            prompt_logprobs=req.logprobs if echo_logprobs else None,
         )
     assert params is not None
     request_id = new_id("cmpl")
     run = CompletionRun(served, req, prompts, request_id)
     gens = None
-    if params.max_tokens > 0:  # else nothing to generate: echo (or empty text) without the engine
+    if params.max_tokens > 0 or echo_logprobs:  # else nothing to compute: echo (or empty text) without the engine
         gens = Generations(served.engine, [ids for ids, _ in prompts], params, request_id, "prompt")
         await gens.start()
         served.metrics.observe_first_token(time.perf_counter() - started)
@@ -110,20 +116,32 @@ class CompletionRun:
         self.choices = [CompletionChoice(logprobs=None if req.logprobs is None else _rows())
                         for _ in range(len(prompts) * req.n)]
         self.include_usage = req.stream_options is not None and req.stream_options.include_usage
+        # echo with logprobs waits for the engine's prompt logprobs; plain echo is sent at once
+        self.echo_waits = req.echo and req.logprobs is not None
+        self.echoed = [False] * len(prompts)
 
-    def _echo(self, index: int) -> tuple[str, LogprobRows | None]:
-        """The prompt part of a choice when echo is on: text, and logprob rows (None logprobs)."""
+    def _echo(self, index: int, prompt_logprobs: list[Any] | None = None) -> tuple[str, LogprobRows | None]:
+        """The prompt part of a choice when echo is on: text, and logprob rows (null where the engine
+        gave none: the first token, or every token when it was not asked)."""
         ids, text = self.prompts[index // self.n]
         st = self.choices[index]
         st.text.append(text)
         if st.logprobs is None:
             return text, None
         lp = _rows()
-        for tid in ids:
+        for pos, tid in enumerate(ids):
             piece = self.served.token_text(tid)
+            entry = prompt_logprobs[pos] if prompt_logprobs is not None else None
             lp["tokens"].append(piece)
-            lp["token_logprobs"].append(None)
-            lp["top_logprobs"].append(None)
+            if entry is None:
+                lp["token_logprobs"].append(None)
+                lp["top_logprobs"].append(None)
+            else:
+                lp["token_logprobs"].append(clamp_logprob(entry.logprob))
+                top: dict[str, float] = {}
+                for _, tok, val in entry.top[: self.top]:
+                    top.setdefault(tok, clamp_logprob(val))
+                lp["top_logprobs"].append(top)
             lp["text_offset"].append(st.text_offset)
             st.text_offset += len(piece)
         st.text_offset = len(text)
@@ -147,8 +165,22 @@ class CompletionRun:
             st.logprobs[key].extend(values)
         return rows
 
+    def _late_echo(self, prompt_index: int, out: Any) -> list[tuple[int, str, LogprobRows | None]]:
+        """Echo prompt `prompt_index` (all its n choices) once its prompt logprobs have arrived."""
+        if not self.echo_waits or self.echoed[prompt_index] or out.prompt_logprobs is None:
+            return []
+        self.echoed[prompt_index] = True
+        echoes = []
+        for i in range(self.n):
+            index = prompt_index * self.n + i
+            text, lp = self._echo(index, out.prompt_logprobs)
+            echoes.append((index, text, lp))
+        return echoes
+
     def _update(self, prompt_index: int, out: Any) -> list[tuple[int, str, LogprobRows | None, str | None]]:
-        changes = []
+        changes: list[tuple[int, str, LogprobRows | None, str | None]] = [
+            (index, text, lp, None) for index, text, lp in self._late_echo(prompt_index, out)
+        ]
         for c in out.outputs:
             index = prompt_index * self.n + c.index
             st = self.choices[index]
@@ -176,7 +208,7 @@ class CompletionRun:
 
     async def stream(self, gens: Generations | None) -> AsyncIterator[str]:
         try:
-            if self.req.echo:
+            if self.req.echo and not self.echo_waits:
                 for index in range(len(self.choices)):
                     text, lp = self._echo(index)
                     yield sse(self._chunk([{"index": index, "text": text, "logprobs": lp, "finish_reason": None}]))
@@ -198,7 +230,7 @@ class CompletionRun:
         yield SSE_DONE
 
     async def collect(self, gens: Generations | None) -> dict[str, Any]:
-        if self.req.echo:
+        if self.req.echo and not self.echo_waits:
             for index in range(len(self.choices)):
                 self._echo(index)
         if gens is None:

@@ -53,7 +53,7 @@ class ServedModel:
 
     def sampling_params(
         self, req: Any, max_tokens: int | None, prompt_len: int, *, default_max: int | None, chat: bool,
-        logprobs: bool, top_logprobs: int, what: str,
+        logprobs: bool, top_logprobs: int, what: str, prompt_logprobs: int | None = None,
     ) -> Any:
         """The engine's SamplingParams for one prompt of `req`, or an OpenAIError naming the field.
 
@@ -110,6 +110,7 @@ class ServedModel:
                 n=req.n,
                 logprobs=logprobs,
                 top_logprobs=top_logprobs,
+                prompt_logprobs=prompt_logprobs,
             )
         except (TypeError, ValueError) as exc:
             text = str(exc)
