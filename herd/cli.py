@@ -15,7 +15,8 @@ from herd.cli_args import HerdArgumentParser, UsageError, extra_for, fail, missi
 # Modules that add subcommands; each exposes `register(subparsers)` and imports nothing heavy at import
 # time, so `herd --help` works without torch's start-up cost and without any optional extra installed.
 COMMAND_MODULES = ("herd.infer.cli", "herd.serve.cli", "herd.commands.convert", "herd.data.cli",
-                   "herd.data.curation.cli", "herd.train.cli", "herd.train.demo_cli", "herd.train.plan_cli")
+                   "herd.data.curation.cli", "herd.train.cli", "herd.train.demo_cli", "herd.train.plan_cli",
+                   "herd.eval.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

