@@ -1,0 +1,293 @@
+"""The evaluation harness: scoring through the engine, tokenization as lm-eval does it, known answers,
+resume after kill -9, task files, intervals."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from herd.eval.harness import run_evaluation
+from herd.eval.metrics import mean, proportion
+from herd.eval.prompting import PromptBuilder, PromptSettings
+from herd.eval.tasks import GenerateItem, MCItem, Task, TaskFileError, get_task, load_task_file
+from herd.infer.engine import EngineConfig, LLMEngine
+from herd.loading import LoadedModel, load_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoadedModel:
+    return load_model("random:llama3-tiny", seed=3)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny):
+    return tiny.tokenizer
+
+
+def boosted_model(tiny: LoadedModel, boosted: list[int], strength: float) -> LoadedModel:
+    """A model whose next-token distribution is fixed by construction, whatever the context.
+
+    Every attention and FFN output projection is zero, so the final hidden state is the normalized
+    embedding; every token embeds to the same vector, so that state is one vector u for all positions;
+    the head gives `strength` to the boosted tokens and 0 to the rest. So
+    log p(boosted) = s - log(k e^s + V - k) and log p(other) = -log(k e^s + V - k), where
+    s = strength / sqrt(1 + norm_eps) (RMSNorm of the all-ones vector).
+    """
+    import copy
+
+    model = copy.deepcopy(tiny.model)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.attention.wo.weight.zero_()
+            layer.feed_forward.w2.weight.zero_()
+        model.tok_embeddings.weight.copy_(torch.ones_like(model.tok_embeddings.weight))
+        model.norm.weight.fill_(1.0)
+        model.output.weight.zero_()
+        dim = model.output.weight.shape[1]
+        model.output.weight[boosted] = strength / dim   # u = all ones after RMSNorm, so logit = strength
+    return LoadedModel(model, tiny.tokenizer, tiny.chat_format, tiny.config, "boosted")
+
+
+def _effective(tiny: LoadedModel, strength: float) -> float:
+    return strength / math.sqrt(1 + tiny.config.norm_eps)
+
+
+def _logz(vocab: int, k: int, s: float) -> float:
+    return math.log(k * math.exp(s) + vocab - k)
+
+
+def test_score_has_the_constructed_log_likelihoods(tiny, tokenizer):
+    yes = tokenizer.encode(" yes", bos=False)
+    loaded = boosted_model(tiny, yes, 4.0)
+    engine = LLMEngine(loaded, EngineConfig(kv_cache_bytes=16 << 20))
+    vocab = tiny.config.vocab_size
+    s = _effective(tiny, 4.0)
+    logz = _logz(vocab, len(yes), s)
+    ctx = tokenizer.encode("Is it?", bos=True)
+    no = tokenizer.encode(" no no", bos=False)
+    got = engine.score(ctx, [yes, no])
+    assert got[0].logprob == pytest.approx(s - logz, abs=1e-5)
+    assert got[1].logprob == pytest.approx(-2 * logz, abs=1e-5)
+    assert got[0].greedy and not got[1].greedy
+
+
+def test_mc_task_with_known_answers(tiny, tokenizer, tmp_path):
+    """Gold = the boosted choice in 3 items, the unboosted one in 2: acc is 3/5 by construction."""
+    yes = tokenizer.encode(" yes", bos=False)
+    loaded = boosted_model(tiny, yes, 6.0)
+    engine = LLMEngine(loaded, EngineConfig(kv_cache_bytes=16 << 20))
+    rows = [{"query": f"Question {i}?", "choices": [" yes", " no"], "gold": 0 if i < 3 else 1} for i in range(5)]
+    path = tmp_path / "yn.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    summary = run_evaluation(engine, loaded, [load_task_file(path)], tmp_path / "out", progress=False)
+    acc = summary["tasks"]["yn"]["metrics"]["acc"]
+    assert acc["value"] == pytest.approx(0.6) and acc["n"] == 5
+    samples = [json.loads(line) for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
+    assert [s["pred"] for s in samples] == [0] * 5
+    assert [s["correct"] for s in samples] == [True, True, True, False, False]
+    s = _effective(tiny, 6.0)
+    logz = _logz(tiny.config.vocab_size, 1, s)
+    assert samples[0]["loglikelihoods"] == pytest.approx([s - logz, -logz], abs=1e-5)
+
+
+def test_generate_kind_extracts_and_matches(tiny, tokenizer, tmp_path):
+    yes = tokenizer.encode(" yes", bos=False)
+    assert len(yes) == 1
+    loaded = boosted_model(tiny, yes, 30.0)
+    engine = LLMEngine(loaded, EngineConfig(kv_cache_bytes=16 << 20))
+    items = [GenerateItem("a", "Say yes twice.", "yes yes"), GenerateItem("b", "Say no.", "no")]
+    task = Task("yeses", "1", "generate", "test", "n/a", "always answers yes", lambda: list(items),
+                extract="first_line", max_tokens=2, stop=())
+    summary = run_evaluation(engine, loaded, [task], tmp_path, progress=False)
+    assert summary["tasks"]["yeses"]["metrics"]["exact_match"]["value"] == pytest.approx(0.5)
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert samples[0]["response"] == " yes yes" and samples[0]["pred"] == "yes yes" and samples[0]["correct"]
+    assert not samples[1]["correct"]
+
+
+def test_answer_extraction():
+    from herd.eval.answers import extract, matches
+
+    assert extract("so 3 + 4 = 7. The answer is 1,234.50", "last_number") == "1234.5"
+    assert extract("-3.0 apples and 5", "first_number") == "-3"
+    assert matches(extract("The answer is 18.", "last_number"), "18", "last_number")
+    assert not matches(None, "18", "last_number")
+    assert extract("  Paris\nmore", "first_line") == "Paris"
+
+
+def test_score_equals_a_forward_pass_and_is_batch_invariant(tiny):
+    gen = torch.Generator().manual_seed(0)
+    items = []
+    for i in range(64):
+        ctx = torch.randint(0, 5000, (5 + i % 23,), generator=gen).tolist()
+        conts = [torch.randint(0, 5000, (1 + (i + j) % 5,), generator=gen).tolist() for j in range(3)]
+        items.append((ctx, conts))
+    engine = LLMEngine(tiny, EngineConfig(kv_cache_bytes=64 << 20, block_size=8))
+    together = engine.score_many(items)
+    alone = [LLMEngine(tiny, EngineConfig(kv_cache_bytes=64 << 20, block_size=8)).score(*items[i]) for i in (0, 17, 63)]
+    for got, idx in zip(alone, (0, 17, 63)):
+        for a, b in zip(got, together[idx]):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+    with torch.no_grad():
+        for (ctx, conts), results in list(zip(items, together))[::9]:
+            for cont, r in zip(conts, results):
+                ids = torch.tensor([ctx + cont])
+                logp = torch.log_softmax(tiny.model(ids, torch.arange(ids.shape[1])[None])[0].float(), -1)
+                want = [logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont)]
+                assert r.token_logprobs == pytest.approx(want, abs=1e-5)
+                assert r.greedy == all(logp[len(ctx) - 1 + k].argmax().item() == t for k, t in enumerate(cont))
+    # the shared contexts were computed once: prefix-cache hits cover most of the later choices' contexts
+    assert engine.stats().prefix_cache_hit_tokens > 0
+
+
+def test_score_rejects_bad_items(tiny):
+    engine = LLMEngine(tiny, EngineConfig(kv_cache_bytes=16 << 20))
+    with pytest.raises(ValueError, match="context is empty"):
+        engine.score([], [[1]])
+    with pytest.raises(ValueError, match="empty continuation"):
+        engine.score([1], [[]])
+    with pytest.raises(ValueError, match="non-empty list of continuations"):
+        engine.score([1], [])
+
+
+def _builder(tokenizer, **settings) -> PromptBuilder:
+    task = Task("t", "1", "mc", "test", "n/a", "", lambda: [])
+    return PromptBuilder(task, [], tokenizer, None, PromptSettings(**settings))
+
+
+def test_context_continuation_split_as_lm_eval(tokenizer):
+    b = _builder(tokenizer, bos=False)
+    # a trailing space moves to the continuation, where the tokenizer puts it (" Paris" is one token)
+    ctx, cont = b.pair("The capital of France is ", "Paris")
+    assert ctx == tokenizer.encode("The capital of France is", bos=False)
+    assert cont == tokenizer.encode(" Paris", bos=False) and len(cont) == 1
+    whole = tokenizer.encode("The capital of France is Paris", bos=False)
+    assert ctx + cont == whole
+    # several trailing whitespace characters move together; where the tokenizer merges across the
+    # boundary (":\n\n" is one token) the continuation is what lies past the context's length, as lm-eval
+    ctx2, cont2 = b.pair("Answer:\n\n", "yes")
+    whole2 = tokenizer.encode("Answer:\n\nyes", bos=False)
+    assert tokenizer.decode(ctx2) == "Answer:" and cont2 == whole2[len(ctx2):]
+    # BOS policy
+    with_bos = _builder(tokenizer, bos=True)
+    assert with_bos.pair("Hi", " there")[0][0] == tokenizer.bos_id
+    # an empty context is scored after the end-of-text token (nothing else predicts the first token)
+    ctx3, cont3 = b.pair("", "Hello")
+    assert ctx3 == [tokenizer.eos_id] and cont3 == tokenizer.encode("Hello", bos=False)
+
+
+def test_fewshot_never_uses_the_item_and_is_stable(tokenizer):
+    items = [MCItem(str(i), f"Q{i}:", (" a", " b"), i % 2) for i in range(10)]
+    task = Task("t", "1", "mc", "test", "n/a", "", lambda: items)
+    b = PromptBuilder(task, items, tokenizer, None, PromptSettings(shots=9, seed=5))
+    for item in items:
+        text = b.context_text(item)
+        assert text.endswith(f"Q{item.id}:") and text.count(f"Q{item.id}:") == 1
+    assert b.context_text(items[3]) == PromptBuilder(task, items, tokenizer, None,
+                                                     PromptSettings(shots=9, seed=5)).context_text(items[3])
+    with pytest.raises(ValueError, match="only 9 other items"):
+        PromptBuilder(task, items, tokenizer, None, PromptSettings(shots=10)).context_text(items[0])
+
+
+def test_chat_prompt_puts_fewshot_in_turns(tiny):
+    items = [MCItem(str(i), f"Question {i}?", (" Yes", " No"), 0) for i in range(3)]
+    task = Task("t", "1", "mc", "test", "n/a", "", lambda: items)
+    b = PromptBuilder(task, items, tiny.tokenizer, tiny.chat_format, PromptSettings(shots=2, chat=True, system="Be brief."))
+    ctx, conts = b.choices(items[0])
+    text = tiny.tokenizer.decode(ctx)
+    assert text.count("<|start_header_id|>user<|end_header_id|>") == 3
+    assert text.count("<|start_header_id|>assistant<|end_header_id|>") == 3   # 2 answers + the open header
+    assert "Be brief." in text and text.rstrip().endswith("<|start_header_id|>assistant<|end_header_id|>")
+    assert tiny.tokenizer.decode(conts[0]) == "Yes"
+
+
+def test_packaged_tasks_load_real_data():
+    hs = get_task("hellaswag").load()
+    assert len(hs) == 100 and all(len(i.choices) == 4 for i in hs)
+    assert all("[" not in i.query for i in hs)       # WikiHow markup removed as lm-eval does
+    tq = get_task("truthfulqa_mc1").load()
+    assert len(tq) == 100 and all(i.query.startswith("Q: ") and i.query.endswith("\nA:") for i in tq)
+    gsm = get_task("gsm8k").load()
+    assert len(gsm) == 100 and all(i.answer.lstrip("-").isdigit() for i in gsm)
+    with pytest.raises(KeyError, match="known tasks"):
+        get_task("hellaswagg")
+
+
+def test_task_file_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "choices": ["a", "b"], "gold": 0}\n{"query": "q", "choices": ["a"], "gold": 0}\n')
+    with pytest.raises(TaskFileError, match=r"bad.jsonl:2: .*at least 2 choices"):
+        load_task_file(bad)
+    bad.write_text('{"query": "q", "choices": ["a", "b"], "gold": 2}\n')
+    with pytest.raises(TaskFileError, match="gold 2 is not a choice index"):
+        load_task_file(bad)
+    bad.write_text('{"prompt": "p", "answer": "1"}\n{"query": "q", "choices": ["a", "b"], "gold": 0}\n')
+    with pytest.raises(TaskFileError, match="mixes"):
+        load_task_file(bad)
+    bad.write_text("not json\n")
+    with pytest.raises(TaskFileError, match="bad.jsonl:1: not JSON"):
+        load_task_file(bad)
+
+
+def test_intervals():
+    m = proportion([True] * 50 + [False] * 50)
+    assert m.value == 0.5 and m.n == 100
+    assert (m.low, m.high) == pytest.approx((0.4038, 0.5962), abs=1e-4)   # Wilson, z = 1.96
+    top = proportion([True] * 10)
+    assert top.high == pytest.approx(1.0) and top.low == pytest.approx(0.7225, abs=1e-4)
+    c = mean([1.0, 2.0, 3.0, 4.0])
+    assert c.value == 2.5 and (c.high - c.value) == pytest.approx(1.959964 * (1.290994 / 2), abs=1e-5)
+
+
+def test_kill_9_then_resume_writes_the_same_samples(tmp_path):
+    rows = [{"query": f"Item {i}: the next word is", "choices": [" red", " green", " blue"], "gold": i % 3}
+            for i in range(160)]
+    task_file = tmp_path / "colors.jsonl"
+    task_file.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "herd", "eval", "run", "--model", "random:llama3-tiny", "--task-file",
+           str(task_file), "--out"]
+    # a full run for reference
+    subprocess.run(cmd + [str(tmp_path / "full")], check=True, env=env, capture_output=True, timeout=600)
+    # a run killed once its first batch is on disk, then resumed
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + [str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = out / "samples.partial.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if partial.exists() and partial.read_text().count("\n") >= 32:
+            break
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    done_before = partial.read_text().count("\n")
+    assert done_before >= 32
+    resumed = subprocess.run(cmd + [str(out)], check=True, env=env, capture_output=True, timeout=600, text=True)
+    assert "wrote" in resumed.stdout
+    timing = json.loads((out / "timing.json").read_text())
+    if done_before < 160:     # the kill landed mid-run: only the missing items were computed
+        assert timing["colors"]["items_computed"] == 160 - done_before
+    assert (out / "samples.jsonl").read_bytes() == (tmp_path / "full" / "samples.jsonl").read_bytes()
+    assert (out / "results.json").read_bytes() == (tmp_path / "full" / "results.json").read_bytes()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "herd", "eval", "run", "--task", "nope", "--out", str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown task 'nope'" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "herd", "eval", "run", "--out", str(tmp_path)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no task given" in r.stderr
