@@ -37,6 +37,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_out_arg(r, None, "directory for results.json, samples.jsonl and timing.json")
     r.set_defaults(func=run_run)
 
+    rob = sub.add_parser("robustness", help="the paper's multiple-choice robustness study",
+                         description="Accuracy under label variants, answer orders, prompt formats and few-shot "
+                                     "label bias (paper section 5.1.2); writes robustness.{json,md,png} to --out.")
+    add_model_arg(rob)
+    add_device_arg(rob)
+    add_dtype_arg(rob)
+    rob.add_argument("--task", required=True, help="a multiple-choice task (see `herd eval list`)")
+    rob.add_argument("--limit", type=int, default=None, help="only the first N items")
+    rob.add_argument("--shots", type=int, default=0, help="few-shot examples (> 0 adds the label-bias study)")
+    rob.add_argument("--no-bos", action="store_true", help="no BOS token before the context")
+    add_out_arg(rob, None, "directory for robustness.json, robustness.md and robustness.png")
+    rob.set_defaults(func=run_robustness_cmd)
+
     rep = sub.add_parser("report", help="write report.md with plots from a results directory",
                          description="Write DIR/report.md (scores with 95%% intervals) and its PNG plots.")
     rep.add_argument("dir", metavar="DIR", help="a directory written by `herd eval run`")
@@ -54,7 +67,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from herd.cli_args import UsageError, resolve_device, torch_dtype, warn_if_slow_dtype
+    from herd.cli_args import UsageError
     from herd.eval.harness import load_tasks, run_evaluation
     from herd.eval.prompting import PromptSettings
 
@@ -70,15 +83,7 @@ def run_run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc.args[0])) from None
     settings = PromptSettings(shots=args.shots, seed=args.seed, bos=not args.no_bos, chat=args.chat,
                               system=args.system)
-    device = resolve_device(args.device)
-    warn_if_slow_dtype(args.dtype, device)
-    from herd.infer.engine import EngineConfig, LLMEngine
-    from herd.loading import load_model
-
-    loaded = load_model(args.model, dtype=torch_dtype(args.dtype), device=device)
-    config = EngineConfig(quantization=args.quantization,
-                          kv_cache_bytes=None if args.kv_cache_mb is None else args.kv_cache_mb << 20)
-    engine = LLMEngine(loaded, config)
+    loaded, engine = _engine(args, args.quantization, args.kv_cache_mb)
     summary = run_evaluation(engine, loaded, tasks, args.out, settings, limit=args.limit,
                              progress=sys.stderr.isatty(), max_tokens=args.max_tokens)
     for name, task in summary["tasks"].items():
@@ -86,6 +91,39 @@ def run_run(args: argparse.Namespace) -> int:
                            for k, m in task["metrics"].items())
         print(f"{name} (n={task['n']}): {scores}")
     print(f"wrote {args.out}/results.json and samples.jsonl")
+    return 0
+
+
+def _engine(args: argparse.Namespace, quantization: str | None = None, kv_cache_mb: int | None = None):  # type: ignore[no-untyped-def]
+    from herd.cli_args import resolve_device, torch_dtype, warn_if_slow_dtype
+    from herd.infer.engine import EngineConfig, LLMEngine
+    from herd.loading import load_model
+
+    device = resolve_device(args.device)
+    warn_if_slow_dtype(args.dtype, device)
+    loaded = load_model(args.model, dtype=torch_dtype(args.dtype), device=device)
+    config = EngineConfig(quantization=quantization, kv_cache_bytes=None if kv_cache_mb is None else kv_cache_mb << 20)
+    return loaded, LLMEngine(loaded, config)
+
+
+def run_robustness_cmd(args: argparse.Namespace) -> int:
+    from herd.cli_args import UsageError
+    from herd.eval.robustness import run_robustness
+    from herd.eval.tasks import get_task
+
+    try:
+        task = get_task(args.task)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    if task.kind != "mc":
+        raise UsageError(f"--task {task.name} is a {task.kind} task; the robustness study needs a multiple-choice task")
+    task.load()
+    loaded, engine = _engine(args)
+    summary = run_robustness(engine, loaded, task, args.out, limit=args.limit, shots=args.shots, bos=not args.no_bos,
+                             progress=sys.stderr.isatty())
+    for r in summary["variants"]:
+        print(f"{r['study']:<20} {r['variant']:<26} acc {r['value']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
+    print(f"wrote {args.out}/robustness.md and robustness.png")
     return 0
 
 

@@ -220,6 +220,8 @@ class Evaluator:
         items = pool[:limit] if limit is not None else pool
         if not items:
             raise ValueError(f"task {task.name} has no items")
+        if task.fewshot_pool is not None:
+            pool = task.fewshot_pool()
         builder = PromptBuilder(task, pool, self.loaded.tokenizer, self.loaded.chat_format, self.settings)
         if task.kind == "mc":
             records, computed = self._mc(task, items, builder, store, on_batch)  # type: ignore[arg-type]

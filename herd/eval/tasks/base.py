@@ -76,6 +76,8 @@ class Task:
     stop: tuple[str, ...] = ("\n\n",)
     extract: str = "first_line"   # "first_line" | "last_number" | "first_number"
     max_tokens: int = 256
+    # where few-shot examples come from (default: the task's other items)
+    fewshot_pool: Callable[[], list[Item]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
