@@ -50,24 +50,29 @@ def _unshare_prefix(mode: str) -> list[str]:
     return [unshare, *(["--user", "--map-root-user"] if mode == "userns" else []), *NAMESPACES, "--"]
 
 
-@functools.lru_cache(maxsize=1)
-def isolation() -> str:
-    """"root", "userns" or "unsafe" (see the module docstring); raises SandboxUnavailable otherwise."""
-    reasons = []
+def _namespace_mode() -> tuple[str | None, list[str]]:
+    """("root" or "userns", []) where this host can isolate code, else (None, the reasons)."""
     try:
         import pyseccomp  # noqa: F401 - needs libseccomp.so.2 (Debian: libseccomp2)
     except (ImportError, RuntimeError, OSError) as e:
-        reasons.append(f"no seccomp ({e}; pip install pyseccomp, apt-get install libseccomp2)")
-    if not reasons:
-        for mode in (("root",) if os.geteuid() == 0 else ("userns",)):
-            try:
-                probe = subprocess.run(_unshare_prefix(mode) + ["true"], capture_output=True, timeout=10)
-            except (OSError, subprocess.TimeoutExpired) as e:
-                reasons.append(f"unshare failed: {e}")
-                continue
-            if probe.returncode == 0:
-                return mode
-            reasons.append(f"cannot create namespaces: {probe.stderr.decode(errors='replace').strip()}")
+        return None, [f"no seccomp ({e}; pip install pyseccomp, apt-get install libseccomp2)"]
+    mode = "root" if os.geteuid() == 0 else "userns"
+    try:
+        probe = subprocess.run(_unshare_prefix(mode) + ["true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, [f"unshare failed: {e}"]
+    if probe.returncode != 0:
+        return None, [f"cannot create namespaces: {probe.stderr.decode(errors='replace').strip()}"]
+    return mode, []
+
+
+@functools.lru_cache(maxsize=1)
+def isolation() -> str:
+    """"root", "userns" or "unsafe" (see the module docstring), decided once per process; raises
+    SandboxUnavailable where there are no namespaces and HERD_SANDBOX_UNSAFE=1 is not set."""
+    mode, reasons = _namespace_mode()
+    if mode is not None:
+        return mode
     if os.environ.get(UNSAFE_ENV) == "1":
         warnings.warn(f"herd sandbox: {'; '.join(reasons)}; {UNSAFE_ENV}=1, so code runs with rlimits and a "
                       "timeout only: it can read this machine's files and use its network", stacklevel=3)
