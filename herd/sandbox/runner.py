@@ -81,6 +81,16 @@ def isolation() -> str:
                              f"user namespaces), or set {UNSAFE_ENV}=1 to run untrusted code without isolation")
 
 
+def _processes_of(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        try:
+            count += entry.name.isdigit() and entry.stat().st_uid == uid
+        except OSError:
+            continue
+    return count
+
+
 def _check_name(name: str) -> str:
     path = PurePosixPath(name)
     if not name or path.is_absolute() or ".." in path.parts or name.endswith("/"):
@@ -122,10 +132,13 @@ class Sandbox:
 
         python, prefix = policy.interpreter()
         uid = UID_BASE + secrets.randbelow(UID_SPAN) if mode == "root" else 0
+        rlimits = self.limits.rlimits()
+        if mode == "userns":  # RLIMIT_NPROC counts the caller's own processes too: allow those on top
+            rlimits["RLIMIT_NPROC"] += _processes_of(os.getuid())
         request = {
             "mode": mode, "uid": uid, "gid": uid, "code": code, "timeout_s": self.limits.timeout_s,
             "files": {k: base64.b64encode(v).decode() for k, v in files.items()},
-            "rlimits": self.limits.rlimits(), "tmpfs_mb": self.limits.tmpfs_mb, "env": policy.environment(policy.WORKDIR),
+            "rlimits": rlimits, "tmpfs_mb": self.limits.tmpfs_mb, "env": policy.environment(policy.WORKDIR),
             "python": python, "python_prefix": prefix, "system_dirs": list(policy.SYSTEM_DIRS),
             "devices": list(policy.DEVICES), "workdir": policy.WORKDIR, "program": policy.PROGRAM,
             "staging": "/tmp", "max_files_bytes": self.max_files_bytes,
