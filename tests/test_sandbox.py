@@ -89,6 +89,24 @@ def test_error_exit_code_and_bad_file_names(sandbox: Sandbox) -> None:
             sandbox.run_python("pass", files={bad: "x"})
 
 
+def test_threads_processes_and_concurrent_runs_work(sandbox: Sandbox) -> None:
+    """The filter and limits leave ordinary code alone (threads use clone3 -> ENOSYS -> clone; pools use
+    AF_UNIX pipes); several sandboxes run at once without sharing anything."""
+    code = ("import threading, multiprocessing, subprocess\nbox = []\n"
+            "t = threading.Thread(target=box.append, args=(1,))\nt.start()\nt.join()\n"
+            "with multiprocessing.Pool(2) as pool:\n    print(pool.map(abs, [-1, -2]), box)\n"
+            "print(subprocess.run(['echo', 'sub'], capture_output=True, text=True).stdout.strip())\n")
+    result = run(sandbox, code)
+    assert (result.status, result.stdout) == ("ok", "[1, 2] [1]\nsub\n"), result.stderr
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: sandbox.run_python(f"import time\ntime.sleep(0.2)\nprint({i})",
+                                                             files={"i": str(i)}), range(4)))
+    assert [(r.status, r.stdout, r.files) for r in results] == [("ok", f"{i}\n", {"i": str(i).encode()})
+                                                                 for i in range(4)]
+
+
 # ---- resources ----
 
 def test_infinite_loop_times_out(sandbox: Sandbox) -> None:

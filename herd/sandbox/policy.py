@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 # Inside the sandbox. The work directory is a size-limited tmpfs: `files` are written there and read back,
@@ -55,9 +55,6 @@ class Limits:
             "RLIMIT_CORE": 0,
         }
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 def apply_rlimits(limits: dict[str, int]) -> None:
     """Set each limit as soft and hard limit (used by the launcher and by the unsafe mode)."""
@@ -78,7 +75,7 @@ def environment(home: str) -> dict[str, str]:
         "TMPDIR": "/tmp",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONIOENCODING": "utf-8",
-        "PYTHONHASHSEED": "0",
+        "PYTHONHASHSEED": "0",  # set/dict-of-str order is the same on every run: reruns reproduce
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",

@@ -81,6 +81,13 @@ def isolation() -> str:
                              f"user namespaces), or set {UNSAFE_ENV}=1 to run untrusted code without isolation")
 
 
+@functools.lru_cache(maxsize=1)
+def _libraries() -> dict[str, str]:
+    import ctypes.util
+
+    return {name: path for name in ("c", "seccomp") if (path := ctypes.util.find_library(name))}
+
+
 def _processes_of(uid: int) -> int:
     count = 0
     for entry in os.scandir("/proc"):
@@ -143,6 +150,7 @@ class Sandbox:
             "devices": list(policy.DEVICES), "workdir": policy.WORKDIR, "program": policy.PROGRAM,
             "staging": "/tmp", "max_files_bytes": self.max_files_bytes,
             "pyseccomp_dir": str(Path(pyseccomp.__file__).parent), "seccomp_module": str(HERE / "seccomp.py"),
+            "libraries": _libraries(),
         }
         req_r, req_w = os.pipe()
         res_r, res_w = os.pipe()
@@ -161,14 +169,20 @@ class Sandbox:
             writes.append((os.dup(proc.stdin.fileno()), stdin.encode()))
             proc.stdin.close()
         feeder = feed(writes)
-        captures = self._collect(proc, {"result": res_r}, start + self.limits.timeout_s + GRACE_S, proc.kill)
+        backstop: list[bool] = []
+
+        def kill() -> None:  # the launcher missed its own deadline: SIGKILL unshare, whose death kills
+            backstop.append(True)  # the launcher (--kill-child), whose death empties the pid namespace
+            proc.kill()
+
+        captures = self._collect(proc, {"result": res_r}, start + self.limits.timeout_s + GRACE_S, kill)
         proc.wait()
         feeder.join(timeout=1)
         wall = time.monotonic() - start
         raw = bytes(captures["result"].data)
-        if not raw:  # the host had to kill it: the launcher did not even report
-            if proc.returncode == -9:
-                return self._result(captures, None, None, True, {}, False, wall)
+        if not raw:  # the launcher did not report: killed by our backstop (a timeout) or by someone else
+            if proc.returncode < 0:
+                return self._result(captures, None, -proc.returncode, bool(backstop), {}, False, wall)
             raise SandboxError(f"sandbox launcher died ({proc.returncode}): "
                                f"{captures['stderr'].tail.decode(errors='replace').strip()}")
         result = json.loads(raw)
