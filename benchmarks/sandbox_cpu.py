@@ -36,7 +36,8 @@ def main() -> None:
         plain.append(time.perf_counter() - t)
     print(f"host: {describe()}")
     print(f"isolation: {isolation()}, runs: {args.runs}")
-    print(f"sandboxed print(1): median {statistics.median(inside):.3f} s (min {min(inside):.3f}, max {max(inside):.3f})")
+    print(f"sandboxed print(1): median {statistics.median(inside):.3f} s "
+          f"(min {min(inside):.3f}, max {max(inside):.3f})")
     print(f"plain interpreter:  median {statistics.median(plain):.3f} s")
     print(f"overhead (median difference): {statistics.median(inside) - statistics.median(plain):.3f} s")
 

@@ -6,7 +6,6 @@ the launcher (which runs inside the namespaces) only applies them.
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 from dataclasses import dataclass

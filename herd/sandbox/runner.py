@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from herd.sandbox import policy
@@ -192,11 +193,13 @@ class Sandbox:
         return self._result(captures, result.get("exit"), result.get("signal"), result["timeout"], out_files,
                             result["files_truncated"], wall)
 
-    def _collect(self, proc: subprocess.Popen, extra: dict[str, int], deadline: float, on_deadline) -> dict[str, Capture]:
+    def _collect(self, proc: subprocess.Popen, extra: dict[str, int], deadline: float,
+                 on_deadline: Callable[[], None]) -> dict[str, Capture]:
         fds = {"stdout": proc.stdout.fileno(), "stderr": proc.stderr.fileno(), **extra}
-        caps = {"stdout": self.max_output_bytes, "stderr": self.max_output_bytes, "result": 4 * self.max_files_bytes + (1 << 20)}
+        caps = {"stdout": self.max_output_bytes, "stderr": self.max_output_bytes,
+                "result": 4 * self.max_files_bytes + (1 << 20)}  # base64 files + JSON
         try:
-            return collect(proc, fds, caps, deadline, on_deadline)
+            return collect(fds, caps, deadline, on_deadline)
         finally:
             proc.stdout.close()
             proc.stderr.close()
@@ -223,7 +226,8 @@ class Sandbox:
                 (workdir / name).parent.mkdir(parents=True, exist_ok=True)
                 (workdir / name).write_bytes(data)
             start = time.monotonic()
-            proc = subprocess.Popen([python, "-I", "-B", str(program)], cwd=workdir, env=policy.environment(str(workdir)),
+            proc = subprocess.Popen([python, "-I", "-B", str(program)], cwd=workdir,
+                                    env=policy.environment(str(workdir)),
                                     stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                                     preexec_fn=lambda: policy.apply_rlimits(rlimits))

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import selectors
-import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 CHUNK = 1 << 16
@@ -58,8 +58,8 @@ def feed(writes: list[tuple[int, bytes]]) -> threading.Thread:
     return thread
 
 
-def collect(proc: subprocess.Popen, fds: dict[str, int], caps: dict[str, int], deadline: float,
-            on_deadline) -> dict[str, Capture]:
+def collect(fds: dict[str, int], caps: dict[str, int], deadline: float,
+            on_deadline: Callable[[], None]) -> dict[str, Capture]:
     """Read the named descriptors until all reach EOF. At `deadline` (monotonic) `on_deadline()` is called
     once (it must make the writers go away, e.g. kill them) and reading continues to EOF. The caller
     closes the descriptors."""
