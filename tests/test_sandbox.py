@@ -190,11 +190,11 @@ def test_unix_sockets_still_work(sandbox: Sandbox) -> None:
 
 # ---- files ----
 
-@pytest.mark.parametrize("target", ["repo_readme", "main_readme", "herd_package", "venv", "shadow", "root",
-                                    "proc1_environ"])
+@pytest.mark.parametrize("target", ["repo_readme", "main_readme", "herd_source", "herd_dir", "venv", "shadow",
+                                    "root", "proc1_environ"])
 def test_host_files_are_not_readable(sandbox: Sandbox, target: str) -> None:
     path = {"repo_readme": str(REPO / "README.md"), "main_readme": "/work/main/README.md",
-            "herd_package": str(REPO / "herd" / "sandbox" / "runner.py"), "venv": str(Path(sys.prefix) / "pyvenv.cfg"),
+            "herd_source": str(REPO / "herd" / "sandbox" / "runner.py"), "herd_dir": str(REPO / "herd"), "venv": str(Path(sys.prefix) / "pyvenv.cfg"),
             "shadow": "/etc/shadow", "root": "/root", "proc1_environ": "/proc/1/environ"}[target]
     code = f"import os\np = {path!r}\nprint(os.listdir(p) if os.path.isdir(p) else open(p, 'rb').read()[:100])\n"
     result = run(sandbox, code)

@@ -64,6 +64,10 @@ def _namespace_mode() -> tuple[str | None, list[str]]:
         return None, [f"unshare failed: {e}"]
     if probe.returncode != 0:
         return None, [f"cannot create namespaces: {probe.stderr.decode(errors='replace').strip()}"]
+    try:  # namespaces alone are not enough (a container may forbid mounting proc or tmpfs): one real run
+        Sandbox(timeout_s=10)._run_isolated(mode, "pass", {}, None)
+    except SandboxError as e:
+        return None, [str(e)]
     return mode, []
 
 
