@@ -155,6 +155,8 @@ def run_child(req: dict, seccomp_filter, error_fd: int) -> None:
         os.closerange(3, error_fd)
         os.closerange(error_fd + 1, 1 << 16)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these, and exec keeps ignored signals
+            signal.signal(sig, signal.SIG_DFL)       # (subprocess's restore_signals does the same)
         import resource
         for name, value in req["rlimits"].items():
             resource.setrlimit(getattr(resource, name), (value, value))
