@@ -139,6 +139,14 @@ def test_huge_allocation_is_memory(sandbox: Sandbox) -> None:
     assert result.status == "memory" and "MemoryError" in result.stderr
 
 
+def test_crash_and_cpu_limit_are_killed(sandbox: Sandbox) -> None:
+    result = run(sandbox, "import ctypes\nctypes.string_at(0)")
+    assert (result.status, result.returncode) == ("killed", -11)
+    spinner = Sandbox(timeout_s=5, cpu_s=1)
+    result = run(spinner, "while True:\n    pass\n")
+    assert result.status == "killed" and result.returncode in (-9, -24) and result.wall_s < 4
+
+
 def test_output_flood_is_capped(sandbox: Sandbox) -> None:
     result = run(sandbox, "import sys\nfor _ in range(20000):\n    sys.stdout.write('x' * 1000)\n"
                           "sys.stderr.write('e' * 100000)\n")
