@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from herd.data.shards import MANIFEST, TokenShards
+from herd.data import TokenShards
 from herd.eval.ngram_scan import DEFAULT_CHUNK_TOKENS, ItemNGrams, ScanStats, scan_sources
 
 DEFAULT_N = 8
@@ -36,6 +36,7 @@ DEFAULT_THRESHOLDS = (0.2, 0.4, 0.6, 0.8)
 Z95 = 1.959963984540054
 
 ShardDirs = str | Path | Sequence[str | Path]
+MANIFEST = "manifest.json"  # what marks a token shard source directory (herd.data.shards)
 
 
 def open_shard_sources(shard_dir: ShardDirs) -> list[TokenShards]:

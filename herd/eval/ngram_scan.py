@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from herd.data.shards import TokenShards
+from herd.data import TokenShards
 
 BASE = 0x9E3779B97F4A7C15  # odd (invertible mod 2^64), high-entropy bits: the golden-ratio constant
 DEFAULT_CHUNK_TOKENS = 1 << 22  # 4M windows per step: ~32 MiB per uint64 temporary
