@@ -67,7 +67,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory, llama3_tokenizer) -> dict:
         doc = docs[-1 - i]
         docs[-1 - i] = doc[: len(doc) // 3] + item[:h] + doc[len(doc) // 3:]
     natural = [docs[2][100:140], docs[7][5:5 + N], docs[11][-30:]]  # real text, as stored
-    path = write_source(tmp_path_factory.mktemp("shards") / "general", docs, tok.vocab_size, max_shard_tokens=sum(map(len, docs)) // 4)
+    path = write_source(tmp_path_factory.mktemp("shards") / "general", docs, tok.vocab_size,
+                        max_shard_tokens=sum(map(len, docs)) // 4)  # several shard files
     return {"dir": path, "docs": docs, "full": full, "half": half, "half_lengths": half_lengths,
             "clean": clean, "natural": natural, "vocab": tok.vocab_size}
 
@@ -109,6 +110,44 @@ def test_chunk_seams_change_nothing(corpus: dict) -> None:
     big = scan(corpus["dir"], items).fractions
     for chunk in (1, 7, 8, 9, 101):
         assert scan(corpus["dir"], items, chunk_tokens=chunk).fractions == big
+
+
+def brute_force(docs: list[list[int]], items: list[list[int]], n: int) -> list[float]:
+    """The definition, with Python sets: n-grams inside each document; covered tokens per item."""
+    grams = {tuple(d[i:i + n]) for d in docs for i in range(len(d) - n + 1)}
+    out = []
+    for item in items:
+        covered = set()
+        for p in range(len(item) - n + 1):
+            if tuple(item[p:p + n]) in grams:
+                covered.update(range(p, p + n))
+        out.append(len(covered) / len(item) if item else 0.0)
+    return out
+
+
+@pytest.mark.parametrize("chunk", [997, 1 << 22])
+def test_matches_the_definition_on_many_items(corpus: dict, chunk: int) -> None:
+    """Hundreds of items (corpus slices, spliced slices, foreign text) against the brute-force definition;
+    thousands of n-grams are found, so the scan narrows its filter table mid-way; a second scan with
+    the same index starts from the full table again."""
+    rng = np.random.default_rng(7)
+    docs, items = corpus["docs"], []
+    for _ in range(400):
+        d = docs[int(rng.integers(len(docs)))]
+        a, length = int(rng.integers(0, len(d) - 60)), int(rng.integers(1, 60))
+        items.append(d[a:a + length])
+    for _ in range(100):  # the end of a document + the start of the next: stored back to back
+        j = int(rng.integers(len(docs) - 1))
+        items.append(docs[j][-int(rng.integers(1, 30)):] + docs[j + 1][:int(rng.integers(1, 30))])
+    items += corpus["clean"] + corpus["half"]
+    index = ItemNGrams(items, N)
+    assert len(index) > 4000
+    sources = open_shard_sources(corpus["dir"])
+    expected = brute_force(docs, items, N)
+    for _ in range(2):
+        found, stats = scan_sources(sources, index, chunk_tokens=chunk)
+        assert index.coverage(found).tolist() == pytest.approx(expected, abs=1e-12)
+        assert index.table_rows < len(index)  # the table was narrowed to the n-grams still missing
 
 
 def test_ngrams_across_a_document_boundary_do_not_count(corpus: dict, tmp_path: Path) -> None:

@@ -122,12 +122,21 @@ class ItemNGrams:
         rank[order] = np.arange(order.size)
         flat = rank[inverse.reshape(-1)] if inverse.size else np.zeros(0, dtype=np.int64)
         self.item_rows: list[np.ndarray] = np.split(flat, np.cumsum(counts)[:-1]) if len(counts) else []
-        self.table_bits = int(min(MAX_TABLE_BITS, max(MIN_TABLE_BITS, int(np.ceil(np.log2(max(len(self.hashes), 1)))) + 7)))
+        wanted_bits = int(np.ceil(np.log2(max(len(self.hashes), 1)))) + 7  # ~128 table bits per n-gram
+        self.table_bits = min(MAX_TABLE_BITS, max(MIN_TABLE_BITS, wanted_bits))
         self._shift = np.uint64(64 - self.table_bits)
         self.table = np.zeros(1 << (self.table_bits - 3), dtype=np.uint8)
-        slots = self.hashes >> self._shift
+        self.table_rows = 0  # how many n-grams the table holds
+        self.set_table(np.ones(len(self.hashes), dtype=bool))
+
+    def set_table(self, keep: np.ndarray) -> None:
+        """Let only the n-grams in `keep` through the bit table (the scan drops those already found, so
+        a corpus that repeats them stops paying for the exact check)."""
+        self.table[:] = 0
+        slots = self.hashes[keep] >> self._shift
         np.bitwise_or.at(self.table, (slots >> np.uint64(3)).astype(np.int64),
                          np.left_shift(np.uint8(1), (slots & np.uint64(7)).astype(np.uint8)))
+        self.table_rows = int(slots.size)
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -154,7 +163,9 @@ class ItemNGrams:
 
 @dataclass
 class ScanStats:
-    """What a scan did; `collisions` are hash hits whose tokens differed (rejected by the exact check)."""
+    """What a scan did. `hash_hits`: windows whose hash equals an item n-gram's; those of n-grams not
+    found yet are checked token by token: `collisions` differed (rejected), `cross_document` matched
+    across a document boundary (rejected), `matches` are real occurrences."""
 
     sources: list[str] = field(default_factory=list)
     shards: int = 0
@@ -211,27 +222,35 @@ def scan_tokens(tokens: np.ndarray, offsets: np.ndarray, index: ItemNGrams, foun
             if positions.size == 0:
                 break
             stats.hash_hits += int(positions.size)
-            same = (chunk[positions[:, None] + arange_n] == index.rows[rows]).all(axis=1)
-            stats.collisions += int(np.count_nonzero(~same))
-            at = start + positions[same]
-            doc = np.searchsorted(offsets, at, side="right") - 1
-            inside = at + n <= offsets[doc + 1]
-            stats.cross_document += int(np.count_nonzero(~inside))
-            stats.matches += int(np.count_nonzero(inside))
-            found[rows[same][inside]] = True
+            todo = ~found[rows]  # an n-gram already found needs no second occurrence
+            if todo.any():
+                at, check = positions[todo], rows[todo]
+                same = (chunk[at[:, None] + arange_n] == index.rows[check]).all(axis=1)
+                stats.collisions += int(np.count_nonzero(~same))
+                at, check = start + at[same], check[same]
+                doc = np.searchsorted(offsets, at, side="right") - 1
+                inside = at + n <= offsets[doc + 1]
+                stats.cross_document += int(np.count_nonzero(~inside))
+                stats.matches += int(np.count_nonzero(inside))
+                found[check[inside]] = True
             k += 1
+        missing = len(found) - int(np.count_nonzero(found))
+        if index.table_rows - missing > max(1024, index.table_rows // 8):  # many found since the last rebuild
+            index.set_table(~found)
 
 
 def scan_sources(sources: Sequence[TokenShards], index: ItemNGrams,
                  chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> tuple[np.ndarray, ScanStats]:
     """Stream every shard of `sources` past the items' n-grams; return (found per n-gram row, stats).
 
-    Shard files whose .bin and .idx have the same sha256 as a shard already scanned (e.g. a curated `_hq` copy of a source)
-    are skipped: they cannot add a match.
+    Shard files whose .bin and .idx have the same sha256 as a shard already scanned (e.g. a curated
+    `_hq` copy of a source) are skipped: they cannot add a match.
     """
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
     found = np.zeros(len(index), dtype=bool)
+    if index.table_rows != len(index):  # a previous scan narrowed the table
+        index.set_table(~found)
     stats = ScanStats(item_ngrams=len(index))
     seen: set[str] = set()
     began = time.perf_counter()
