@@ -190,6 +190,13 @@ def test_hash_collisions_never_count(corpus: dict, tmp_path: Path) -> None:
     found, stats = scan_sources(open_shard_sources(source), index)
     assert stats.collisions > 0
     assert index.coverage(found).tolist() == [9 / 12]  # only the two real 8-grams of item[:9]
+    # the reversed item's n-grams collide with the item's own: both sit in one equal-hash group
+    both = ItemNGrams([item, item[::-1]], N, base=1)
+    assert len(both) == 10 and len(set(both.hashes.tolist())) == 5
+    found, stats = scan_sources(open_shard_sources(source), both)
+    assert both.coverage(found).tolist() == [9 / 12, 1.0]
+    plain = ItemNGrams([item, item[::-1]], N)
+    assert np.array_equal(np.sort(plain.rows.view("V32").ravel()), np.sort(both.rows.view("V32").ravel()))
 
 
 def test_source_layouts_and_duplicates(corpus: dict, tmp_path: Path) -> None:

@@ -96,6 +96,32 @@ def as_item_array(item: Sequence[int] | np.ndarray, index: int) -> np.ndarray:
     return array.astype(np.uint32)
 
 
+def _distinct_ngrams(windows: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct rows sorted by hash, their hashes, the row of each window), exactly.
+
+    Fast path: sort the windows by hash; when every window equals the first of its equal-hash run
+    (no two distinct item n-grams share a hash: the usual case), the runs are the distinct n-grams.
+    Otherwise fall back to an exact row-wise unique (several times slower, always right).
+    """
+    hashes = row_hashes(windows, base)
+    order = np.argsort(hashes, kind="stable")
+    sorted_hashes = hashes[order]
+    starts = np.ones(order.size, dtype=bool)
+    starts[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
+    group = np.cumsum(starts) - 1
+    firsts = order[starts]
+    if np.array_equal(windows[order], windows[firsts[group]]):
+        row_of = np.empty(order.size, dtype=np.int64)
+        row_of[order] = group
+        return np.ascontiguousarray(windows[firsts]), sorted_hashes[starts], row_of
+    unique, inverse = np.unique(windows, axis=0, return_inverse=True)
+    unique_hashes = row_hashes(unique, base)
+    by_hash = np.argsort(unique_hashes, kind="stable")
+    rank = np.empty_like(by_hash)
+    rank[by_hash] = np.arange(by_hash.size)
+    return np.ascontiguousarray(unique[by_hash]), unique_hashes[by_hash], rank[inverse.reshape(-1)]
+
+
 class ItemNGrams:
     """The distinct n-grams of a list of items, sorted by hash, with a bit-table prefilter.
 
@@ -113,14 +139,7 @@ class ItemNGrams:
         windows = [np.lib.stride_tricks.sliding_window_view(a, n) for a, c in zip(self.items, counts, strict=True)
                    if c > 0]
         all_windows = np.concatenate(windows) if windows else np.zeros((0, n), dtype=np.uint32)
-        unique, inverse = np.unique(all_windows, axis=0, return_inverse=True)
-        hashes = row_hashes(unique, base)
-        order = np.argsort(hashes, kind="stable")
-        self.rows: np.ndarray = np.ascontiguousarray(unique[order])
-        self.hashes: np.ndarray = hashes[order]
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        flat = rank[inverse.reshape(-1)] if inverse.size else np.zeros(0, dtype=np.int64)
+        self.rows, self.hashes, flat = _distinct_ngrams(all_windows, base)
         self.item_rows: list[np.ndarray] = np.split(flat, np.cumsum(counts)[:-1]) if len(counts) else []
         wanted_bits = int(np.ceil(np.log2(max(len(self.hashes), 1)))) + 7  # ~128 table bits per n-gram
         self.table_bits = min(MAX_TABLE_BITS, max(MIN_TABLE_BITS, wanted_bits))
