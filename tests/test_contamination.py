@@ -259,8 +259,8 @@ def test_table_edges_and_choice() -> None:
 
 
 def test_report_is_json_and_markdown(corpus: dict) -> None:
-    tasks = {"planted": corpus["full"] + corpus["clean"], "clean": corpus["clean"][:4]}
-    correct = {"planted": [True] * len(corpus["full"]) + [False] * len(corpus["clean"])}
+    tasks = {"planted": corpus["full"] + corpus["clean"], "clean": corpus["clean"][:4], "unscored": corpus["full"][:3]}
+    correct = {"planted": [True] * len(corpus["full"]) + [False] * len(corpus["clean"]), "clean": [True] * 4}
     report = contamination_report(corpus["dir"], tasks, correct)
     text = json.dumps(report, allow_nan=False)
     assert json.loads(text) == report
@@ -275,7 +275,9 @@ def test_report_is_json_and_markdown(corpus: dict) -> None:
     assert report["corpus"]["tokens"] == sum(len(d) for d in corpus["docs"])
     md = report_markdown(report)
     assert "| planted | 22 | 0.2 | 54.5 | 54.5 | 0.0 | +54.5 |" in md
-    assert "| clean | 4 | 0.2 (no sig. gain) | 0.0 | - | - | - |" in md
+    assert "| clean | 4 | 0.2 (no sig. gain) | 0.0 | 100.0 | 100.0 | +0.0 |" in md
+    assert "| unscored | 3 | 0.2 (no accuracies) | 100.0 | - | - | - |" in md
+    assert report["tasks"]["unscored"]["table"][-1]["n_contaminated"] == 3
     with pytest.raises(ValueError, match="unknown task"):
         contamination_report(corpus["dir"], tasks, {"nope": [True]})
     with pytest.raises(ValueError, match="one correctness value"):

@@ -227,7 +227,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"## Contamination ({method['n']}-gram overlap with the pretraining shards)",
         "",
-        f"{method['rule']}. Gain = {method['gain']}. {method['too_short']}.",
+        f"Rule: {method['rule']}. Gain: {method['gain']}. Short items: {method['too_short']}.",
         f"Corpus: {corpus['tokens']:,} tokens in {corpus['documents']:,} documents, {corpus['shards']} shard "
         f"files ({corpus['duplicate_shards_skipped']} identical copies skipped), scanned at "
         f"{corpus['tokens_per_s'] / 1e6:.1f}M tokens/s.",
@@ -240,7 +240,9 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         row = next((r for r in task["table"] if r["threshold"] == chosen), None)
         if row is None:  # no significant gain (or no accuracies): show the lowest threshold
             row = task["table"][0]
-        label = f"{row['threshold']:g}" if chosen is not None else f"{row['threshold']:g} (no sig. gain)"
+        label = f"{row['threshold']:g}"
+        if chosen is None:
+            label += " (no sig. gain)" if row["acc_all"] is not None else " (no accuracies)"
         lines.append(f"| {name} | {task['items']} | {label} | {_pct(row['contaminated_share'])} | "
                      f"{_pct(row['acc_all'])} | {_pct(row['acc_clean'])} | {_signed(row['gain'])} |")
     lines += ["", "| benchmark | T | N clean | N contaminated | contaminated % | acc all | acc clean | "
