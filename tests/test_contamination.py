@@ -23,6 +23,7 @@ from herd.eval.contamination import (
     contamination_table,
     open_shard_sources,
     report_markdown,
+    write_report,
     scan,
     scan_items,
 )
@@ -258,7 +259,7 @@ def test_table_edges_and_choice() -> None:
         contamination_table([1.5])
 
 
-def test_report_is_json_and_markdown(corpus: dict) -> None:
+def test_report_is_json_and_markdown(corpus: dict, tmp_path: Path) -> None:
     tasks = {"planted": corpus["full"] + corpus["clean"], "clean": corpus["clean"][:4], "unscored": corpus["full"][:3]}
     correct = {"planted": [True] * len(corpus["full"]) + [False] * len(corpus["clean"]), "clean": [True] * 4}
     report = contamination_report(corpus["dir"], tasks, correct)
@@ -274,6 +275,8 @@ def test_report_is_json_and_markdown(corpus: dict) -> None:
     assert report["tasks"]["clean"]["chosen_threshold"] is None
     assert report["corpus"]["tokens"] == sum(len(d) for d in corpus["docs"])
     md = report_markdown(report)
+    json_path, md_path = write_report(report, tmp_path / "out")
+    assert json.loads(json_path.read_text()) == report and md_path.read_text() == md
     assert "| planted | 22 | 0.2 | 54.5 | 54.5 | 0.0 | +54.5 |" in md
     assert "| clean | 4 | 0.2 (no sig. gain) | 0.0 | 100.0 | 100.0 | +0.0 |" in md
     assert "| unscored | 3 | 0.2 (no accuracies) | 100.0 | - | - | - |" in md

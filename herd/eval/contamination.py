@@ -6,7 +6,8 @@ pretraining corpus. Per benchmark the paper reports the share of contaminated it
 *estimated performance gain*: accuracy on all items minus accuracy on the clean items, with T chosen
 per benchmark as the value giving the largest significant gain. `contamination_table` gives those
 numbers per threshold, with N per group and a 95% interval for the gain; `contamination_report`
-scans once for several benchmarks and returns a JSON-ready dict; `report_markdown` renders it.
+scans once for several benchmarks and returns a JSON-ready dict; `report_markdown` renders it and
+`write_report` writes both (what `herd eval contamination --shards DIR` needs).
 
 Defined edge cases (so no item silently disappears):
 - an item shorter than n tokens has no n-gram, so none of its tokens can be covered: its fraction is
@@ -20,6 +21,7 @@ The scan itself (rolling hash, exact check, document bounds) is `herd.eval.ngram
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -254,3 +256,13 @@ def report_markdown(report: Mapping[str, Any]) -> str:
                          f"{_pct(r['contaminated_share'])} | {_pct(r['acc_all'])} | {_pct(r['acc_clean'])} | "
                          f"{_pct(r['acc_contaminated'])} | {_signed(r['gain'])} | {ci} |")
     return "\n".join(lines) + "\n"
+
+
+def write_report(report: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write `contamination.json` (the report as is) and `contamination.md` into `out_dir`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "contamination.json", out / "contamination.md"
+    json_path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    md_path.write_text(report_markdown(report), encoding="utf-8")
+    return json_path, md_path
