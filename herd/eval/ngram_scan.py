@@ -15,8 +15,12 @@ loop per token:
    match is kept only when its window lies inside one document of the shard's index (an n-gram made of
    the end of one document and the start of the next is not in the corpus).
 
-A hash of `np.isin` over the chunk would sort the chunk (about 2M windows/s here); the table + search
-runs at tens of millions of windows/s on one core.
+4. n-grams found once leave the bit table (it is rebuilt from the missing ones when many were found),
+   so text that the corpus repeats is checked once, not at every copy.
+
+`np.isin` of the window hashes against the item hashes sorts the chunk (1.5-2M windows/s here); the
+table + search runs at tens of millions of windows/s on one core (benchmarks/RESULTS.md). Memory: the
+item index (44 bytes per distinct n-gram plus the table, at most 32 MiB) and a few chunk-sized arrays.
 """
 
 from __future__ import annotations
