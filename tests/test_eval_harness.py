@@ -323,3 +323,27 @@ def test_code_kind_runs_completions_in_the_sandbox(tiny, tmp_path, monkeypatch):
     assert metrics["pass@1"]["value"] == pytest.approx(want) == pytest.approx(0.5)
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert all(s["passed"] == [True, False, True, False] for s in samples)
+
+
+def test_robustness_study_on_a_model_that_always_answers_the_first_label(tiny, tokenizer, tmp_path):
+    """A model biased to ' A' (and indifferent otherwise) picks the first choice in every variant, so each
+    variant's accuracy is the share of items whose gold answer it lists first: known by construction."""
+    from herd.eval.robustness import gold_at, letter_item, run_robustness
+
+    loaded = boosted_model(tiny, tokenizer.encode(" A", bos=False), 8.0)
+    engine = LLMEngine(loaded, EngineConfig(kv_cache_bytes=16 << 20))
+    items = [MCItem(f"q{i}", f"Q: Question {i}?\nA:", (" w", " x", " y", " z"), gold) for i, gold in
+             enumerate([0, 0, 1, 2, 3, 0, 1, 2])]
+    task = Task("toy", "1", "mc", "test", "n/a", "", lambda: list(items))
+    summary = run_robustness(engine, loaded, task, tmp_path, shots=2, progress=False)
+    acc = {(v["study"], v["variant"]): v["value"] for v in summary["variants"]}
+    assert acc[("labels", "A. B. C.")] == pytest.approx(3 / 8)      # gold listed first in 3 of 8 items
+    assert acc[("answer order", "gold first")] == 1.0
+    assert acc[("answer order", "gold last")] == 0.0
+    assert acc[("answer order", "rotate 1")] == pytest.approx(2 / 8)  # gold 1 moves to the front
+    assert {s for s, _ in acc} == {"labels", "answer order", "prompt format", "few-shot label bias"}
+    assert (tmp_path / "robustness.png").stat().st_size > 0 and "| labels |" in (tmp_path / "robustness.md").read_text()
+    # the letter format itself
+    item = letter_item(items[2], "ABCD", gold_at(items[2], 3))
+    assert item.query == "Question 2?\nA. w\nB. y\nC. z\nD. x\nAnswer:" and item.gold == 3
+    assert item.choices == (" A", " B", " C", " D")

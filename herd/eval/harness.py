@@ -291,7 +291,7 @@ def run_evaluation(
     loaded: LoadedModel,
     tasks: Sequence[Task],
     out: str | Path,
-    settings: PromptSettings = PromptSettings(),
+    settings: PromptSettings | None = None,
     limit: int | None = None,
     progress: bool = True,
     max_tokens: int | None = None,
@@ -301,6 +301,7 @@ def run_evaluation(
     """Evaluate `tasks`, writing `samples.jsonl`, `results.json` and `timing.json` under `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    settings = settings or PromptSettings()
     evaluator = Evaluator(engine, loaded, settings, progress=progress, max_tokens=max_tokens, samples=samples,
                           temperature=temperature)
     store = SampleStore(out / "samples.partial.jsonl")

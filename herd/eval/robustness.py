@@ -50,10 +50,7 @@ PROMPT_FORMATS: dict[str, str] = {
 
 def _stem(query: str) -> str:
     """The question without a cloze prompt's trailing answer cue ("Q: ...\\nA:" -> "...")."""
-    text = query.strip()
-    if text.endswith("\nA:"):
-        text = text[: -len("\nA:")]
-    return text.removeprefix("Q: ")
+    return query.strip().removesuffix("\nA:").removeprefix("Q: ")
 
 
 def letter_item(item: MCItem, labels: Sequence[str], order: Sequence[int] | None = None,
