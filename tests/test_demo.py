@@ -75,7 +75,7 @@ def test_sigterm_stops_the_whole_demo_and_resume_finishes_it(tmp_path) -> None:
     assert result["smoke"] is True
     report = (out / "report.md").read_text()
     for section in ("## Stages", "## Data", "## Held-out loss", "## Long-context stage", "## Needle in a haystack",
-                    "## Annealing and averaging", "## Samples"):
+                    "## Annealing and averaging", "## Samples", "## Report card"):
         assert section in report
     assert "Smoke scale" in report
     for stage in ("1. corpus", "2. curate", "3. pretrain", "4. long context", "5. anneal", "6. average"):
@@ -85,6 +85,11 @@ def test_sigterm_stops_the_whole_demo_and_resume_finishes_it(tmp_path) -> None:
     assert gate and all({"short_loss", "niah_accuracy", "passed"} <= set(check) for check in gate)
     final = herd.load_model(str(out / "final"))
     assert final.config.vocab_size == 128_256 and final.tokenizer.vocab_size == 128_256
+    # the report card: the final model through herd eval, per-item records beside the report
+    card = result["report_card"]
+    assert {"hellaswag", "truthfulqa_mc1", "synthetic_math", "pydoc_lm"} <= set(card)
+    assert card["hellaswag"]["n"] == 20 and 0.0 <= card["hellaswag"]["metrics"]["acc"]["value"] <= 1.0
+    assert (out / "eval" / "samples.jsonl").is_file()
 
 
 def test_resume_needs_a_run_and_the_same_settings(tmp_path, capsys) -> None:

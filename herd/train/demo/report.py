@@ -44,6 +44,49 @@ def samples(model_dir: Path, max_tokens: int = 40) -> list[tuple[str, str]]:
     return [(p, o.outputs[0].text) for p, o in zip(PROMPTS, outs)]
 
 
+REPORT_CARD_TASKS = ("hellaswag", "truthfulqa_mc1", "synthetic_math", "pydoc_lm")
+REPORT_CARD_ITEMS = 20
+
+
+def report_card(model_dir: Path, out: Path) -> tuple[dict[str, Any], list[str]]:
+    """The final model on a fast subset of the evaluation harness's tasks (0-shot, first 20 items each).
+
+    Returns herd eval's results summary (also written under `out`) and the tasks skipped because their
+    data package is not installed.
+    """
+    import herd
+    from herd.eval.harness import run_evaluation
+    from herd.eval.tasks import TaskDataMissing, get_task
+    from herd.infer import EngineConfig, LLMEngine
+
+    tasks, skipped = [], []
+    for name in REPORT_CARD_TASKS:
+        task = get_task(name)
+        try:
+            task.load()
+        except TaskDataMissing:
+            skipped.append(name)
+            continue
+        tasks.append(task)
+    loaded = herd.load_model(str(model_dir))
+    engine = LLMEngine(loaded, EngineConfig(kv_cache_bytes=64 << 20))
+    summary = run_evaluation(engine, loaded, tasks, out, limit=REPORT_CARD_ITEMS, progress=False, max_tokens=48)
+    return summary, skipped
+
+
+def report_card_lines(summary: dict[str, Any], skipped: list[str], out: Path) -> list[str]:
+    lines = ["", f"## Report card (final model, herd eval, 0-shot, first {REPORT_CARD_ITEMS} items per task)", "",
+             "| task | metric | value | 95% CI | N |", "|---|---|---:|---|---:|"]
+    for name, t in summary["tasks"].items():
+        for metric, m in t["metrics"].items():
+            lines.append(f"| {name} | {metric} | {m['value']:.3f} | [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] | {m['n']} |")
+    lines += ["", "Chance is 0.25 on HellaSwag and about 0.2 on TruthfulQA-MC1; a model this small and this "
+              f"briefly trained sits near chance. Per-item records: `{out.name}/samples.jsonl`."]
+    if skipped:
+        lines.append(f"Skipped (data package not installed): {', '.join(skipped)}.")
+    return lines
+
+
 def plot_losses(runs: dict[str, Path], entropy: float, path: Path) -> Path:
     """Training loss of every phase on one token axis, with the unigram-entropy baseline."""
     import matplotlib
@@ -82,7 +125,7 @@ def plot_losses(runs: dict[str, Path], entropy: float, path: Path) -> Path:
 
 
 def write_report(out: Path, state: DemoState, entropy: float, losses: dict[str, float], grids: dict[str, Any],
-                 texts: list[tuple[str, str]], curve: Path) -> Path:
+                 texts: list[tuple[str, str]], curve: Path, card: list[str] | None = None) -> Path:
     from herd.data import read_manifest
 
     settings = state.settings
@@ -130,6 +173,7 @@ def write_report(out: Path, state: DemoState, entropy: float, losses: dict[str, 
               "", "## Samples (final model, greedy, repetition penalty 1.1)", ""]
     for prompt, text in texts:
         lines += [f"**{prompt}**", "", "```", prompt + text, "```", ""]
+    lines += card or []
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

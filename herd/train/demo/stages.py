@@ -23,7 +23,7 @@ from herd.train.demo.recipes import (
     long_context_stage,
     retrieval_data,
 )
-from herd.train.demo.report import plot_losses, samples, save_average, write_report
+from herd.train.demo.report import plot_losses, report_card, report_card_lines, samples, save_average, write_report
 from herd.train.demo.state import DemoState
 from herd.train.demo.stopping import StopRequested, _signal_received
 from herd.train.trainer import TrainHooks
@@ -167,7 +167,10 @@ class _Demo:
                              "anneal": self.out / "anneal" / "metrics.jsonl"}, entropy, self.out / "loss.png")
         self.progress.note("samples")
         texts = samples(self.out / "final")
-        path = write_report(self.out, self.state, entropy, losses, grids, texts, curve)
-        return {"report": str(path), "losses": losses, "unigram_entropy": entropy,
+        self.progress.note("report card")
+        summary, skipped = report_card(self.out / "final", self.out / "eval")
+        card = report_card_lines(summary, skipped, self.out / "eval")
+        path = write_report(self.out, self.state, entropy, losses, grids, texts, curve, card)
+        return {"report": str(path), "losses": losses, "unigram_entropy": entropy, "report_card": summary["tasks"],
                 "niah": {k: g.accuracy_at(LONG_SEQ - 16) for k, g in grids.items()},
                 "result": f"{path}", "cost": "-"}
