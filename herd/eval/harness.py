@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from herd.eval.answers import extract, matches
 from herd.eval.metrics import Metric, argmax, mean, proportion
 from herd.eval.prompting import PromptBuilder, PromptSettings
-from herd.eval.tasks.base import CodeItem, GenerateItem, LMItem, MCItem, Task
+from herd.eval.tasks.base import CodeItem, GenerateItem, LMItem, MCItem, NIAHItem, Task
 
 if TYPE_CHECKING:
     from herd.infer.engine import LLMEngine
@@ -250,6 +250,34 @@ class Evaluator:
             on_batch()
         return [store.get(r[3]) for r in requests], len(todo)  # type: ignore[misc]
 
+    def _niah(self, task: Task, items: list[NIAHItem], builder: PromptBuilder, store: SampleStore,
+              on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
+        """Greedy retrieval of the needle asked about (the first of each case's queries)."""
+        from herd.eval.niah import build_case, score_response
+        from herd.infer.sampling import SamplingParams
+
+        max_tokens = self.max_tokens or task.max_tokens
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+        requests = []
+        for item in items:
+            others = [((k + 1) / item.needles + item.depth) % 1.0 for k in range(item.needles - 1)]
+            case = build_case(self.loaded.tokenizer, item.length - max_tokens, [item.depth, *others], seed=item.seed,
+                              bos=self.settings.bos)
+            prompt, answer = case.queries[0], case.needles[0].value
+            requests.append((item, prompt, answer, _key(self.fingerprint, task.name, task.version, prompt, max_tokens)))
+        todo = [r for r in requests if store.get(r[3]) is None]
+        for batch in _chunks(todo, BATCH_ITEMS):
+            outs = self.engine.generate([p for _, p, _, _ in batch], params, progress=self.progress)
+            records = []
+            for (item, _, answer, key), out in zip(batch, outs):
+                text = out.outputs[0].text
+                hit = score_response(text, answer)
+                records.append({"key": key, "task": task.name, "id": item.id, "gold": answer, "pred": text.strip(),
+                                "correct": hit, "length": item.length, "depth": item.depth, "needles": item.needles})
+            store.add(records)
+            on_batch()
+        return [store.get(r[3]) for r in requests], len(todo)  # type: ignore[misc]
+
     # ----- a task
 
     def run(self, task: Task, limit: int | None, store: SampleStore,
@@ -260,6 +288,10 @@ class Evaluator:
             raise ValueError(f"task {task.name} has no items")
         if task.fewshot_pool is not None:
             pool = task.fewshot_pool()
+        if task.kind == "niah":
+            items = [i for i in items if isinstance(i, NIAHItem) and i.length <= self.max_len]
+            if not items:
+                raise ValueError(f"every {task.name} case is longer than the model's context ({self.max_len})")
         builder = PromptBuilder(task, pool, self.loaded.tokenizer, self.loaded.chat_format, self.settings)
         if task.kind == "mc":
             records, computed = self._mc(task, items, builder, store, on_batch)  # type: ignore[arg-type]
@@ -268,6 +300,9 @@ class Evaluator:
         elif task.kind == "generate":
             records, computed = self._generate(task, items, builder, store, on_batch)  # type: ignore[arg-type]
             metrics = {"exact_match": proportion([r["correct"] for r in records])}
+        elif task.kind == "niah":
+            records, computed = self._niah(task, items, builder, store, on_batch)  # type: ignore[arg-type]
+            metrics = {"accuracy": proportion([r["correct"] for r in records])}
         elif task.kind == "code":
             from herd.eval.passk import estimate_pass_at_k
 

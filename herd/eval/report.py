@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-MAIN_METRIC = {"mc": "acc", "generate": "exact_match", "lm": "bits_per_byte", "code": "pass@1"}
+MAIN_METRIC = {"mc": "acc", "generate": "exact_match", "lm": "bits_per_byte", "code": "pass@1", "niah": "accuracy"}
 
 
 def _load(directory: Path) -> dict[str, Any]:
@@ -44,6 +44,29 @@ def plot_scores(results: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def niah_sections(directory: Path, results: dict[str, Any]) -> list[str]:
+    """A heatmap and a grid (context length x needle depth) per needle-in-a-haystack task."""
+    from herd.eval.niah import NIAHReport
+
+    names = [name for name, t in results["tasks"].items() if t["kind"] == "niah"]
+    if not names:
+        return []
+    records: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for line in (directory / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if rec["task"] in records:
+            records[rec["task"]].append(rec)
+    lines: list[str] = []
+    for name in names:
+        grid = NIAHReport(max((r["needles"] for r in records[name]), default=1))
+        for r in records[name]:
+            grid.cells.setdefault((r["length"], r["depth"]), []).append(bool(r["correct"]))
+        png = grid.plot(directory / f"{name}.png")
+        lines += ["", f"## {name}: accuracy by context length and needle depth", "", grid.table(), "",
+                  f"![{name}]({png.name})"]
+    return lines
+
+
 def write_report(directory: str | Path) -> Path:
     directory = Path(directory)
     results = _load(directory)
@@ -64,6 +87,7 @@ def write_report(directory: str | Path) -> Path:
     plot = plot_scores(results, directory / "scores.png")
     if plot is not None:
         lines += ["", f"![scores]({plot.name})"]
+    lines += niah_sections(directory, results)
     lines += ["", "## Data", ""]
     for name, t in results["tasks"].items():
         lines.append(f"- {name}: {t['source']} ({t['licence']})")

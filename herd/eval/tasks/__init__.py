@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from herd.eval.tasks import evals_wheel, packaged
-from herd.eval.tasks.base import KINDS, CodeItem, GenerateItem, Item, LMItem, MCItem, Task
+from herd.eval.tasks.base import KINDS, CodeItem, GenerateItem, Item, LMItem, MCItem, NIAHItem, Task
 from herd.eval.tasks.files import TaskFileError, load_task_file
 from herd.eval.tasks.packaged import TaskDataMissing
 
@@ -43,6 +43,12 @@ REGISTRY: dict[str, Task] = {
                                              ("fr", "french-exams-qa", "French", "318"),
                                              ("es", "spanish-exams-qa", "Spanish", "235"),
                                              ("it", "italian-exams-qa", "Italian", "1,010"))),
+        Task("niah", "1", "niah", "herd.eval.niah (generated; Python's pydoc help topics as haystack)", "PSF (filler)",
+             "needle in a haystack: 5 lengths (256-4,096 tokens, up to the model's context) x 5 depths x 2",
+             packaged.niah_grid, max_tokens=8),
+        Task("niah_multikey", "1", "niah", "herd.eval.niah (generated)", "PSF (filler)",
+             "needle in a haystack with 3 distractor needles under other keys (RULER multi-key)",
+             partial(packaged.niah_grid, needles=4), max_tokens=8),
         Task("pydoc_lm", "1", "lm", "Python's pydoc_data.topics", "PSF", "per-item gold NLL and bits per byte "
              "of the first 1,000 characters of each long Python help topic (50 items)", packaged.pydoc_lm),
     )
@@ -56,5 +62,5 @@ def get_task(name: str) -> Task:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(REGISTRY))}") from None
 
 
-__all__ = ["KINDS", "REGISTRY", "CodeItem", "GenerateItem", "Item", "LMItem", "MCItem", "Task", "TaskDataMissing",
+__all__ = ["KINDS", "REGISTRY", "CodeItem", "GenerateItem", "Item", "LMItem", "MCItem", "NIAHItem", "Task", "TaskDataMissing",
            "TaskFileError", "get_task", "load_task_file"]

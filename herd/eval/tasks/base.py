@@ -9,6 +9,7 @@ Kinds:
 - `generate`: sample an answer (greedy by default), extract it, compare with the gold answer.
 - `lm`: per-item gold negative log-likelihood and bits per byte of a text (scaling-law inputs).
 - `code`: sample function bodies, run each with the problem's tests in the sandbox, report pass@k.
+- `niah`: needle-in-a-haystack retrieval (herd.eval.niah) over a grid of lengths and depths.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["mc", "generate", "lm", "code"]
-KINDS: tuple[str, ...] = ("mc", "generate", "lm", "code")
+Kind = Literal["mc", "generate", "lm", "code", "niah"]
+KINDS: tuple[str, ...] = ("mc", "generate", "lm", "code", "niah")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,19 @@ class CodeItem:
     problem: dict = field(hash=False, compare=False)
 
 
-Item = MCItem | GenerateItem | LMItem | CodeItem
+@dataclass(frozen=True)
+class NIAHItem:
+    """One needle-in-a-haystack case: a haystack of `length` tokens, the asked needle at `depth`, and
+    `needles - 1` distractor needles with other keys (RULER's multi-key retrieval)."""
+
+    id: str
+    length: int
+    depth: float
+    needles: int = 1
+    seed: int = 0
+
+
+Item = MCItem | GenerateItem | LMItem | CodeItem | NIAHItem
 
 
 @dataclass(frozen=True)

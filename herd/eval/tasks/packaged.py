@@ -19,7 +19,7 @@ import random
 import re
 from pathlib import Path
 
-from herd.eval.tasks.base import CodeItem, GenerateItem, Item, LMItem, MCItem
+from herd.eval.tasks.base import CodeItem, GenerateItem, Item, LMItem, MCItem, NIAHItem
 
 
 class TaskDataMissing(RuntimeError):
@@ -124,3 +124,12 @@ def humaneval() -> list[Item]:
     except FileNotFoundError as exc:
         raise TaskDataMissing(str(exc)) from None
     return [CodeItem(p["task_id"], p["prompt"], p) for p in problems]
+
+
+def niah_grid(lengths: tuple[int, ...] = (256, 512, 1024, 2048, 4096), needles: int = 1, cases: int = 2) -> list[Item]:
+    """The needle-in-a-haystack grid: every length x depth (0, 0.25, 0.5, 0.75, 1), `cases` seeds each.
+    Lengths beyond the model's context are left out when the task runs."""
+    from herd.eval.niah import DEFAULT_DEPTHS
+
+    return [NIAHItem(f"niah{needles}-{length}-{depth:.2f}-{c}", length, depth, needles, seed=1000 * c + 7)
+            for length in lengths for depth in DEFAULT_DEPTHS for c in range(cases)]
