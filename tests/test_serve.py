@@ -418,6 +418,13 @@ BAD_INPUTS = [
     ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}),
     ("/v1/chat/completions", {"messages": []}),
     ("/v1/chat/completions", {"messages": ASK, "n": "two"}),
+    # integer fields take integers only: not true, not 2.0 (pydantic's lax mode would coerce them)
+    ("/v1/chat/completions", {"messages": ASK, "max_tokens": True}),
+    ("/v1/chat/completions", {"messages": ASK, "n": 2.0}),
+    ("/v1/chat/completions", {"messages": ASK, "seed": 1.5}),
+    ("/v1/chat/completions", {"messages": ASK, "logprobs": True, "top_logprobs": True}),
+    ("/v1/completions", {"prompt": "hi", "max_tokens": 1.0}),
+    ("/v1/completions", {"prompt": "hi", "logprobs": True}),
     ("/v1/chat/completions", {"messages": ASK, "n": -1}),
     ("/v1/chat/completions", {"messages": ASK, "max_tokens": 1.5}),
     ("/v1/chat/completions", {"messages": ASK, "max_tokens": 10**30}),

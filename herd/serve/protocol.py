@@ -145,11 +145,11 @@ class StreamOptions(_Model):
 
 class _SamplingFields(_Model):
     model: str | None = None
-    max_tokens: int | None = None
+    max_tokens: StrictInt | None = None
     temperature: float | None = None
     top_p: float | None = None
-    n: int = 1
-    seed: int | None = None
+    n: StrictInt = 1
+    seed: StrictInt | None = None
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -158,7 +158,7 @@ class _SamplingFields(_Model):
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     # vLLM extensions
-    top_k: int | None = None
+    top_k: StrictInt | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
     ignore_eos: bool = False
@@ -180,9 +180,9 @@ class _SamplingFields(_Model):
 
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessageIn] = Field(min_length=1)
-    max_completion_tokens: int | None = None
+    max_completion_tokens: StrictInt | None = None
     logprobs: bool = False
-    top_logprobs: int | None = None
+    top_logprobs: StrictInt | None = None
     tools: list[ToolDefinitionIn] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -192,9 +192,9 @@ class CompletionRequest(_SamplingFields):
     # OpenAI's str | str[] | int[] | int[][], and (as vLLM) a list that mixes texts and token lists
     prompt: str | list[StrictInt] | list[str | list[StrictInt]]
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: StrictInt | None = None
     suffix: str | None = None
-    best_of: int | None = None
+    best_of: StrictInt | None = None
 
     @field_validator("prompt", mode="before")
     @classmethod
