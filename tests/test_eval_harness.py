@@ -384,3 +384,26 @@ def test_letter_items_from_chat_samples():
     assert item.choices == (" A", " B", " C") and item.gold == 1
     assert letter_mc_item({"input": [{"role": "user", "content": "no options"}], "ideal": "A"}, "y") is None
     assert letter_mc_item({**row, "ideal": "[E]"}, "z") is None   # an answer that is not an option
+
+
+def test_fixed_fewshot_prefix_is_computed_once(tiny, tmp_path):
+    """With --fixed-fewshot every item (but the examples themselves) shares one prompt prefix; the engine
+    computes it once and every later context starts from its cached blocks, with the same scores."""
+    items = [MCItem(f"q{i}", f"Question number {i} asks something long enough to matter?", (" yes", " no"), i % 2)
+             for i in range(12)]
+    task = Task("t", "1", "mc", "test", "n/a", "", lambda: list(items))
+    fixed = PromptSettings(shots=3, fixed_fewshot=True)
+    b = PromptBuilder(task, items, tiny.tokenizer, None, fixed)
+    prefixes = {b.context_text(i).rsplit("\n\n", 1)[0] for i in items}
+    assert len(prefixes) <= 4                  # one shared set; the 3 example items use another draw each
+    engine = LLMEngine(tiny, EngineConfig(kv_cache_bytes=64 << 20, block_size=8))
+    run_evaluation(engine, tiny, [task], tmp_path / "fixed", fixed, progress=False)
+    shared_hits = engine.stats().prefix_cache_hit_tokens
+    cold = LLMEngine(tiny, EngineConfig(kv_cache_bytes=64 << 20, block_size=8, enable_prefix_caching=False))
+    run_evaluation(cold, tiny, [task], tmp_path / "cold", fixed, progress=False)
+    assert cold.stats().prefix_cache_hit_tokens == 0
+    context = len(b.choices(items[-1])[0])
+    assert shared_hits >= 8 * (context // 8 - 1)   # the later items reused (almost) their whole context
+    warm = [json.loads(x)["loglikelihoods"] for x in (tmp_path / "fixed" / "samples.jsonl").read_text().splitlines()]
+    ref = [json.loads(x)["loglikelihoods"] for x in (tmp_path / "cold" / "samples.jsonl").read_text().splitlines()]
+    assert [x for row in warm for x in row] == pytest.approx([x for row in ref for x in row], abs=1e-4)

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--task-file", action="append", default=[], metavar="FILE.jsonl",
                    help="an ad-hoc task: {query, choices, gold} or {prompt, answer} lines (repeatable)")
     r.add_argument("--shots", type=int, default=0, help="few-shot examples per item (from the task's other items)")
+    r.add_argument("--fixed-fewshot", action="store_true",
+                   help="the same few-shot examples for every item (their shared prefix is computed once)")
     r.add_argument("--limit", type=int, default=None, help="only the first N items of each task")
     r.add_argument("--chat", action="store_true", help="prompt through the model's chat format (few-shot as turns)")
     r.add_argument("--system", default=None, help="system prompt (with --chat)")
@@ -99,7 +101,7 @@ def run_run(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
     settings = PromptSettings(shots=args.shots, seed=args.seed, bos=not args.no_bos, chat=args.chat,
-                              system=args.system)
+                              system=args.system, fixed_fewshot=args.fixed_fewshot)
     loaded, engine = _engine(args, args.quantization, args.kv_cache_mb)
     summary = run_evaluation(engine, loaded, tasks, args.out, settings, limit=args.limit,
                              progress=sys.stderr.isatty(), max_tokens=args.max_tokens, samples=args.samples,

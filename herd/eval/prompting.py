@@ -10,7 +10,9 @@ adds none by default, so a comparison with it uses `bos=False` on both sides. A 
 with no BOS and an empty context the first token is scored after the end-of-text token, as lm-eval does.
 
 Few-shot examples come from the task's other items (never the item itself), drawn by a seed and the
-item's id, so an item sees the same examples in every run and in any order of evaluation.
+item's id, so an item sees the same examples in every run and in any order of evaluation. With
+`fixed_fewshot` every item gets the same examples (an item that is one of them gets the next draw
+instead), so the contexts share one long prefix that the engine computes once for the whole task.
 
 With `chat=True` the context is the model's chat format: an optional system turn, each few-shot
 example as a user turn and an assistant turn (few-shot as multi-turn), the item as the last user turn,
@@ -38,18 +40,25 @@ class PromptSettings:
     bos: bool = True
     chat: bool = False
     system: str | None = None
+    fixed_fewshot: bool = False
 
     def as_dict(self) -> dict[str, object]:
-        return {"shots": self.shots, "seed": self.seed, "bos": self.bos, "chat": self.chat, "system": self.system}
+        return {"shots": self.shots, "seed": self.seed, "bos": self.bos, "chat": self.chat, "system": self.system,
+                "fixed_fewshot": self.fixed_fewshot}
 
 
-def fewshot_examples(item: Item, pool: list[Item], shots: int, seed: int) -> list[Item]:
-    """`shots` items of `pool` other than `item`, the same ones every time for this item and seed."""
+def fewshot_examples(item: Item, pool: list[Item], shots: int, seed: int, fixed: bool = False) -> list[Item]:
+    """`shots` items of `pool` other than `item`, the same ones every time for this item and seed
+    (and with `fixed`, the same ones for every item)."""
     if shots <= 0:
         return []
     others = [p for p in pool if p.id != item.id]
     if shots > len(others):
         raise ValueError(f"{shots} few-shot examples asked for but the task has only {len(others)} other items")
+    if fixed:
+        digest = hashlib.sha256(f"{seed}:fixed".encode()).digest()
+        draw = random.Random(int.from_bytes(digest[:8], "little")).sample(pool, min(shots + 1, len(pool)))
+        return [p for p in draw if p.id != item.id][:shots]
     digest = hashlib.sha256(f"{seed}:{item.id}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "little")).sample(others, shots)
 
@@ -85,7 +94,7 @@ class PromptBuilder:
         return self.tok.encode(text, bos=bos and self.tok.bos_id is not None)
 
     def context_text(self, item: Item) -> str:
-        examples = fewshot_examples(item, self.pool, self.settings.shots, self.settings.seed)
+        examples = fewshot_examples(item, self.pool, self.settings.shots, self.settings.seed, self.settings.fixed_fewshot)
         parts = [_question(e) + _answer(e) for e in examples] + [_question(item)]
         return self.task.fewshot_separator.join(parts)
 
@@ -94,7 +103,7 @@ class PromptBuilder:
 
         assert self.chat_format is not None
         messages = [Message(role="system", content=self.settings.system)] if self.settings.system else []
-        for e in fewshot_examples(item, self.pool, self.settings.shots, self.settings.seed):
+        for e in fewshot_examples(item, self.pool, self.settings.shots, self.settings.seed, self.settings.fixed_fewshot):
             messages += [Message(role="user", content=_question(e)),
                          Message(role="assistant", content=_answer(e).strip())]
         messages.append(Message(role="user", content=_question(item)))

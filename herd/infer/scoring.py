@@ -5,7 +5,7 @@ lm-evaluation-harness recomputes the shared context once per choice; here every 
 prompt-logprob request (`SamplingParams(max_tokens=0, prompt_logprobs=0)`, logits only at the
 continuation's positions) and the order of submission makes the paged cache do the sharing:
 
-1. a prefix common to every context (a fixed few-shot prompt) is computed once, first;
+1. a prefix that most contexts share (a fixed few-shot prompt) is computed once, first;
 2. the first continuation of each distinct context runs; its full blocks enter the prefix cache;
 3. when it finishes, the context's other continuations run and hit those blocks, so each computes
    only its last partial block of context plus itself.
@@ -36,18 +36,23 @@ def _ids(value: object, what: str) -> list[int]:
     return ids
 
 
-def common_prefix(sequences: Sequence[Sequence[int]]) -> list[int]:
-    """The longest list of tokens every sequence starts with."""
-    if not sequences:
-        return []
-    first = sequences[0]
-    n = min(len(s) for s in sequences)
-    for other in sequences[1:]:
-        i = 0
-        while i < n and other[i] == first[i]:
-            i += 1
-        n = i
-    return list(first[:n])
+def majority_prefix(sequences: Sequence[Sequence[int]], candidates: int = 3) -> list[int]:
+    """The longest prefix that at least half of the sequences start with (one odd context, such as a
+    few-shot item that could not use the shared examples, does not cancel the sharing for the rest)."""
+    best: list[int] = []
+    for ref in sequences[:candidates]:
+        lengths = []
+        for other in sequences:
+            n = min(len(ref), len(other))
+            i = 0
+            while i < n and ref[i] == other[i]:
+                i += 1
+            lengths.append(i)
+        lengths.sort(reverse=True)
+        length = lengths[(len(lengths) - 1) // 2]   # reached by at least half of them
+        if length > len(best):
+            best = list(ref[:length])
+    return best
 
 
 class ScorePlan:
@@ -68,7 +73,7 @@ class ScorePlan:
                 raise ValueError(f"item {n} has an empty continuation")
             self.items.append((context, continuations))
         self.block_size = block_size
-        shared = common_prefix([c for c, _ in self.items]) if len(self.items) > 1 else []
+        shared = majority_prefix([c for c, _ in self.items]) if len(self.items) > 1 else []
         # only full blocks are shared through the prefix cache
         self.shared_prefix = shared if len(shared) >= block_size else []
 
