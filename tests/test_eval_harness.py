@@ -363,7 +363,7 @@ def _evals_wheel_available() -> bool:
 @pytest.mark.optional_extra("evals_wheel", _evals_wheel_available(),
                             "pip download --no-deps evals==3.0.1.post1 -d ~/.cache/herd (scripts/setup.sh)")
 def test_evals_wheel_sets_read_as_letter_items():
-    counts = {"quartz": 3860, "logiqa": 1354, "medmcqa": 300, "exams_de": 575}
+    counts = {"quartz": 3860, "logiqa": 1354, "medmcqa": 300, "exams_de": 575, "socialiqa": 2224}
     for name, count in counts.items():
         items = get_task(name).load()
         assert len(items) == count, name
@@ -384,6 +384,8 @@ def test_letter_items_from_chat_samples():
     assert item.choices == (" A", " B", " C") and item.gold == 1
     assert letter_mc_item({"input": [{"role": "user", "content": "no options"}], "ideal": "A"}, "y") is None
     assert letter_mc_item({**row, "ideal": "[E]"}, "z") is None   # an answer that is not an option
+    inline = letter_mc_item({"input": [{"role": "user", "content": "Why? A: rain; B: sun; C: wind."}], "ideal": "C"}, "w")
+    assert inline is not None and inline.choices == (" A", " B", " C") and inline.gold == 2
 
 
 def test_fixed_fewshot_prefix_is_computed_once(tiny, tmp_path):

@@ -2,7 +2,7 @@
 dependencies; only the zip's `evals/registry/data/` members are read).
 
 Each sample is a chat (`input`: system + user messages) whose user message lists lettered options
-("A. ...", "A: ...", "a) ...") and an `ideal` answer ("A", "[A]", or "c) Atrophy"). herd turns it into a
+("A. ...", "A: ...", "a) ...", one per line, or inline "A: ...; B: ..." as in SocialIQA) and an `ideal` answer ("A", "[A]", or "c) Atrophy"). herd turns it into a
 letter-format multiple-choice item: the system and user text, then "Answer:", and one continuation per
 option label (" A", " B", ...), scored by log-likelihood.
 
@@ -25,6 +25,7 @@ from herd.eval.tasks.packaged import TaskDataMissing
 
 WHEEL_NAME = "evals-3.0.1.post1-py3-none-any.whl"
 _OPTION = re.compile(r"^\s*([A-Za-z])\s*[.):]\s*(\S.*)$")
+_INLINE_OPTION = re.compile(r"(?:^|[\s;?.!])([A-E]): ")   # "... Others? A: talk; B: hate; C: thank." (SocialIQA)
 
 
 def wheel_path() -> Path:
@@ -62,6 +63,10 @@ def letter_mc_item(row: dict, item_id: str) -> MCItem | None:
             labels.append(m.group(1))
         elif m and m.group(1).lower() == "a":      # a new option list restarts (a passage quoted options)
             labels = [m.group(1)]
+    if len(labels) < 2:
+        inline = [m.group(1) for m in _INLINE_OPTION.finditer(user)]
+        if inline[:2] == ["A", "B"] and all(ord(b) == ord(a) + 1 for a, b in zip(inline, inline[1:])):
+            labels = inline
     if len(labels) < 2:
         return None
     ideal = str(row.get("ideal", "")).strip().strip("[]() ")
