@@ -111,3 +111,20 @@ def test_changing_batches_stay_within_a_few_graphs(engines: tuple[LLMEngine, LLM
         assert tokens(compiled, batch, params) == tokens(eager, batch, params)
     assert not step.disabled
     assert counters["stats"]["unique_graphs"] - before <= 2  # batch and context sizes are symbolic
+
+
+def test_warm_up_builds_the_graphs_before_the_first_request(tiny: LoadedModel) -> None:
+    """`herd serve --compile` warms up before it opens its port: afterwards no request compiles anything."""
+    from torch._dynamo.utils import counters
+
+    engine = LLMEngine(tiny, EngineConfig(num_blocks=64, block_size=8, compile=True))
+    assert engine.warm_up() > 0
+    assert engine._compiled_decode is not None and engine._compiled_decode.steps >= 4
+    stats = engine.stats()
+    assert stats.requests_total == 0 and stats.generation_tokens_total == 0 and stats.kv_blocks_used == 0
+    graphs = counters["stats"]["unique_graphs"]
+    greedy = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)
+    tokens(engine, prompts([6, 13], seed=5), greedy)
+    tokens(engine, prompts([4], seed=6), greedy)
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert LLMEngine(tiny, EngineConfig(num_blocks=64)).warm_up() == 0.0   # nothing to compile
