@@ -54,6 +54,13 @@ def parse_dtype(text: str) -> str:
     return name
 
 
+def parse_inference_dtype(text: str) -> str:
+    """`parse_dtype`, or `auto`: the fastest dtype that keeps float32's greedy tokens (herd.infer.auto_dtype)."""
+    if text.lower() == "auto":
+        return "auto"
+    return parse_dtype(text)
+
+
 def parse_device(text: str) -> str:
     name = text.lower()
     if name not in DEVICES and not name.startswith("cuda:"):
@@ -65,10 +72,15 @@ def add_model_arg(parser: argparse.ArgumentParser, default: str = DEFAULT_MODEL)
     parser.add_argument("--model", default=default, help=MODEL_HELP)
 
 
-def add_dtype_arg(parser: argparse.ArgumentParser, default: str | None = "float32", help: str | None = None) -> None:
+def add_dtype_arg(parser: argparse.ArgumentParser, default: str | None = "float32", help: str | None = None,
+                  allow_auto: bool = False) -> None:
+    """`--dtype`; with `allow_auto` (commands that run a model for inference) also `auto`."""
+    choices = DTYPES + (("auto",) if allow_auto else ())
+    auto_help = "; auto: the fastest dtype whose greedy tokens equal float32's here" if allow_auto else ""
     parser.add_argument(
-        "--dtype", type=parse_dtype, default=default, metavar="{" + ",".join(DTYPES) + "}",
-        help=help or f"weight and activation dtype (default {default}; aliases fp32, bf16, fp16)",
+        "--dtype", type=parse_inference_dtype if allow_auto else parse_dtype, default=default,
+        metavar="{" + ",".join(choices) + "}",
+        help=help or f"weight and activation dtype (default {default}; aliases fp32, bf16, fp16{auto_help})",
     )
 
 
@@ -92,6 +104,8 @@ def torch_dtype(name: str):  # type: ignore[no-untyped-def]  # -> torch.dtype (t
 def warn_if_slow_dtype(dtype: str, device: str, stream: TextIO | None = None) -> float | None:
     """One line on stderr when `--dtype bfloat16|float16` runs slower than float32 on this CPU (most
     CPUs have no native bf16/fp16 arithmetic: ~20-50x slower on AVX2). Returns the measured ratio."""
+    if dtype == "auto":
+        return None
     name = parse_dtype(dtype)
     if name == "float32" or not device.startswith("cpu"):
         return None

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "A rerun into the same --out recomputes only missing items.")
     add_model_arg(r)
     add_device_arg(r)
-    add_dtype_arg(r)
+    add_dtype_arg(r, allow_auto=True)
     r.add_argument("--task", action="append", default=[], metavar="NAME", help="a registered task (repeatable)")
     r.add_argument("--task-file", action="append", default=[], metavar="FILE.jsonl",
                    help="an ad-hoc task: {query, choices, gold} or {prompt, answer} lines (repeatable)")
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                      "label bias (paper section 5.1.2); writes robustness.{json,md,png} to --out.")
     add_model_arg(rob)
     add_device_arg(rob)
-    add_dtype_arg(rob)
+    add_dtype_arg(rob, allow_auto=True)
     rob.add_argument("--task", required=True, help="a multiple-choice task (see `herd eval list`)")
     rob.add_argument("--limit", type=int, default=None, help="only the first N items")
     rob.add_argument("--shots", type=int, default=0, help="few-shot examples (> 0 adds the label-bias study)")
@@ -115,13 +115,13 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace, quantization: str | None = None, kv_cache_mb: int | None = None):  # type: ignore[no-untyped-def]
-    from herd.cli_args import resolve_device, torch_dtype, warn_if_slow_dtype
+    from herd.cli_args import resolve_device, warn_if_slow_dtype
+    from herd.infer.auto_dtype import load_for_inference
     from herd.infer.engine import EngineConfig, LLMEngine
-    from herd.loading import load_model
 
     device = resolve_device(args.device)
     warn_if_slow_dtype(args.dtype, device)
-    loaded = load_model(args.model, dtype=torch_dtype(args.dtype), device=device)
+    loaded = load_for_inference(args.model, args.dtype, device)[0]
     config = EngineConfig(quantization=quantization, kv_cache_bytes=None if kv_cache_mb is None else kv_cache_mb << 20)
     return loaded, LLMEngine(loaded, config)
 

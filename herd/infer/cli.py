@@ -11,7 +11,7 @@ from herd.cli_args import add_device_arg, add_dtype_arg, add_model_arg
 def _add_model_and_sampling(p: argparse.ArgumentParser, temperature: float) -> None:
     add_model_arg(p)
     add_device_arg(p)
-    add_dtype_arg(p)
+    add_dtype_arg(p, allow_auto=True)
     p.add_argument("--max-tokens", type=int, default=256, help="most new tokens per reply")
     p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -43,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from herd.cli_args import resolve_device, torch_dtype, warn_if_slow_dtype
+    from herd.cli_args import resolve_device, warn_if_slow_dtype
+    from herd.infer.auto_dtype import load_for_inference
     from herd.infer.sampling import SamplingParams
-    from herd.loading import load_model
 
     params = SamplingParams(
         args.temperature, args.top_p, args.top_k, args.max_tokens, args.seed,
@@ -53,7 +53,7 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
     device = resolve_device(args.device)  # before loading: a bad device fails in a second, not after the load
     warn_if_slow_dtype(args.dtype, device)
-    return load_model(args.model, dtype=torch_dtype(args.dtype), device=device), params
+    return load_for_inference(args.model, args.dtype, device)[0], params
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=os.environ.get("HERD_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 routes (default: $HERD_API_KEY, else none)")
     p.add_argument("--served-model-name", default=None, help="the model id clients use (default: --model)")
-    add_dtype_arg(p)
+    add_dtype_arg(p, allow_auto=True)
     add_device_arg(p)
     p.add_argument("--max-num-seqs", type=int, default=None, help="most sequences in one engine step")
     p.add_argument("--max-batched-tokens", type=int, default=None, help="token budget per engine step")
@@ -60,7 +60,7 @@ def engine_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from herd.cli_args import require_extra, resolve_device, torch_dtype, warn_if_slow_dtype
+    from herd.cli_args import require_extra, resolve_device, warn_if_slow_dtype
 
     require_extra("serve", "fastapi", "uvicorn")
     device = resolve_device(args.device)
@@ -68,14 +68,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from herd.infer.async_engine import AsyncEngine
     from herd.infer.engine import LLMEngine
-    from herd.loading import load_model
+    from herd.infer.auto_dtype import load_for_inference
     from herd.serve.app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("herd.serve")
     log.info("loading %s on %s", args.model, device)
     warn_if_slow_dtype(args.dtype, device)
-    loaded = load_model(args.model, dtype=torch_dtype(args.dtype), device=device)
+    loaded = load_for_inference(args.model, args.dtype, device)[0]
     llm = LLMEngine(loaded, engine_config(args))
     if args.compile:
         # the port opens (and /health answers) only once the compiled graphs exist: the first request
