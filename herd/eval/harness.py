@@ -135,6 +135,18 @@ class Evaluator:
 
     # ----- kinds
 
+    @staticmethod
+    def _batched(requests: Sequence[tuple[Any, ...]], store: SampleStore, on_batch: Callable[[], None],
+                 compute: Callable[[Sequence[Any]], list[dict[str, Any]]],
+                 size: int = BATCH_ITEMS) -> tuple[list[dict[str, Any]], int]:
+        """Every request's record in order (its key is the tuple's last element): those not stored yet
+        are computed by `compute` in batches of `size`, each batch appended to the store as it ends."""
+        todo = [r for r in requests if store.get(r[-1]) is None]
+        for batch in _chunks(todo, size):
+            store.add(compute(batch))
+            on_batch()
+        return [store.get(r[-1]) for r in requests], len(todo)  # type: ignore[misc]
+
     def _mc(self, task: Task, items: list[MCItem], builder: PromptBuilder, store: SampleStore,
             on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
         requests = []
@@ -142,8 +154,8 @@ class Evaluator:
             ctx, conts = builder.choices(item)
             ctx = _fit(ctx, max(map(len, conts)), self.max_len)
             requests.append((item, ctx, conts, _key(self.fingerprint, task.name, task.version, ctx, conts)))
-        todo = [r for r in requests if store.get(r[3]) is None]
-        for batch in _chunks(todo, BATCH_ITEMS):
+
+        def compute(batch: Sequence[Any]) -> list[dict[str, Any]]:
             scores = self.engine.score_many([(ctx, conts) for _, ctx, conts, _ in batch],
                                             progress=self.progress, desc=f"{task.name}")
             records = []
@@ -156,9 +168,9 @@ class Evaluator:
                     "correct": pred == item.gold, "pred_norm": pred_norm, "correct_norm": pred_norm == item.gold,
                     "loglikelihoods": lls, "greedy": [s.greedy for s in per_choice],
                 })
-            store.add(records)
-            on_batch()
-        return [store.get(r[3]) for r in requests], len(todo)  # type: ignore[misc]
+            return records
+
+        return self._batched(requests, store, on_batch, compute)
 
     def _generate(self, task: Task, items: list[GenerateItem], builder: PromptBuilder, store: SampleStore,
                   on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
@@ -171,8 +183,8 @@ class Evaluator:
             prompt = _fit(builder.prompt(item), max_tokens, self.max_len)
             key = _key(self.fingerprint, task.name, task.version, prompt, max_tokens, list(task.stop), task.extract)
             requests.append((item, prompt, key))
-        todo = [r for r in requests if store.get(r[2]) is None]
-        for batch in _chunks(todo, BATCH_ITEMS):
+
+        def compute(batch: Sequence[Any]) -> list[dict[str, Any]]:
             outs = self.engine.generate([p for _, p, _ in batch], params, progress=self.progress)
             records = []
             for (item, _, key), out in zip(batch, outs):
@@ -180,9 +192,9 @@ class Evaluator:
                 pred = extract(text, task.extract)
                 records.append({"key": key, "task": task.name, "id": item.id, "gold": item.answer, "pred": pred,
                                 "correct": matches(pred, item.answer, task.extract), "response": text})
-            store.add(records)
-            on_batch()
-        return [store.get(r[2]) for r in requests], len(todo)  # type: ignore[misc]
+            return records
+
+        return self._batched(requests, store, on_batch, compute)
 
     def _lm_windows(self, context: list[int], ids: list[int]) -> list[tuple[list[int], list[int]]]:
         """Disjoint windows of `ids`, each scored after as much preceding text as the context holds."""
@@ -202,8 +214,8 @@ class Evaluator:
             scored_text = item.text[len(item.prefix):] if item.prefix and item.text.startswith(item.prefix) else item.text
             requests.append((item, self._lm_windows(ctx, ids), len(scored_text.encode("utf-8")),
                              _key(self.fingerprint, task.name, task.version, ctx, ids)))
-        todo = [r for r in requests if store.get(r[3]) is None]
-        for batch in _chunks(todo, BATCH_ITEMS):
+
+        def compute(batch: Sequence[Any]) -> list[dict[str, Any]]:
             flat = [(ctx, [piece]) for _, windows, _, _ in batch for ctx, piece in windows]
             scores = iter(self.engine.score_many(flat, progress=self.progress, desc=task.name))
             records = []
@@ -214,9 +226,9 @@ class Evaluator:
                 records.append({"key": key, "task": task.name, "id": item.id, "nll": nll, "tokens": tokens,
                                 "bytes": nbytes, "nll_per_token": round(nll / tokens, DIGITS),
                                 "bits_per_byte": round(nll / (math.log(2) * max(nbytes, 1)), DIGITS)})
-            store.add(records)
-            on_batch()
-        return [store.get(r[3]) for r in requests], len(todo)  # type: ignore[misc]
+            return records
+
+        return self._batched(requests, store, on_batch, compute)
 
     def _code(self, task: Task, items: list[CodeItem], builder: PromptBuilder, store: SampleStore,
               on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
@@ -234,21 +246,21 @@ class Evaluator:
             key = _key(self.fingerprint, task.name, task.version, prompt, max_tokens, list(task.stop),
                        self.samples, self.temperature, seed)
             requests.append((item, prompt, seed, key))
-        todo = [r for r in requests if store.get(r[3]) is None]
-        sandbox = Sandbox() if todo else None
-        for batch in _chunks(todo, max(1, BATCH_ITEMS // self.samples)):
+
+        def compute(batch: Sequence[Any]) -> list[dict[str, Any]]:
             params = [SamplingParams(temperature=self.temperature, max_tokens=max_tokens, stop=task.stop,
                                      n=self.samples, seed=seed) for _, _, seed, _ in batch]
             outs = self.engine.generate([p for _, p, _, _ in batch], params, progress=self.progress)
+            sandbox = Sandbox()
             records = []
             for (item, _, _, key), out in zip(batch, outs):
                 completions = [c.text for c in out.outputs]
                 passed = [check_humaneval(item.problem, c, sandbox) for c in completions]
                 records.append({"key": key, "task": task.name, "id": item.id, "gold": None, "pred": completions[0],
                                 "correct": passed[0], "completions": completions, "passed": passed})
-            store.add(records)
-            on_batch()
-        return [store.get(r[3]) for r in requests], len(todo)  # type: ignore[misc]
+            return records
+
+        return self._batched(requests, store, on_batch, compute, max(1, BATCH_ITEMS // self.samples))
 
     def _niah(self, task: Task, items: list[NIAHItem], builder: PromptBuilder, store: SampleStore,
               on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
@@ -265,8 +277,8 @@ class Evaluator:
                               bos=self.settings.bos)
             prompt, answer = case.queries[0], case.needles[0].value
             requests.append((item, prompt, answer, _key(self.fingerprint, task.name, task.version, prompt, max_tokens)))
-        todo = [r for r in requests if store.get(r[3]) is None]
-        for batch in _chunks(todo, BATCH_ITEMS):
+
+        def compute(batch: Sequence[Any]) -> list[dict[str, Any]]:
             outs = self.engine.generate([p for _, p, _, _ in batch], params, progress=self.progress)
             records = []
             for (item, _, answer, key), out in zip(batch, outs):
@@ -274,9 +286,9 @@ class Evaluator:
                 hit = score_response(text, answer)
                 records.append({"key": key, "task": task.name, "id": item.id, "gold": answer, "pred": text.strip(),
                                 "correct": hit, "length": item.length, "depth": item.depth, "needles": item.needles})
-            store.add(records)
-            on_batch()
-        return [store.get(r[3]) for r in requests], len(todo)  # type: ignore[misc]
+            return records
+
+        return self._batched(requests, store, on_batch, compute)
 
     # ----- a task
 
