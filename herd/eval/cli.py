@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--fixed-fewshot", action="store_true",
                    help="the same few-shot examples for every item (their shared prefix is computed once)")
     r.add_argument("--limit", type=int, default=None, help="only the first N items of each task")
-    r.add_argument("--chat", action="store_true", help="prompt through the model's chat format (few-shot as turns)")
+    r.add_argument("--chat", action="store_true",
+                   help="prompt through the model's chat format (few-shot as turns; implied for tool_call tasks)")
     r.add_argument("--system", default=None, help="system prompt (with --chat)")
     r.add_argument("--no-bos", action="store_true", help="no BOS token before the context (lm-eval's HF default)")
     r.add_argument("--seed", type=int, default=1234, help="seed of the few-shot draw")
@@ -154,7 +155,7 @@ def run_contamination(args: argparse.Namespace) -> int:
     from herd.cli_args import UsageError
     from herd.eval.contamination import contamination_report, write_report
     from herd.eval.harness import load_tasks
-    from herd.eval.tasks.base import CodeItem, GenerateItem, LMItem, MCItem
+    from herd.eval.tasks.base import CodeItem, GenerateItem, LMItem, MCItem, ToolCallItem
     from herd.tokenizer.llama3 import Llama3Tokenizer
 
     try:
@@ -173,6 +174,8 @@ def run_contamination(args: argparse.Namespace) -> int:
             return item.prompt + " " + item.answer
         if isinstance(item, CodeItem):
             return item.prompt + item.problem.get("canonical_solution", "")
+        if isinstance(item, ToolCallItem):   # the question a model could have memorised the calls of
+            return "\n".join(m["content"] for m in item.messages)
         assert isinstance(item, LMItem)
         return item.text
 

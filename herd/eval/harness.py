@@ -3,7 +3,9 @@
 Every sampling job goes through `LLMEngine` (one engine for chat, serving and evaluation):
 - `mc` items: `LLMEngine.score_many`, the context computed once per item, each choice reusing its blocks;
 - `generate` items: `LLMEngine.generate` with continuous batching (greedy unless the caller asks);
-- `lm` items: `score_many` over the text, windowed when it is longer than the model's context.
+- `lm` items: `score_many` over the text, windowed when it is longer than the model's context;
+- `tool_call` items: greedy `generate` from the chat format's tool prompt; the calls are parsed with the
+  chat format's own parser and matched against BFCL's possible answers (herd.eval.bfcl_ast).
 
 Runs resume and reproduce: each item's record is appended (and flushed) to `samples.partial.jsonl` as
 its batch finishes, keyed by a hash of the model's fingerprint, the task's name and version and the
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from herd.eval.answers import extract, matches
 from herd.eval.metrics import Metric, argmax, mean, proportion
 from herd.eval.prompting import PromptBuilder, PromptSettings
-from herd.eval.tasks.base import CodeItem, GenerateItem, LMItem, MCItem, NIAHItem, Task
+from herd.eval.tasks.base import CodeItem, GenerateItem, LMItem, MCItem, NIAHItem, Task, ToolCallItem
 
 if TYPE_CHECKING:
     from herd.infer.engine import LLMEngine
@@ -290,6 +292,39 @@ class Evaluator:
 
         return self._batched(requests, store, on_batch, compute)
 
+    def _tool_call(self, task: Task, items: list[ToolCallItem], builder: PromptBuilder, store: SampleStore,
+                   on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
+        from herd.eval.bfcl_ast import check
+        from herd.eval.tasks.bfcl import category_of
+        from herd.infer.sampling import SamplingParams
+
+        category = category_of(task.name)
+        chat_format = self.loaded.chat_format
+        if chat_format is None:
+            raise ValueError(f"task {task.name} offers tools through the chat format; this model has none")
+        max_tokens = self.max_tokens or task.max_tokens
+        params = SamplingParams(temperature=0.0, max_tokens=max_tokens, stop_token_ids=tuple(sorted(chat_format.stop_ids)))
+        requests = []
+        for item in items:
+            prompt = _fit(builder.tool_prompt(item), max_tokens, self.max_len)
+            requests.append((item, prompt, _key(self.fingerprint, task.name, task.version, prompt, max_tokens)))
+
+        def compute(batch: Sequence[Any]) -> list[dict[str, Any]]:
+            outs = self.engine.generate([p for _, p, _ in batch], params, progress=self.progress)
+            records = []
+            for (item, _, key), out in zip(batch, outs):
+                text = out.outputs[0].text
+                calls = [{c.name: c.arguments} for c in chat_format.parse_assistant(text).tool_calls]
+                verdict = check(item.functions, calls, item.possible_answer, category)
+                # tuples (from a Python-list call) become lists, as the record reads back from JSON anyway
+                pred = json.loads(json.dumps(calls, ensure_ascii=False, default=str))
+                records.append({"key": key, "task": task.name, "id": item.id, "gold": list(item.possible_answer),
+                                "pred": pred, "correct": verdict.valid, "error": verdict.error_type or None,
+                                "response": text})
+            return records
+
+        return self._batched(requests, store, on_batch, compute)
+
     # ----- a task
 
     def run(self, task: Task, limit: int | None, store: SampleStore,
@@ -314,6 +349,9 @@ class Evaluator:
             metrics = {"exact_match": proportion([r["correct"] for r in records])}
         elif task.kind == "niah":
             records, computed = self._niah(task, items, builder, store, on_batch)  # type: ignore[arg-type]
+            metrics = {"accuracy": proportion([r["correct"] for r in records])}
+        elif task.kind == "tool_call":
+            records, computed = self._tool_call(task, items, builder, store, on_batch)  # type: ignore[arg-type]
             metrics = {"accuracy": proportion([r["correct"] for r in records])}
         elif task.kind == "code":
             from herd.eval.passk import estimate_pass_at_k
@@ -372,6 +410,8 @@ def run_evaluation(
             r.task.name: {
                 "version": r.task.version, "kind": r.task.kind, "source": r.task.source, "licence": r.task.licence,
                 "n": len(r.records), "metrics": {k: m.as_dict() for k, m in r.metrics.items()},
+                # a tool_call task always prompts through the chat format (--chat implied)
+                "chat": settings.chat or r.task.kind == "tool_call",
             }
             for r in results
         },

@@ -17,20 +17,27 @@ instead), so the contexts share one long prefix that the engine computes once fo
 With `chat=True` the context is the model's chat format: an optional system turn, each few-shot
 example as a user turn and an assistant turn (few-shot as multi-turn), the item as the last user turn,
 and an open assistant header; the continuation is the answer without its leading space.
+
+Tool-call items are always chat prompts: the item's functions are offered as tools where the chat
+format expects them (herd.tokenizer.tool_prompt, the same placement `herd serve` uses), with a fixed
+Llama 3.1 `Today Date` so a prompt, and the results keyed on it, never change with the day.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from herd.eval.tasks.base import CodeItem, GenerateItem, Item, MCItem, Task
+from herd.eval.tasks.base import CodeItem, GenerateItem, Item, MCItem, Task, ToolCallItem
 
 if TYPE_CHECKING:
     from herd.tokenizer.base import Tokenizer
     from herd.tokenizer.chat import ChatFormat
+
+TOOL_PROMPT_DATE = _dt.date(2024, 7, 23)   # Llama 3.1's release: a fixed date line for tool prompts
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,7 @@ class PromptBuilder:
                  settings: PromptSettings) -> None:
         if settings.chat and chat_format is None:
             raise ValueError("--chat needs a model with a chat format")
-        if settings.system is not None and not settings.chat:
+        if settings.system is not None and not settings.chat and task.kind != "tool_call":
             raise ValueError("a system prompt needs --chat")
         self.task, self.pool, self.tok, self.chat_format, self.settings = task, pool, tokenizer, chat_format, settings
 
@@ -151,6 +158,22 @@ class PromptBuilder:
             return self._chat_context(item)
         text = self.context_text(item)
         return self._encode(text.rstrip() if isinstance(item, CodeItem) else text, self.settings.bos)
+
+    def tool_prompt(self, item: ToolCallItem) -> list[int]:
+        """The ids a tool-call item is answered from: its dialog with its functions offered as tools."""
+        from herd.eval.tasks.bfcl import tool_schema
+        from herd.tokenizer.chat import Message, ToolDefinition
+        from herd.tokenizer.tool_prompt import with_tools
+
+        if self.chat_format is None:
+            raise ValueError(f"task {self.task.name} offers tools through the chat format; this model has none")
+        if self.settings.shots:
+            raise ValueError(f"task {self.task.name} is zero-shot (the functions differ per item): drop --shots")
+        messages = [Message(role="system", content=self.settings.system)] if self.settings.system else []
+        messages += [Message(role=m["role"], content=m["content"]) for m in item.messages]
+        tools = [ToolDefinition(**tool_schema(f)) for f in item.functions]
+        dialog = with_tools(self.chat_format, messages, tools, date=TOOL_PROMPT_DATE)
+        return self.chat_format.encode_dialog(dialog, add_generation_prompt=True, tool_format="json").tokens
 
     def text(self, text: str, prefix: str = "") -> tuple[list[int], list[int]]:
         """(context, scored ids) of an lm item: the text after `prefix`, after BOS (or end-of-text)."""

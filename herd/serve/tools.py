@@ -31,7 +31,6 @@ Where the tool definitions go depends on the chat format, as each model family w
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import re
 from collections.abc import Sequence
@@ -47,17 +46,12 @@ from herd.serve.protocol import (
 )
 from herd.tokenizer.chat import ChatFormat, Message, ToolCall, ToolDefinition
 from herd.tokenizer.tool_calls import arguments_dict
-
-DEFAULT_SYSTEM = "You are a helpful assistant."
-
-HERMES_TOOLS_HEAD = (
-    "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
-)
-HERMES_TOOLS_TAIL = (
-    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
-    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
-    "</tool_call>"
+from herd.tokenizer.tool_prompt import (  # noqa: F401 - re-exported: serve's tool prompts live there
+    DEFAULT_SYSTEM,
+    HERMES_TOOLS_HEAD,
+    HERMES_TOOLS_TAIL,
+    hermes_system_prompt,
+    with_tools,
 )
 
 # Text that may begin a call in auto mode, per format: held back from the content stream.
@@ -130,37 +124,6 @@ def _message(m: ChatMessageIn, index: int, fmt: str) -> Message:
         return Message(role=role, content=content, tool_calls=calls)
     except (TypeError, ValueError) as exc:
         raise OpenAIError(str(exc), param=f"messages.{index}") from None
-
-
-def hermes_system_prompt(system: str, tools: Sequence[ToolDefinition]) -> str:
-    lines = [
-        json.dumps(
-            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}},
-            ensure_ascii=False,
-        )
-        for t in tools
-    ]
-    return system + HERMES_TOOLS_HEAD + "".join("\n" + line for line in lines) + HERMES_TOOLS_TAIL
-
-
-def with_tools(chat_format: ChatFormat, messages: list[Message], tools: Sequence[ToolDefinition]) -> list[Message]:
-    """The dialog with the tool definitions placed where the chat format expects them."""
-    if not tools:
-        return messages
-    system = messages[0].content if messages and messages[0].role == "system" else None
-    rest = messages[1:] if system is not None else messages
-    if chat_format.name == "llama3":
-        from herd.tokenizer.llama3_chat import custom_tools_prompt, system_prompt_with_tools
-
-        sys_text = system_prompt_with_tools(custom_tools=tools, date=_dt.date.today(), instructions=system or None)
-        return [
-            Message(role="system", content=sys_text),
-            Message(role="user", content=custom_tools_prompt(tools, "json")),
-            *rest,
-        ]
-    if system is None:
-        system = getattr(chat_format, "default_system", None) or DEFAULT_SYSTEM
-    return [Message(role="system", content=hermes_system_prompt(system, tools)), *rest]
 
 
 def arguments_prefill(tool: ToolDefinition | None) -> str:

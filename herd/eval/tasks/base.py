@@ -10,6 +10,8 @@ Kinds:
 - `lm`: per-item gold negative log-likelihood and bits per byte of a text (scaling-law inputs).
 - `code`: sample function bodies, run each with the problem's tests in the sandbox, report pass@k.
 - `niah`: needle-in-a-haystack retrieval (herd.eval.niah) over a grid of lengths and depths.
+- `tool_call`: offer functions as tools in the model's chat format, parse the calls it makes and match
+  them against the possible answers (BFCL's AST match, herd.eval.bfcl_ast).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["mc", "generate", "lm", "code", "niah"]
-KINDS: tuple[str, ...] = ("mc", "generate", "lm", "code", "niah")
+Kind = Literal["mc", "generate", "lm", "code", "niah", "tool_call"]
+KINDS: tuple[str, ...] = ("mc", "generate", "lm", "code", "niah", "tool_call")
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,23 @@ class NIAHItem:
     seed: int = 0
 
 
-Item = MCItem | GenerateItem | LMItem | CodeItem | NIAHItem
+@dataclass(frozen=True)
+class ToolCallItem:
+    """A dialog, the functions offered to the model (BFCL's JSON-schema-like docs) and the calls that
+    count as right: `possible_answer` is BFCL's ground truth, one `{name: {param: [accepted values]}}`
+    per expected call (an empty string among the values: the parameter may be left out)."""
+
+    id: str
+    messages: tuple[dict, ...] = field(hash=False, compare=False)
+    functions: tuple[dict, ...] = field(hash=False, compare=False)
+    possible_answer: tuple[dict, ...] = field(hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.messages or not self.functions or not self.possible_answer:
+            raise ValueError(f"item {self.id}: a tool-call item needs messages, functions and a possible answer")
+
+
+Item = MCItem | GenerateItem | LMItem | CodeItem | NIAHItem | ToolCallItem
 
 
 @dataclass(frozen=True)
