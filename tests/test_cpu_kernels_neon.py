@@ -120,3 +120,23 @@ def test_aarch64_target_flags_follow_the_cpu_features() -> None:
         cpu_kernels.int4_target_flags("avx2", "aarch64", ["asimddp"])
     with pytest.raises(ValueError, match="neon needs an aarch64 CPU"):
         cpu_kernels.int4_target_flags("neon", "x86_64", ["avx2"])
+
+
+@arm_emulation
+def test_the_torch_op_compiles_for_aarch64(tmp_path: Path) -> None:
+    """The op wrapper (int4_linear.cpp: ATen + int4_core.h) compiles for aarch64 with the flags
+    cpu_kernels.py passes there, against this torch's headers, and the object holds sdot. It is not
+    linked or run: there is no aarch64 torch here."""
+    from torch.utils import cpp_extension
+
+    flags = cpu_kernels.int4_target_flags("auto", "aarch64", ["fp", "asimd", "asimddp"])
+    source = ROOT / "herd" / "infer" / "kernels" / "int4_linear.cpp"
+    command = [CROSS_CXX, "-c", str(source), "-o", str(tmp_path / "int4_linear.o"), "-fPIC", "-std=c++17", "-O1", *flags,
+               "-fopenmp", *(f"-I{path}" for path in cpp_extension.include_paths())]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    objdump = shutil.which("aarch64-linux-gnu-objdump")
+    if objdump:
+        listing = subprocess.run([objdump, "-d", str(tmp_path / "int4_linear.o")], capture_output=True, text=True,
+                                 check=True, timeout=60).stdout
+        assert "sdot" in listing

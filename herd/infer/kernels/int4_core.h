@@ -378,10 +378,9 @@ inline void tile(const uint8_t* packed, const uint16_t* scales, const QuantizedA
 #endif
 }
 
-// Tiles [begin, end) of y [M, n] (the torch op runs this per thread's share of the tiles): every
-// activation row, kMBlock rows per pass over a tile's weights. Portable=true runs the portable loop
-// whatever the build's path (the standalone test's reference); a template argument, so the op's loop
-// carries no branch for it.
+// Tiles [begin, end) of y [M, n]: every activation row, kMBlock rows per pass over a tile's weights.
+// The torch op (int4_linear.cpp) runs this same loop, written out, per thread's share of the tiles.
+// Portable=true runs the portable loop whatever the build's path (the standalone test's reference).
 template <bool Portable = false>
 void linear_tiles(const uint8_t* packed, const uint16_t* scales, const QuantizedActivations& a, int64_t m_rows,
                   int64_t k, float* y, int64_t n, int64_t begin, int64_t end) {

@@ -8,6 +8,7 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
 
 #include "int4_core.h"
@@ -15,6 +16,7 @@
 namespace {
 
 using herd_int4::kGroup;
+using herd_int4::kMBlock;
 using herd_int4::kTile;
 
 static_assert(sizeof(c10::Half) == sizeof(uint16_t), "c10::Half is the IEEE half's 16 bits");
@@ -37,8 +39,14 @@ at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& packed, const at::
   const uint8_t* pp = p.data_ptr<uint8_t>();
   const uint16_t* sp = reinterpret_cast<const uint16_t*>(sc.data_ptr<c10::Half>());
   float* yp = y.data_ptr<float>();
+  const int64_t groups = k / kGroup;
+  // herd_int4::linear_tiles is this loop; written out here as it was before the core moved to the
+  // header, so the compiled op is instruction for instruction what it was on x86
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    herd_int4::linear_tiles(pp, sp, a, m_rows, k, yp, n, begin, end);
+    for (int64_t t = begin; t < end; ++t)
+      for (int64_t m0 = 0; m0 < m_rows; m0 += kMBlock)
+        herd_int4::tile(pp + t * groups * 256, sp + t * groups * 32, a, m0, std::min(kMBlock, m_rows - m0), k, yp, n,
+                        t * kTile);
   });
   return y;
 }
