@@ -36,7 +36,8 @@ native_compiler = pytest.mark.optional_extra(
 
 
 def compile_driver(compiler: str, target_flags: list[str], output: Path, static: bool) -> Path:
-    command = [compiler, str(DRIVER), "-o", str(output), "-O2", "-std=c++17", *target_flags, *(["-static"] if static else [])]
+    command = [compiler, str(DRIVER), "-o", str(output), "-O2", "-std=c++17", *target_flags,
+               *(["-static"] if static else [])]
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr[-3000:]}"
     return output
@@ -131,8 +132,8 @@ def test_the_torch_op_compiles_for_aarch64(tmp_path: Path) -> None:
 
     flags = cpu_kernels.int4_target_flags("auto", "aarch64", ["fp", "asimd", "asimddp"])
     source = ROOT / "herd" / "infer" / "kernels" / "int4_linear.cpp"
-    command = [CROSS_CXX, "-c", str(source), "-o", str(tmp_path / "int4_linear.o"), "-fPIC", "-std=c++17", "-O1", *flags,
-               "-fopenmp", *(f"-I{path}" for path in cpp_extension.include_paths())]
+    command = [CROSS_CXX, "-c", str(source), "-o", str(tmp_path / "int4_linear.o"), "-fPIC", "-std=c++17", "-O1",
+               *flags, "-fopenmp", *(f"-I{path}" for path in cpp_extension.include_paths())]
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     objdump = shutil.which("aarch64-linux-gnu-objdump")
