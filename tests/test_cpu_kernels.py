@@ -1,12 +1,14 @@
 """herd's C++ CPU kernels. int4 x int8 linear: exact against the arithmetic it claims, close to the
 float matmul, the AVX2 and portable C++ paths equal to the default (AVX512-VNNI here) one, real SmolLM2 weights keep their
-perplexity. Paged decode attention: equal to gathering the cache and running SDPA."""
+perplexity (the ARM NEON paths are tested under qemu: tests/test_cpu_kernels_neon.py). Paged decode
+attention: equal to gathering the cache and running SDPA."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +83,8 @@ def test_kernel_rejects_mismatched_shapes() -> None:
 
 def _host_has(flag: str) -> bool:
     try:
-        return any(line.startswith("flags") and flag in line.split() for line in Path("/proc/cpuinfo").read_text().splitlines())
+        return any(line.startswith(("flags", "Features")) and flag in line.split()
+                   for line in Path("/proc/cpuinfo").read_text().splitlines())
     except OSError:
         return False
 
@@ -130,11 +133,13 @@ def test_every_int4_path_is_exactly_its_arithmetic_and_equals_the_default(path: 
 
 def test_default_path_follows_the_cpu_flags_and_a_bad_request_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = ("avx512_vnni" if _host_has("avx512_vnni") and _host_has("avx512bw") else
-                "avx2" if _host_has("avx2") and _host_has("fma") and _host_has("f16c") else "portable")
+                "avx2" if _host_has("avx2") and _host_has("fma") and _host_has("f16c") else
+                ("neon_dotprod" if _host_has("asimddp") else "neon")
+                if platform.machine().lower() in cpu_kernels.ARM64_MACHINES else "portable")
     if os.environ.get("HERD_INT4_PATH", "auto") in ("", "auto") and os.environ.get("HERD_INT4_PORTABLE") != "1":
         assert cpu_kernels.int4_path() == expected
     monkeypatch.setenv("HERD_INT4_PATH", "sse9")
-    with pytest.raises(ValueError, match="auto, avx2, portable"):
+    with pytest.raises(ValueError, match="auto, avx2, neon, portable"):
         cpu_kernels.int4_path_requested()
     monkeypatch.delenv("HERD_INT4_PATH")
     monkeypatch.setenv("HERD_INT4_PORTABLE", "1")

@@ -1,18 +1,23 @@
 """Build, load and call herd's C++ CPU kernels (`herd/infer/kernels/*.cpp`, one library).
 
 - `int4_linear`: int4 weights x int8 activations (llama.cpp's Q4_1 x Q8_1 arithmetic: AVX512-VNNI
-  integer dots where the CPU has them, else AVX2 byte dots, else a portable loop). ATen's int4 matmul converts every weight to float first and
-  is compute-bound at ~10 GB/s of weights per core, while batch-1 decode does nothing but read weights.
+  integer dots where the CPU has them, else AVX2 byte dots; on aarch64 NEON sdot where the CPU has
+  dot products, else NEON widening multiplies; else a portable loop). ATen's int4 matmul converts every
+  weight to float first and is compute-bound at ~10 GB/s of weights per core, while batch-1 decode does
+  nothing but read weights.
 - `paged_decode_attention`: decode attention read in place from the paged KV cache, instead of
   gathering every sequence's keys and values into a copy each step.
 
-The library is compiled once per machine with the system C++ compiler and `-march=native`, into
+The library is compiled once per machine with the system C++ compiler and `-march=native` (on aarch64
+`-march=armv8.2-a+dotprod` where the CPU lists asimddp, else `-march=armv8-a`), into
 `~/.cache/herd/kernels/` (override with `HERD_KERNEL_CACHE`), under a name that hashes the sources,
 the flags, the CPU's features and the torch version (~20 s on 2 cores). A build is written to a
 temporary file and renamed, so an interrupted build never leaves a broken library. If there is no
 compiler or the build fails, `available()` is False and callers keep their ATen paths. Set
-`HERD_CPU_KERNELS=0` to skip them on purpose, `HERD_INT4_PATH=avx2|portable` to build the library an
-AVX2-only CPU gets (`-march=haswell`) or int4's plain C++ path (the tests compare all three).
+`HERD_CPU_KERNELS=0` to skip them on purpose, `HERD_INT4_PATH=avx2|neon|portable` to build the library an
+AVX2-only x86 CPU gets (`-march=haswell`), the one an ARMv8.0 CPU without dot products gets
+(`-march=armv8-a`, on aarch64) or int4's plain C++ path (the tests compare them; the NEON paths are
+tested under qemu-aarch64 by tests/test_cpu_kernels_neon.py, with the same C++ compiled without torch).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCES = sorted((Path(__file__).parent / "kernels").glob("*.cpp"))
+HEADERS = sorted((Path(__file__).parent / "kernels").glob("*.h"))  # included by SOURCES: part of the build key
 TILE, GROUP = 16, 32
 
 
@@ -42,28 +48,52 @@ def _compile_command(sources: list[Path], output: Path) -> list[str]:
     torch_lib = Path(torch.__file__).parent / "lib"
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     includes = [f"-I{path}" for path in cpp_extension.include_paths()]
-    path = int4_path_requested()
-    portable = ["-DHERD_INT4_PORTABLE"] if path == "portable" else []
-    march = "-march=haswell" if path == "avx2" else "-march=native"  # haswell: AVX2 + FMA + F16C, no AVX-512
+    target = int4_target_flags(int4_path_requested(), platform.machine(), _cpu_flags().decode(errors="replace").split())
     return [
         os.environ.get("CXX", "g++"), *map(str, sources), "-o", str(output), "-shared", "-fPIC", "-std=c++17", "-O3",
-        march, "-fopenmp", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *portable, *includes,
+        *target, "-fopenmp", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes,
         f"-L{torch_lib}", f"-Wl,-rpath,{torch_lib}", "-lc10", "-ltorch_cpu", "-lgomp",
     ]
 
 
-INT4_PATHS = ("auto", "avx2", "portable")
+INT4_PATHS = ("auto", "avx2", "neon", "portable")
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+ARM64_MACHINES = ("aarch64", "arm64")
 
 
 def int4_path_requested() -> str:
-    """`HERD_INT4_PATH`: auto (the best this CPU runs: AVX512-VNNI, else AVX2, else portable), avx2 (the
-    library an AVX2-only CPU builds, here too: the tests and benchmarks use it) or portable.
-    `HERD_INT4_PORTABLE=1` is the older spelling of portable."""
+    """`HERD_INT4_PATH`: auto (the best this CPU runs: AVX512-VNNI, else AVX2, else portable on x86;
+    NEON with sdot where /proc/cpuinfo lists asimddp, else plain NEON on aarch64), avx2 (the library an
+    AVX2-only x86 CPU builds, here too: the tests and benchmarks use it), neon (the library an ARMv8.0
+    CPU without dot products builds, on aarch64) or portable. `HERD_INT4_PORTABLE=1` is the older
+    spelling of portable."""
     path = os.environ.get("HERD_INT4_PATH", "").strip().lower() or (
         "portable" if os.environ.get("HERD_INT4_PORTABLE") == "1" else "auto")
     if path not in INT4_PATHS:
         raise ValueError(f"HERD_INT4_PATH={path!r}: choose one of {', '.join(INT4_PATHS)}")
     return path
+
+
+def int4_target_flags(path: str, machine: str, cpu_flags: list[str]) -> list[str]:
+    """The compiler's target flags for an int4 `path` on `machine` (platform.machine()) whose
+    /proc/cpuinfo flags (x86) or Features (ARM) are `cpu_flags`: int4_core.h picks its path from what
+    the compiler targets.
+
+    x86: -march=native (VNNI or AVX2 where the CPU has them), or -march=haswell for avx2 (AVX2 + FMA +
+    F16C, no AVX-512). aarch64: -march=armv8.2-a+dotprod only where the CPU lists asimddp (sdot), else
+    -march=armv8-a (NEON is part of every ARMv8-A CPU); not -march=native, which older GCCs reject on
+    ARM. portable adds -DHERD_INT4_PORTABLE to the default target."""
+    machine = machine.lower()
+    arm, x86 = machine in ARM64_MACHINES, machine in X86_MACHINES
+    if path == "avx2" and not x86:
+        raise ValueError(f"HERD_INT4_PATH=avx2 needs an x86-64 CPU, this one is {machine or 'unknown'}")
+    if path == "neon" and not arm:
+        raise ValueError(f"HERD_INT4_PATH=neon needs an aarch64 CPU, this one is {machine or 'unknown'}")
+    if arm:
+        march = "-march=armv8.2-a+dotprod" if "asimddp" in cpu_flags and path != "neon" else "-march=armv8-a"
+    else:
+        march = "-march=haswell" if path == "avx2" else "-march=native"  # haswell: AVX2 + FMA + F16C, no AVX-512
+    return [march, "-DHERD_INT4_PORTABLE"] if path == "portable" else [march]
 
 
 def _cpu_flags() -> bytes:
@@ -88,7 +118,7 @@ def build(force: bool = False) -> Path:
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler ({compiler!r}) on PATH")
     key = hashlib.sha256(
-        b"".join(source.read_bytes() for source in SOURCES)
+        b"".join(source.read_bytes() for source in (*SOURCES, *HEADERS))
         + " ".join(_compile_command([Path("s")], Path("o"))).encode() + torch.__version__.encode() + _cpu_flags()
     ).hexdigest()[:16]
     target = _cache_dir() / f"herd_kernels_{key}.so"
@@ -130,7 +160,8 @@ def uses_vnni() -> bool:
 
 
 def int4_path() -> str:
-    """The int4 path the loaded library runs: "avx512_vnni", "avx2" or "portable" ("" when not loaded)."""
+    """The int4 path the loaded library runs: "avx512_vnni", "avx2", "neon_dotprod", "neon" or "portable"
+    ("" when not loaded)."""
     return str(torch.ops.herd_kernels.int4_path()) if available() else ""
 
 
