@@ -43,7 +43,7 @@ def main() -> None:
     loaded = load_model("smollm2-135m-instruct")
     prompts = [loaded.tokenizer.encode(pr["prompt"].rstrip(), bos=False) for pr in problems]
     path = resolve_spec("smollm2-135m-instruct")
-    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, torch_dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
     hf_tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     assert hf_tok(problems[0]["prompt"].rstrip())["input_ids"] == prompts[0], "tokenizers differ"
     params = SamplingParams(temperature=0.0, max_tokens=a.max_tokens)
