@@ -115,7 +115,8 @@ class Sandbox:
     root, rlimits, seccomp, environment allow-list, capped output, wall-clock timeout that kills all).
 
     timeout_s: wall clock for the code; memory_mb: its address space; max_output_bytes: kept of stdout
-    and of stderr each; cpu_s defaults to the timeout rounded up; max_files_bytes: the files returned.
+    and of stderr each; cpu_s defaults to the timeout rounded up plus 2 s (the wall clock, not
+    the CPU limit, ends a loop that spins: its status is `timeout`); max_files_bytes: the files returned.
     """
 
     def __init__(self, timeout_s: float = 10, memory_mb: int = 512, max_output_bytes: int = 65536, *,
@@ -124,7 +125,7 @@ class Sandbox:
         if timeout_s <= 0 or memory_mb <= 0 or max_output_bytes < 0:
             raise ValueError("Sandbox: timeout_s and memory_mb must be positive, max_output_bytes not negative")
         self.limits = policy.Limits(timeout_s=float(timeout_s), memory_mb=int(memory_mb),
-                                    cpu_s=cpu_s or max(1, int(-(-timeout_s // 1))), nproc=nproc,
+                                    cpu_s=cpu_s or max(2, int(-(-timeout_s // 1)) + 2), nproc=nproc,
                                     fsize_mb=fsize_mb, nofile=nofile, tmpfs_mb=tmpfs_mb)
         self.max_output_bytes = max_output_bytes
         self.max_files_bytes = max_files_bytes

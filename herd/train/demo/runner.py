@@ -56,7 +56,8 @@ def run_demo(out_dir: str | Path = "runs/demo", scale: float = 1.0, max_docs: in
     report = state.finished("report")
     seconds = sum(state.finished(n)["seconds"] for n in STAGES)
     result = DemoResult(str(out), report["unigram_entropy"], report["losses"], state.finished("long context")["passed"],
-                        report["report"], str(out / "final"), seconds, state.settings.smoke)
+                        report["report"], str(out / "final"), seconds, state.settings.smoke,
+                        report.get("report_card", {}))
     (out / "result.json").write_text(json.dumps(asdict(result), indent=1))
     print(f"herd demo: done in {_clock(time.perf_counter() - start)} ({_clock(seconds)} of stage time in all): "
           f"{report['report']}", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@ threshold, the state file), and none of them is imported from here, so nothing h
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class DemoResult:
     final_model: str
     seconds: float
     smoke: bool
+    report_card: dict[str, Any] = field(default_factory=dict)   # herd eval's per-task results of the final model
 
 
 class DemoState:
