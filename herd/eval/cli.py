@@ -8,6 +8,13 @@ import sys
 from herd.cli_args import add_device_arg, add_dtype_arg, add_model_arg, add_out_arg
 
 
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The model a subcommand runs: --model, --device, --dtype (auto allowed)."""
+    add_model_arg(parser)
+    add_device_arg(parser)
+    add_dtype_arg(parser, allow_auto=True)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser("eval", help="evaluate a model on benchmark tasks",
                               description="Evaluation harness: tasks scored through the engine.")
@@ -19,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="score a model on tasks",
                        description="Score a model on tasks; results.json + samples.jsonl go to --out. "
                                    "A rerun into the same --out recomputes only missing items.")
-    add_model_arg(r)
-    add_device_arg(r)
-    add_dtype_arg(r, allow_auto=True)
+    _add_model_args(r)
     r.add_argument("--task", action="append", default=[], metavar="NAME", help="a registered task (repeatable)")
     r.add_argument("--task-file", action="append", default=[], metavar="FILE.jsonl",
                    help="an ad-hoc task: {query, choices, gold} or {prompt, answer} lines (repeatable)")
@@ -46,9 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rob = sub.add_parser("robustness", help="the paper's multiple-choice robustness study",
                          description="Accuracy under label variants, answer orders, prompt formats and few-shot "
                                      "label bias (paper section 5.1.2); writes robustness.{json,md,png} to --out.")
-    add_model_arg(rob)
-    add_device_arg(rob)
-    add_dtype_arg(rob, allow_auto=True)
+    _add_model_args(rob)
     rob.add_argument("--task", required=True, help="a multiple-choice task (see `herd eval list`)")
     rob.add_argument("--limit", type=int, default=None, help="only the first N items")
     rob.add_argument("--shots", type=int, default=0, help="few-shot examples (> 0 adds the label-bias study)")
