@@ -25,13 +25,14 @@ from typing import Any, Protocol
 import torch
 
 from herd.checkpoint.errors import CheckpointError
-from herd.model import Transformer
+from herd.model import ModelConfig, Transformer
 from herd.model.flops import param_counts
 from herd.train import checkpointing
 from herd.train.config import ConfigError, TrainConfig
 from herd.train.init import ModelInit
 from herd.train.metrics import MetricsLogger, memory_mb, peak_flops, plot_loss_curve
 from herd.train.mfu import mfu as model_flops_utilization
+from herd.train.objective import LanguageModelObjective, Objective
 from herd.train.parallel import SingleProcessPlan
 from herd.train.parallel.distributed import make_plan
 from herd.train.parallel.single import LocalBatch
@@ -101,6 +102,8 @@ class Trainer:
         loader_factory: LoaderFactory | None = None,
         hooks: TrainHooks | None = None,
         plan: SingleProcessPlan | None = None,
+        objective: Objective | None = None,
+        model_config: ModelConfig | None = None,
     ) -> None:
         # run.dtype "auto" (and a slow explicit "bfloat16") is settled here, before the plan reads it
         dtype, self.dtype_note = resolve_dtype(config.run.dtype, _device(config.run.device))
@@ -114,7 +117,8 @@ class Trainer:
         self.ckpt_dir = config.checkpoint_dir
         self.device = getattr(self.plan, "device", None) or _device(config.run.device)
         self.autocast_dtype = torch.bfloat16 if config.run.dtype == "bfloat16" else None
-        self.model_config = config.model_config()
+        self.model_config = model_config or config.model_config()
+        self.objective: Objective = objective or LanguageModelObjective()
 
         # -- checks before compute: checkpoints to resume / initialise from, data directories
         self.resume_path = checkpointing.resolve_resume(resume, self.ckpt_dir)
@@ -214,23 +218,12 @@ class Trainer:
         lr = self.schedule.lr(self.step, self.tokens)
         phase = "anneal" if self.schedule.in_anneal(self.tokens) else "main"
         batch = self._active_loader().next_batch(shape.batch_size, shape.seq_len)
-        inputs = batch[0]
-        if tuple(inputs.shape) != (shape.batch_size, shape.seq_len):
-            raise TrainingError(
-                f"the loader returned a batch of shape {tuple(inputs.shape)}, expected "
-                f"{(shape.batch_size, shape.seq_len)}"
-            )
-        self._check_tokens(inputs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
-        local = self._local_batch(batch)
-        n_targets = self.plan.all_reduce_sum((local.targets != -100).sum()).clamp(min=1)
-        micro_rows = max(1, shape.micro_batch_size * local.inputs.shape[0] // shape.batch_size)
-        total = self.plan.forward_backward(
-            self.forward_model, local, micro_rows, n_targets, self.device, self.autocast_dtype
-        )
-        loss_value = float(self.plan.all_reduce_sum(total) / n_targets)
+        stats = self.objective.forward_backward(self, batch, shape)
+        loss_value = float(stats.pop("loss"))
+        computed_tokens = int(stats.pop("tokens", shape.tokens))
         grad_norm = float(self.plan.clip_grad_norm(self.model, self.config.optim.grad_clip))
         skipped = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
         if skipped:
@@ -243,7 +236,7 @@ class Trainer:
         elapsed = time.perf_counter() - start
         self.step += 1
         self.tokens += shape.tokens
-        tokens_per_s = shape.tokens / elapsed if elapsed > 0 else 0.0
+        tokens_per_s = computed_tokens / elapsed if elapsed > 0 else 0.0
         # per device: the step's tokens were shared by all ranks
         mfu = model_flops_utilization(tokens_per_s, self.model_config, shape.seq_len,
                                       self.peak_flops * self.plan.world_size)
@@ -251,7 +244,7 @@ class Trainer:
             "kind": "train", "step": self.step, "tokens": self.tokens, "loss": loss_value, "grad_norm": grad_norm,
             "lr": lr, "tokens_per_s": tokens_per_s, "mfu": mfu, "memory_mb": memory_mb(self.device),
             "batch_size": shape.batch_size, "seq_len": shape.seq_len, "stage": shape.stage, "phase": phase,
-            "skipped": skipped,
+            "skipped": skipped, **stats,
         }
 
     def _handle_non_finite(self, loss: float, grad_norm: float, lr: float) -> None:
@@ -272,25 +265,16 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float | None:
-        """Mean loss per target token over the same held-out batches every time."""
+        """The objective's held-out loss over the same batches every time (None without validation data)."""
         if self.val_loader is None:
             return None
         self.val_loader.load_state_dict(self.val_start)  # type: ignore[arg-type]
-        shape = self.schedule.shape_at(self.tokens)
-        batch_size = self.config.eval.batch_size or shape.micro_batch_size
-        seq_len = self.config.eval.seq_len or shape.seq_len
         was_training = self.model.training
         self.model.eval()
-        total = torch.zeros((), device=self.device)
-        count = torch.zeros((), device=self.device, dtype=torch.long)
-        for _ in range(self.config.eval.batches):
-            batch = self.val_loader.next_batch(batch_size, seq_len)
-            self._check_tokens(batch[0])
-            local = self._local_batch(batch)
-            total += self.plan.eval_loss_sum(self.forward_model, local, self.device, self.autocast_dtype)
-            count += (local.targets != -100).sum()
-        self.model.train(was_training)
-        return float(self.plan.all_reduce_sum(total) / self.plan.all_reduce_sum(count).clamp(min=1))
+        try:
+            return self.objective.validate(self, self.val_loader)
+        finally:
+            self.model.train(was_training)
 
     # ------------------------------------------------------------------ the loop
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -384,9 +368,12 @@ def train(
     loader_factory: LoaderFactory | None = None,
     hooks: TrainHooks | None = None,
     plan: SingleProcessPlan | None = None,
+    objective: Objective | None = None,
+    model_config: ModelConfig | None = None,
 ) -> TrainResult:
     """Pretrain (or resume, or continue from `run.init_from`) as `config` says; see `Trainer`.
 
     Under torchrun the plan defaults to herd.train.parallel's DistributedPlan for `config.parallel`.
     """
-    return Trainer(config, resume=resume, loader_factory=loader_factory, hooks=hooks, plan=plan).run()
+    return Trainer(config, resume=resume, loader_factory=loader_factory, hooks=hooks, plan=plan, objective=objective,
+                   model_config=model_config).run()
