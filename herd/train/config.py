@@ -150,8 +150,9 @@ def _choice(value: str, key: str, options: tuple[str, ...]) -> list[str]:
     return [] if value in options else [f"{key} = {value!r}; choose one of {', '.join(options)}"]
 
 
-def validate(config: TrainConfig) -> None:
-    """Cross-field checks; all problems are reported together."""
+def validate(config: TrainConfig, *, token_data: bool = True) -> None:
+    """Cross-field checks; all problems are reported together. `token_data=False` skips the token-shard
+    sources and mixes (post-training recipes read their own data files)."""
     problems: list[str] = []
     run, opt, sch, ann = config.run, config.optim, config.schedule, config.anneal
     problems += _choice(run.device, "run.device", ("auto", "cpu", "cuda"))
@@ -192,11 +193,12 @@ def validate(config: TrainConfig) -> None:
                 f"the annealing phase ends at {config.anneal_start + ann.tokens} tokens, after run.max_tokens "
                 f"{run.max_tokens}"
             )
-    problems += _mix_problems(config.data.mix, config.data.sources, "data.mix")
-    if ann.mix:
-        problems += _mix_problems(ann.mix, config.data.sources, "anneal.mix")
-    if not config.data.sources:
-        problems.append("data.sources is empty: name at least one directory of token shards")
+    if token_data:
+        problems += _mix_problems(config.data.mix, config.data.sources, "data.mix")
+        if ann.mix:
+            problems += _mix_problems(ann.mix, config.data.sources, "anneal.mix")
+        if not config.data.sources:
+            problems.append("data.sources is empty: name at least one directory of token shards")
     if config.checkpoint.keep_last < 1 or config.checkpoint.interval < 0:
         problems.append("checkpoint.keep_last must be >= 1 and checkpoint.interval >= 0")
     if config.log.interval < 1:
@@ -204,7 +206,7 @@ def validate(config: TrainConfig) -> None:
     if config.eval.interval < 0 or config.eval.batches < 1:
         problems.append("eval.interval must be >= 0 and eval.batches >= 1")
     try:
-        model = config.model_config()
+        model = config.model_config()  # a post-training recipe reads it from its starting checkpoint
     except ConfigError as exc:
         problems.append(str(exc))
     else:

@@ -34,6 +34,9 @@ class LanguageModelObjective:
     """Summed next-token cross-entropy over targets != -100, divided once by the batch's target count
     (so micro-batches, data/context/pipeline ranks all give the gradient of one big batch)."""
 
+    def __init__(self, name: str = "pretrain") -> None:
+        self.name = name  # what the run's log lines call it (pretrain, sft)
+
     def forward_backward(self, trainer: Trainer, batch: Any, shape: StepShape) -> dict[str, Any]:
         inputs = batch[0]
         if tuple(inputs.shape) != (shape.batch_size, shape.seq_len):

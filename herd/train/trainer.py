@@ -12,7 +12,6 @@ shape of a resumed checkpoint) is checked in `Trainer.__init__`, before any comp
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import signal
 import threading
@@ -298,7 +297,7 @@ class Trainer:
         if self.logger.tb_note:
             self.logger.message(self.logger.tb_note)
         self.logger.message(
-            f"pretrain: {param_counts(self.model_config)['total']:,} parameters on {self.device} ({self.plan.description}), "
+            f"{getattr(self.objective, 'name', 'pretrain')}: {param_counts(self.model_config)['total']:,} parameters on {self.device} ({self.plan.description}), "
             f"AdamW ({self.optim_impl}), autocast {self.dtype_note}, MFU peak {self.peak_flops:.3g} FLOP/s "
             f"({peak_source})" + (f", resumed from {self.resume_path} at step {self.step}" if self.resume_path else "")
         )
