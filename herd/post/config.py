@@ -48,6 +48,17 @@ class DPOSection:
     loss_type: str = "sigmoid"  # sigmoid | ipo
 
 
+STRENGTHS = ("significantly_better", "better", "slightly_better", "marginally_better")  # strongest first
+
+
+@dataclass
+class RMSection:
+    margin: bool = False  # Llama 2's margin term; Llama 3 drops it (only false is implemented)
+    one_row: bool = True  # the prompt once, its responses after it and masked from each other
+    min_strength: str = "better"  # keep preferences at least this strong (records without a strength are kept)
+    center_coefficient: float = 0.0  # reward centering (TRL's center_rewards_coefficient); 0 = off
+
+
 @dataclass
 class PostRunSection(RunSection):
     out_dir: str = "runs/post"
@@ -73,6 +84,7 @@ class PostConfig(TrainConfig):
     post: PostSection = field(default_factory=PostSection)
     sft: SFTSection = field(default_factory=SFTSection)
     dpo: DPOSection = field(default_factory=DPOSection)
+    rm: RMSection = field(default_factory=RMSection)
 
     @cached_property
     def starting_model(self) -> Any:
@@ -100,6 +112,10 @@ class PostConfig(TrainConfig):
             problems.append(f"dpo.loss_type = {self.dpo.loss_type!r}; choose sigmoid or ipo")
         if self.dpo.beta <= 0 or self.dpo.nll_weight < 0 or not 0 <= self.dpo.label_smoothing < 0.5:
             problems.append("dpo.beta must be > 0, dpo.nll_weight >= 0, dpo.label_smoothing in [0, 0.5)")
+        if self.rm.margin:
+            problems.append("rm.margin = true (Llama 2's margin term) is not implemented: Llama 3 trains without it")
+        if self.rm.min_strength not in STRENGTHS:
+            problems.append(f"rm.min_strength = {self.rm.min_strength!r}; choose one of {', '.join(STRENGTHS)}")
         if self.post.epochs <= 0 and not (self.run.max_steps or self.run.max_tokens):
             problems.append("post.epochs must be > 0 (or set run.max_steps)")
         if problems:

@@ -196,3 +196,70 @@ class DPOObjective:
             loss, _ = self._loss(trainer, batch, self._reference_for("validation", batch, trainer), n_pairs, n_tokens)
             total += float(loss)
         return total / trainer.config.eval.batches
+
+
+class RewardObjective:
+    """The reward model's ranking loss (no margin) summed over every ordered pair, / pairs in the batch.
+
+    Metrics: `loss`, `accuracy` (share of pairs ranked right), `margin` (mean r_better - r_worse) and
+    `rewards/mean`; validation reports the held-out loss and stores the accuracy in `last_accuracy`.
+    """
+
+    name = "rm"
+
+    def __init__(self, *, one_row: bool = True, center_coefficient: float = 0.0) -> None:
+        self.one_row = one_row
+        self.center_coefficient = center_coefficient
+        self.last_accuracy: float | None = None
+
+    def _sums(self, trainer: Trainer, part: Batch, n_pairs: int) -> tuple[torch.Tensor, dict[str, float]]:
+        from herd.post.losses import reward_ranking_loss_sum
+        from herd.post.reward_model import preference_rewards
+
+        rewards = preference_rewards(trainer.forward_model, [p for _, p in part], one_row=self.one_row,
+                                     device=trainer.device, autocast_dtype=trainer.autocast_dtype)
+        total = torch.zeros((), device=trainer.device)
+        right = margin = reward_sum = 0.0
+        count = 0
+        for r in rewards:
+            loss, _ = reward_ranking_loss_sum(r, center_coefficient=self.center_coefficient)
+            total = total + loss
+            detached = r.detach()
+            for i, j in ranking_pairs(len(r)):
+                right += float(detached[i] > detached[j])
+                margin += float(detached[i] - detached[j])
+            reward_sum += float(detached.sum())
+            count += len(r)
+        return total / n_pairs, {"accuracy": right, "margin": margin, "reward_sum": reward_sum,
+                                 "reward_count": float(count)}
+
+    def forward_backward(self, trainer: Trainer, batch: Batch, shape: StepShape) -> dict[str, Any]:
+        n_pairs, _ = _pair_counts(batch)
+        micro = max(1, shape.micro_batch_size * len(batch) // max(1, shape.batch_size))
+        total = 0.0
+        sums: dict[str, float] = {}
+        for start in range(0, len(batch), micro):
+            part = batch[start:start + micro]
+            loss, part_sums = self._sums(trainer, part, n_pairs)
+            loss.backward()
+            total += float(loss.detach())
+            for k, v in part_sums.items():
+                sums[k] = sums.get(k, 0.0) + v
+        stats = {"accuracy": sums["accuracy"] / n_pairs, "margin": sums["margin"] / n_pairs,
+                 "rewards/mean": sums["reward_sum"] / max(1.0, sums["reward_count"])}
+        return {"loss": total, "tokens": sum(p.length for _, p in batch), **stats}
+
+    @torch.no_grad()
+    def validate(self, trainer: Trainer, loader: Any) -> float | None:
+        total = right = 0.0
+        pairs = 0
+        batch_size = trainer.config.eval.batch_size or trainer.schedule.shape_at(trainer.tokens).micro_batch_size
+        for _ in range(trainer.config.eval.batches):
+            batch = loader.next_batch(batch_size, 0)
+            n_pairs, _ = _pair_counts(batch)
+            loss, sums = self._sums(trainer, batch, n_pairs)
+            total += float(loss) * n_pairs
+            right += sums["accuracy"]
+            pairs += n_pairs
+        self.last_accuracy = right / max(1, pairs)
+        return total / max(1, pairs)

@@ -23,7 +23,7 @@ from herd.post.encoding import EncodedPreference, EncodedSFT, encode_preference,
 from herd.train.init import ModelInit
 from herd.train.trainer import Trainer, TrainResult
 
-METHODS = ("sft", "dpo")
+METHODS = ("sft", "dpo", "rm")
 
 
 @dataclass
@@ -37,7 +37,7 @@ class PreparedData:
 def _read(config: PostConfig, method: str, files: list[str]) -> tuple[list[Any], Counter[str], str]:
     from herd.post.records import read_dialogs, read_preferences
 
-    reader = read_dialogs if method == "sft" else read_preferences
+    reader = read_dialogs if method == "sft" else read_preferences  # dpo and rm: ranked responses
     report = reader(files, format=config.post.format, limit=config.post.limit or None)
     return list(report.records), Counter(report.skipped), report.summary()
 
@@ -60,12 +60,15 @@ def prepare_data(config: PostConfig, method: str) -> PreparedData:
                 if method == "sft":
                     example: EncodedSFT | EncodedPreference = encode_sft(chat_format, record.messages, config.sft.mask)
                 else:
-                    example = encode_preference(chat_format, record.prompt, record.responses, config.dpo.mask,
-                                                record.strength)
+                    if method == "rm" and not strong_enough(record.strength, config.rm.min_strength):
+                        out.skipped[f"{split}: weaker than rm.min_strength {config.rm.min_strength}"] += 1
+                        continue
+                    mask = config.dpo.mask if method == "dpo" else "completion"
+                    example = encode_preference(chat_format, record.prompt, record.responses, mask, record.strength)
             except ValueError as exc:
                 out.skipped[f"{split}: {exc}"] += 1
                 continue
-            if method == "dpo" and example.length > seq_len:  # type: ignore[union-attr]
+            if method != "sft" and example.length > seq_len:  # type: ignore[union-attr]
                 too_long += 1
                 continue
             encoded.append(example)
@@ -76,6 +79,13 @@ def prepare_data(config: PostConfig, method: str) -> PreparedData:
     if not out.train:
         raise ValueError(f"no usable training examples in {config.post.train_files}: " + "; ".join(out.notes))
     return out
+
+
+def strong_enough(strength: str | None, minimum: str) -> bool:
+    """Whether a preference of `strength` passes `minimum` (no strength recorded: kept)."""
+    from herd.post.config import STRENGTHS
+
+    return strength is None or STRENGTHS.index(strength) <= STRENGTHS.index(minimum)
 
 
 def _rows_per_epoch(examples: list[EncodedSFT], seq_len: int, pack: bool) -> int:
@@ -101,12 +111,22 @@ def build_trainer(config: PostConfig, method: str, *, resume: str | None = None,
         config.eval.interval = 0
         data.notes.append("no post.validation_files: validation is off")
     seed = config.data.seed
+    model_options: dict[str, Any] = {}
     if method == "sft":
         loaders = {split: SFTLoader(getattr(data, split), seed=seed, pack=config.sft.pack, shuffle=split == "train")
                    for split in ("train", "validation") if getattr(data, split)}
         from herd.train.objective import LanguageModelObjective
 
         objective = LanguageModelObjective("sft")
+    elif method == "rm":
+        from herd.post.objectives import RewardObjective
+        from herd.post.reward_model import RewardInit, RewardModel
+
+        loaders = {split: PreferenceLoader(getattr(data, split), seed=seed, shuffle=split == "train")
+                   for split in ("train", "validation") if getattr(data, split)}
+        objective = RewardObjective(one_row=config.rm.one_row, center_coefficient=config.rm.center_coefficient)
+        model_options = {"model_factory": RewardModel,
+                         "model_init": RewardInit(config.run.seed, config.starting_model.init_from, config.model.init_std)}
     else:
         from herd.post.objectives import DPOObjective
 
@@ -126,14 +146,17 @@ def build_trainer(config: PostConfig, method: str, *, resume: str | None = None,
         return loaders[split]
 
     trainer = Trainer(config, resume=resume, loader_factory=factory, objective=objective,
-                      model_config=config.starting_model.config)
+                      model_config=config.starting_model.config, **model_options)
     return trainer, data
 
 
 def export_model(trainer: Trainer, config: PostConfig) -> Path:
     """`<out_dir>/model`: the trained weights in Hugging Face layout with the starting model's tokenizer."""
     from herd.checkpoint import Checkpoint, write_checkpoint
+    from herd.post.reward_model import RewardModel, export_reward_model
 
+    if isinstance(trainer.model, RewardModel):
+        return export_reward_model(trainer.model, config.starting_model.tokenizer, Path(config.run.out_dir) / "model")
     state = {k: v.detach().to("cpu", torch.float32) for k, v in trainer.model.state_dict().items()}
     starting = config.starting_model
     if starting.config.tie_embeddings:

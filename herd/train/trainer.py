@@ -103,6 +103,8 @@ class Trainer:
         plan: SingleProcessPlan | None = None,
         objective: Objective | None = None,
         model_config: ModelConfig | None = None,
+        model_factory: Callable[[ModelConfig], torch.nn.Module] | None = None,
+        model_init: Any = None,
     ) -> None:
         # run.dtype "auto" (and a slow explicit "bfloat16") is settled here, before the plan reads it
         dtype, self.dtype_note = resolve_dtype(config.run.dtype, _device(config.run.device))
@@ -144,11 +146,13 @@ class Trainer:
 
         # -- model and optimizer
         torch.manual_seed(config.run.seed)
+        # model_factory/model_init: a model with another head (the reward model's scalar score),
+        # built and initialised by its own rules; the default is the language model
         with torch.device("meta"):
-            model = Transformer(self.model_config)
+            model = (model_factory or Transformer)(self.model_config)
         # the model checkpoints, hooks and the optimizer see (under pipeline parallelism: this
         # rank's stages; under FSDP/TP: modules holding sharded DTensor parameters)
-        init = ModelInit(config.run.seed, config.model.init_std, config.run.init_from)
+        init = model_init or ModelInit(config.run.seed, config.model.init_std, config.run.init_from)
         self.model = self.plan.build_model(
             model, init, self.device, checkpoint_activations=config.run.activation_checkpointing
         )
