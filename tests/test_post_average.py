@@ -56,6 +56,10 @@ def test_uniform_average_is_the_hand_mean(models, tmp_path: Path, capsys: pytest
     assert manifest["weights"] == [0.5, 0.5] and [i["model"] for i in manifest["inputs"]] == [str(a), str(b)]
     assert manifest["output_sha256"] == {"consolidated.00.pth": file_sha256(out / "consolidated.00.pth")}
     assert manifest["format"] == "meta" and manifest["tokenizer"]["vocab size"] == 128_256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["avg"]  # written beside, renamed: nothing partial left
+    # a directory that holds anything (here: that average) is never written into
+    line = one_line_error(capsys, main(["average", str(a), str(b), "--out", str(out), "--to", "hf"]))
+    assert "is not empty" in line and not (out / "config.json").exists()
 
 
 def test_weights_are_normalised_and_respected(models, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,6 +19,8 @@ import argparse
 import hashlib
 import json
 import math
+import os
+import shutil
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -146,7 +148,7 @@ def state_sha256(state: dict[str, torch.Tensor]) -> str:
     for key in sorted(state):
         tensor = state[key].detach().contiguous().cpu()
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
@@ -159,7 +161,8 @@ def file_sha256(path: Path) -> str:
 
 
 def _check_out(out: Path, models: Sequence[str]) -> None:
-    """Never write the average over one of its inputs (the source would be gone before it is read)."""
+    """Never write over one of the inputs, nor into a directory holding anything (a stale checkpoint of
+    another format there would be read instead of the average)."""
     target = out.expanduser().resolve()
     for spec in models:
         source = Path(spec).expanduser()
@@ -168,7 +171,9 @@ def _check_out(out: Path, models: Sequence[str]) -> None:
             if target == source or target in source.parents or (source.is_dir() and source in target.parents):
                 raise UsageError(f"--out {out} overlaps the input {spec}; write the average somewhere else")
     if target.exists() and not target.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory")
+        raise UsageError(f"--out {out} is a file; give a new or empty directory")
+    if target.is_dir() and any(target.iterdir()):
+        raise UsageError(f"--out {out} is not empty; give a new or empty directory")
 
 
 def average_models(models: Sequence[str], out: str | Path, weights: Sequence[float] | None = None, *,
@@ -216,7 +221,10 @@ def average_models(models: Sequence[str], out: str | Path, weights: Sequence[flo
     base = first[0]
     result = Checkpoint(base.config, averaged, base.tokenizer, "average", out)
     print(f"average: writing {fmt} to {out}", file=log, flush=True)
-    written = write_checkpoint(result, out, fmt, dtype=dtype)
+    # written beside DIR and renamed at the end: a killed run leaves no half-written model at DIR
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    written = write_checkpoint(result, partial, fmt, dtype=dtype)
     files = sorted({p for pattern in WEIGHT_PATTERNS for p in written.glob(pattern)})
     manifest = {
         "inputs": inputs,
@@ -228,6 +236,9 @@ def average_models(models: Sequence[str], out: str | Path, weights: Sequence[flo
         "output_sha256": {p.name: file_sha256(p) for p in files},
     }
     (written / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if out.is_dir():
+        out.rmdir()  # empty (checked before reading)
+    os.replace(written, out)
     return manifest
 
 
@@ -239,8 +250,8 @@ def run_average(args: argparse.Namespace) -> int:
         raise UsageError(f"averaging needs at least two models, got {n}")
     weights = parse_weights(args.weights, n)
     dtype = torch_dtype(args.dtype) if args.dtype else None
-    manifest = average_models(args.models, args.out, weights, fmt=args.to, dtype=dtype)
+    average_models(args.models, args.out, weights, fmt=args.to, dtype=dtype)
     shown = ", ".join(f"{w:.3g}" for w in weights)
     print(f"wrote the average of {n} models (weights {shown}) to {args.out} as {args.to}; "
           f"{MANIFEST} lists inputs and checksums")
-    return 0 if manifest else 1
+    return 0
