@@ -17,7 +17,8 @@ from herd.post.average_cli import file_sha256, parse_weights, tokenizer_fingerpr
 from herd.tokenizer.llama3 import Llama3Tokenizer, default_tokenizer_path
 
 
-def tiny_model(path: Path, seed: int, *, ffn_dim: int = 32, tokenizer_file: Path | None = None) -> dict[str, torch.Tensor]:
+def tiny_model(path: Path, seed: int, *, ffn_dim: int = 32,
+               tokenizer_file: Path | None = None) -> dict[str, torch.Tensor]:
     """A small Llama 3 (real 128K vocabulary and tokenizer) written as a Meta directory; its weights."""
     config = get_config("llama3-tiny").replace(dim=16, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=ffn_dim)
     model = Transformer(config)
@@ -80,12 +81,15 @@ def test_weights_are_normalised_and_respected(models, tmp_path: Path, capsys: py
 def test_bad_weights_and_arguments_are_one_line(models, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = str(models["a"][0]), str(models["b"][0])
     out = str(tmp_path / "x")
-    assert "3 weights for 2 models" in one_line_error(capsys, main(["average", a, b, "--weights", "1,2,3", "--out", out]))
-    assert "invalid weight '-1'" in one_line_error(capsys, main(["average", a, b, "--weights", "1", "-1", "--out", out]))
-    assert "sum to 0" in one_line_error(capsys, main(["average", a, b, "--weights", "0", "0", "--out", out]))
-    assert "at least two models" in one_line_error(capsys, main(["average", a, "--out", out]))
-    assert "overlaps the input" in one_line_error(capsys, main(["average", a, b, "--out", a]))
-    assert "no model" in one_line_error(capsys, main(["average", a, str(tmp_path / "nope"), "--out", out]))
+    def error(*argv: str) -> str:
+        return one_line_error(capsys, main(["average", *argv]))
+
+    assert "3 weights for 2 models" in error(a, b, "--weights", "1,2,3", "--out", out)
+    assert "invalid weight '-1'" in error(a, b, "--weights", "1", "-1", "--out", out)
+    assert "sum to 0" in error(a, b, "--weights", "0", "0", "--out", out)
+    assert "at least two models" in error(a, "--out", out)
+    assert "overlaps the input" in error(a, b, "--out", a)
+    assert "no model" in error(a, str(tmp_path / "nope"), "--out", out)
     assert not Path(out).exists()
     assert parse_weights(None, 4) == [0.25] * 4 and parse_weights(["1", "3"], 2) == [0.25, 0.75]
 

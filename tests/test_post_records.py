@@ -12,8 +12,16 @@ from typing import Any
 import pytest
 
 from herd.post.records import (
-    STRENGTHS, Dialog, Preference, ReadReport, RecordError, iter_json_records, parse_preference, parse_strength,
-    read_dialogs, read_preferences,
+    STRENGTHS,
+    Dialog,
+    Preference,
+    ReadReport,
+    RecordError,
+    iter_json_records,
+    parse_preference,
+    parse_strength,
+    read_dialogs,
+    read_preferences,
 )
 from herd.tokenizer.chat import Message
 
@@ -41,7 +49,8 @@ def test_herd_and_trl_messages_and_trl_prompt_completion(tmp_path: Path) -> None
         {"messages": [{"role": "system", "content": "Be brief."}, U, A]},
         {"prompt": [U], "completion": [A]},
         {"prompt": "Hi", "completion": "Hello!"},  # TRL's string prompt-completion form
-        {"messages": [U, {"role": "assistant", "content": [{"type": "text", "text": "fo"}, {"type": "text", "text": "ur"}]}]},
+        {"messages": [U, {"role": "assistant",
+                          "content": [{"type": "text", "text": "fo"}, {"type": "text", "text": "ur"}]}]},
     ])
     report = read_dialogs(path)
     assert report.total == 4 and not report.skipped
@@ -62,7 +71,8 @@ def test_tool_calls_and_tool_role_are_read() -> None:
     dialog = parse_dialog({"messages": [U, {"role": "assistant", "tool_calls": [call]},
                                         {"role": "tool", "content": "4"}, A]})
     assert [m.role for m in dialog.messages] == ["user", "assistant", "ipython", "assistant"]
-    assert dialog.messages[1].tool_calls[0].name == "add" and dialog.messages[1].tool_calls[0].arguments == {"a": 2, "b": 2}
+    (tool_call,) = dialog.messages[1].tool_calls
+    assert tool_call.name == "add" and tool_call.arguments == {"a": 2, "b": 2}
 
 
 def test_sharegpt_roles_map_and_unknown_roles_are_counted(tmp_path: Path) -> None:
@@ -175,7 +185,7 @@ def test_herd_preferences_with_the_four_strength_spellings(tmp_path: Path) -> No
     ] + [{"prompt": [U], "responses": [[A], [B]]}])
     report = read_preferences(path, format="herd")
     assert [p.strength for p in report.records] == [*STRENGTHS, None]
-    assert [[r[0].content for r in p.responses] for p in report.records][0] == ["Four.", "4", "5"]
+    assert [r[0].content for r in report.records[0].responses] == ["Four.", "4", "5"]
     assert all(len(p.responses) == 3 for p in report.records[:4])
     assert parse_strength(" significantly  better ") == "significantly_better"
     with pytest.raises(RecordError, match="unknown strength"):
@@ -233,7 +243,8 @@ def test_preference_and_dialog_validate_when_built_directly() -> None:
 # ---- files: JSON arrays (truncated too), concatenated JSON, gzip --------------------------------------------
 
 
-def test_a_truncated_json_array_yields_every_complete_record(tmp_path: Path) -> None:
+def test_a_truncated_json_array_yields_every_complete_record(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     records = [{"id": str(i), "conversations": [{"from": "human", "value": f"question {i} " + "é" * 50},
                                                 {"from": "gpt", "value": f"answer {i}"}]} for i in range(40)]
     text = json.dumps(records, indent=2, ensure_ascii=False)
@@ -250,14 +261,13 @@ def test_a_truncated_json_array_yields_every_complete_record(tmp_path: Path) -> 
     import herd.post.records as records_module
 
     path.write_text(text, encoding="utf-8")
-    original = records_module._CHUNK
-    records_module._CHUNK = 7
-    try:
-        full = read_dialogs(path, limit=None)
-    finally:
-        records_module._CHUNK = original
+    monkeypatch.setattr(records_module, "_CHUNK", 7)
+    full = read_dialogs(path, limit=None)
     assert len(full.records) == 40 and not full.skipped
     assert full.records[39].messages[0].content == "question 39 " + "é" * 50
+    numbers = tmp_path / "numbers.json"
+    numbers.write_text('[12345678901234, {"a": 1}, true]')  # a number cut by a chunk is read whole
+    assert list(iter_json_records(numbers)) == [12345678901234, {"a": 1}, True]
 
 
 def test_concatenated_json_gzip_and_an_array_of_preferences(tmp_path: Path) -> None:

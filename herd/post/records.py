@@ -228,9 +228,9 @@ def _stream_values(path: Path, counter: Counter[str], *, array: bool) -> Iterato
                     continue
                 counter["truncated JSON" if eof else "not JSON"] += 1
                 return
-            if end == len(buffer) and not eof and not isinstance(value, (dict, list, str)):
-                if more(want):  # a number at the buffer's end may go on in the next chunk
-                    continue
+            # a number (or true/false/null) at the buffer's end may go on in the next chunk
+            if end == len(buffer) and not isinstance(value, (dict, list, str)) and more(want):
+                continue
             want = _CHUNK
             pos = end
             yield value
