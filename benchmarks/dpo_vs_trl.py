@@ -40,7 +40,12 @@ benchmarks/.trl-env/bin/pip install torch==2.13.0 trl transformers datasets`):
 Rounds alternate herd, TRL, TRL-precompute in fresh processes (the host may be shared with other jobs);
 each figure is the best round of its side.
 
-    python benchmarks/dpo_vs_trl.py --rounds 2 --steps 4 --batch 2 --pairs 8 --shots 3
+SFT (`--methods sft`): prompt-completion dialogs with 0..shots+1 worked examples (varied lengths), one
+epoch; herd packs whole dialogs into rows (`sft.pack = true`, document masks), TRL's SFTTrainer pads
+each batch (its defaults: no packing); completion-only loss on both; tokens/s = the dialogs' tokens
+(no padding) / seconds of all the epoch's steps.
+
+    python benchmarks/dpo_vs_trl.py --rounds 2 --steps 3 --batch 1 --shots 2 --methods dpo sft
 """
 
 from __future__ import annotations
@@ -66,6 +71,10 @@ SYSTEM = ("You are a careful math tutor. Solve each word problem step by step: n
           "computation with its result, and finish with a line of the form 'Answer: N'. Do not skip steps, "
           "do not round, and check the arithmetic before you answer.")
 PEERS = ("herd", "trl", "trl-precompute")
+SFT_PEERS = ("herd-sft", "trl-sft")
+WORKERS = {"herd": lambda a: worker_herd(a), "trl": lambda a: worker_trl(a, False),
+           "trl-precompute": lambda a: worker_trl(a, True), "herd-sft": lambda a: worker_herd_sft(a),
+           "trl-sft": lambda a: worker_trl_sft(a)}
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -95,11 +104,29 @@ def make_preferences(n: int, shots: int, seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-def herd_order(n: int, seed: int = 0) -> list[int]:
-    """The first epoch's order of herd's PreferenceLoader (seeded permutation; checked against the run)."""
+def make_dialogs(n: int, max_shots: int, seed: int = 1) -> list[dict[str, Any]]:
+    """n SFT examples in TRL's prompt-completion format, 0..max_shots worked examples per prompt (lengths
+    vary, which is what padding pays for and packing does not)."""
+    sys.path.insert(0, str(REPO))
+    from herd.data.synthetic_math import word_problem
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        examples = [word_problem(rng) for _ in range(rng.randint(0, max_shots))]
+        question, solution = word_problem(rng).split("\nSolution: ", 1)
+        user = ("\n\n".join(["Here are worked examples in the format I need.", *examples, "Now solve this one."])
+                if examples else "Solve this one.") + "\n" + question.removeprefix("Question: ")
+        out.append({"prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}],
+                    "completion": [{"role": "assistant", "content": solution}]})
+    return out
+
+
+def herd_order(n: int, seed: int = 0, epoch: int = 0) -> list[int]:
+    """An epoch's order of herd's post-training loaders (seeded permutation; checked against the run)."""
     import numpy as np
 
-    return [int(i) for i in np.random.default_rng([seed, 0]).permutation(n)]
+    return [int(i) for i in np.random.default_rng([seed, epoch]).permutation(n)]
 
 
 def peak_rss_mb() -> float:
@@ -211,6 +238,88 @@ def worker_trl(a: argparse.Namespace, precompute: bool) -> dict[str, Any]:
     return out
 
 
+def worker_herd_sft(a: argparse.Namespace) -> dict[str, Any]:
+    """One epoch of packed SFT (whole dialogs per row, document masks), completion-only loss."""
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from herd.post.config import post_config_from_dict
+    from herd.post.run import build_trainer
+
+    torch.set_num_threads(a.threads)
+    config = post_config_from_dict({
+        "post": {"model": a.hf_dir, "train_files": [a.data], "format": "trl", "epochs": 1.0},
+        "run": {"out_dir": str(Path(a.workdir) / f"herd-sft-run-{os.getpid()}"), "device": "cpu",
+                "dtype": "float32", "cpu_threads": a.threads, "seed": 0},
+        "schedule": {"warmup_steps": 0, "decay_steps": 1000,
+                     "stages": [{"after_tokens": 0, "batch_size": 1, "seq_len": a.seq_len, "micro_batch_size": 1}]},
+        "optim": {"lr": 1e-5, "min_lr": 1e-5, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                  "grad_clip": 1.0},
+        "sft": {"pack": True, "mask": "completion"},
+        "log": {"progress": False, "plot": False, "tensorboard": False, "peak_flops": 1e12},
+        "checkpoint": {"interval": 0}, "eval": {"interval": 0},
+    })
+    trainer, data = build_trainer(config, "sft")
+    trainer.peak_flops = 1e12
+    trainer.model.train()
+    lengths = [min(len(e.tokens), a.seq_len) for e in data.train]
+    loader = trainer.loader
+    steps = []
+    while loader.state_dict()["epoch"] == 0:  # exactly the rows that hold the first epoch's dialogs
+        before = loader.state_dict()
+        start = time.perf_counter()
+        record = trainer._train_step()
+        seconds = time.perf_counter() - start
+        after = loader.state_dict()
+        order = herd_order(len(lengths), 0, 0) + herd_order(len(lengths), 0, 1)
+        first = before["epoch"] * len(lengths) + before["cursor"]
+        last = after["epoch"] * len(lengths) + after["cursor"]
+        steps.append({"seconds": seconds, "loss": record["loss"],
+                      "tokens": sum(lengths[i] for i in order[first:last]), "dialogs": last - first})
+    return {"steps": steps, "peak_rss_mb": peak_rss_mb(), "lengths": lengths,
+            "trained": [sum(e.loss_mask) for e in data.train]}
+
+
+def worker_trl_sft(a: argparse.Namespace) -> dict[str, Any]:
+    """One epoch of TRL SFTTrainer defaults (padded batches, no packing), completion-only loss."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    torch.set_num_threads(a.threads)
+    records = [json.loads(line) for line in Path(a.data).read_text().splitlines()]
+    tokenizer = AutoTokenizer.from_pretrained(a.hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(a.hf_dir, dtype=torch.float32)
+    steps: list[dict[str, Any]] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            steps.append({"seconds": time.perf_counter() - self.start})
+
+    args = SFTConfig(
+        output_dir=str(Path(a.workdir) / f"trl-sft-run-{os.getpid()}"), per_device_train_batch_size=a.batch,
+        gradient_accumulation_steps=1, max_steps=math.ceil(len(records) / a.batch), learning_rate=1e-5,
+        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999,
+        adam_epsilon=1e-8, max_grad_norm=1.0, max_length=a.seq_len, packing=False,
+        train_sampling_strategy="sequential", logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+        seed=0, bf16=False, fp16=False, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(records),
+                         callbacks=[Timer()])
+    trainer.train()
+    ds = trainer.train_dataset
+    lengths = [len(x) for x in ds["input_ids"]]
+    trained = [sum(m) for m in ds["completion_mask"]] if "completion_mask" in ds.column_names else []
+    for k, step in enumerate(steps):
+        batch = lengths[k * a.batch:(k + 1) * a.batch]
+        step.update({"tokens": sum(batch), "padded": max(batch) * len(batch), "dialogs": len(batch)})
+    return {"steps": steps, "peak_rss_mb": peak_rss_mb(), "lengths": lengths, "trained": trained}
+
+
 def herd_token_ids(data: Path, model: Path) -> list[list[list[int]]]:
     """herd's encoding of the pairs (prompt, chosen, rejected) for the token-for-token check against TRL's."""
     sys.path.insert(0, str(REPO))
@@ -229,15 +338,16 @@ def herd_token_ids(data: Path, model: Path) -> list[list[list[int]]]:
 # ---------------------------------------------------------------------------------------------- driver
 def run_worker(peer: str, a: argparse.Namespace, files: dict[str, Path]) -> dict[str, Any]:
     result = Path(a.workdir) / f"{peer}-{time.time_ns()}.json"
-    python = sys.executable if peer == "herd" else str(TRL_PY)
+    python = sys.executable if peer.startswith("herd") else str(TRL_PY)
+    sft = peer in SFT_PEERS
     cmd = [python, __file__, "--worker", peer, "--result", str(result), "--workdir", str(a.workdir),
-           "--data", str(files["herd"]), "--data-trl", str(files["trl"]), "--hf-dir", str(files["hf"]),
-           "--steps", str(a.steps), "--batch", str(a.batch), "--threads", str(a.threads),
-           "--seq-len", str(a.seq_len)]
+           "--data", str(files["sft" if sft else "herd"]), "--data-trl", str(files["trl"]),
+           "--hf-dir", str(files["hf"]), "--steps", str(a.steps), "--batch", str(a.sft_batch if sft else a.batch),
+           "--threads", str(a.threads), "--seq-len", str(a.sft_seq_len if sft else a.seq_len)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1",
            "HF_DATASETS_CACHE": str(Path(a.workdir) / f"hf-datasets-{time.time_ns()}")}  # no cached precompute
-    if peer == "herd":
+    if peer.startswith("herd"):
         env["PYTHONPATH"] = str(REPO)
     log = Path(a.workdir) / f"{peer}.log"
     with log.open("w") as f:
@@ -272,7 +382,9 @@ def prepare(a: argparse.Namespace) -> dict[str, Path]:
     herd_file, trl_file = work / "prefs.jsonl", work / "prefs-herd-order.jsonl"
     herd_file.write_text("".join(json.dumps(p) + "\n" for p in prefs))
     trl_file.write_text("".join(json.dumps(prefs[i]) + "\n" for i in order))  # TRL samples sequentially
-    return {"herd": herd_file, "trl": trl_file, "hf": hf}
+    sft_file = work / "sft.jsonl"
+    sft_file.write_text("".join(json.dumps(d) + "\n" for d in make_dialogs(a.sft_dialogs, a.shots + 1)))
+    return {"herd": herd_file, "trl": trl_file, "hf": hf, "sft": sft_file}
 
 
 def main() -> None:
@@ -286,15 +398,19 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=2048, help="herd's seq_len (must cover the longest pair)")
     p.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS)
     p.add_argument("--workdir", default=str(WORK / "work"))
-    p.add_argument("--worker", choices=PEERS)
+    p.add_argument("--worker", choices=list(WORKERS))
+    p.add_argument("--methods", nargs="+", default=["dpo", "sft"], choices=["dpo", "sft"],
+                   help="dpo: herd dpo vs DPOTrainer; sft: packed herd sft vs TRL's padded SFTTrainer")
+    p.add_argument("--sft-dialogs", type=int, default=12)
+    p.add_argument("--sft-batch", type=int, default=4, help="TRL's dialogs per step (herd packs rows of --sft-seq-len)")
+    p.add_argument("--sft-seq-len", type=int, default=1024)
     p.add_argument("--result")
     p.add_argument("--data")
     p.add_argument("--data-trl")
     p.add_argument("--hf-dir")
     a = p.parse_args()
     if a.worker:
-        res = worker_herd(a) if a.worker == "herd" else worker_trl(a, a.worker == "trl-precompute")
-        Path(a.result).write_text(json.dumps(res))
+        Path(a.result).write_text(json.dumps(WORKERS[a.worker](a)))
         return
     a.pairs = a.pairs or a.steps * a.batch
     if a.pairs < a.steps * a.batch:
@@ -320,7 +436,7 @@ def main() -> None:
           f"{prompt[-1]}), response tokens median {resp[len(resp) // 2]} (min {resp[0]}, max {resp[-1]}); "
           f"batch {a.batch} pairs, {a.steps} steps, {a.threads} threads", flush=True)
     best: dict[str, dict[str, Any]] = {}
-    for r in range(a.rounds):
+    for r in range(a.rounds if "dpo" in a.methods else 0):
         for peer in a.peers:
             res = run_worker(peer, a, files)
             res["tokens_per_s"] = throughput(res, order, lengths, a.batch)
@@ -330,7 +446,38 @@ def main() -> None:
                   f"{' '.join(format(s['seconds'], '.2f') for s in res['steps'])}  setup {res['setup_seconds']:.1f} s  "
                   f"peak RSS {res['peak_rss_mb']:.0f} MB  step-0 loss {res['steps'][0].get('loss', float('nan')):.6f}",
                   flush=True)
-    report(best, a, order, herd_ids)
+    if "dpo" in a.methods:
+        report(best, a, order, herd_ids)
+    if "sft" in a.methods:
+        compare_sft(a, files)
+
+
+def compare_sft(a: argparse.Namespace, files: dict[str, Path]) -> None:
+    """Packed SFT (herd) vs padded SFTTrainer (TRL): tokens (no padding) per second over one epoch."""
+    print(f"\nSFT: {a.sft_dialogs} prompt-completion dialogs, one epoch; herd packs rows of {a.sft_seq_len} "
+          f"tokens (1 row per step), TRL pads batches of {a.sft_batch} dialogs; completion-only loss on both",
+          flush=True)
+    best: dict[str, dict[str, Any]] = {}
+    for r in range(a.rounds):
+        for peer in SFT_PEERS:
+            res = run_worker(peer, a, files)
+            res["tokens_per_s"] = sum(s["tokens"] for s in res["steps"]) / sum(s["seconds"] for s in res["steps"])
+            if peer not in best or res["tokens_per_s"] > best[peer]["tokens_per_s"]:
+                best[peer] = res
+            pad = (f", {sum(s['tokens'] for s in res['steps']) / sum(s['padded'] for s in res['steps']):.2f} of "
+                   "the padded batch is real" if "padded" in res["steps"][0] else "")
+            print(f"  round {r} {peer:9} {res['tokens_per_s']:8.1f} tok/s  {len(res['steps'])} steps "
+                  f"({' '.join(str(s['dialogs']) for s in res['steps'])} dialogs)  peak RSS "
+                  f"{res['peak_rss_mb']:.0f} MB  step-0 loss {res['steps'][0].get('loss', float('nan')):.4f}{pad}",
+                  flush=True)
+    h, t = best["herd-sft"], best["trl-sft"]
+    lengths = sorted(h["lengths"])
+    print(f"  dialog tokens median {lengths[len(lengths) // 2]} (min {lengths[0]}, max {lengths[-1]}); token "
+          f"counts equal TRL's: {sorted(h['lengths']) == sorted(t['lengths'])}; trained tokens equal: "
+          f"{sorted(h['trained']) == sorted(t['trained'])}")
+    print(f"  best: herd packed {h['tokens_per_s']:.1f} tok/s, TRL padded {t['tokens_per_s']:.1f} tok/s -> "
+          f"{h['tokens_per_s'] / t['tokens_per_s']:.2f}x; peak RSS herd {h['peak_rss_mb']:.0f} MB, "
+          f"TRL {t['peak_rss_mb']:.0f} MB")
 
 
 def report(best: dict[str, dict[str, Any]], a: argparse.Namespace, order: list[int],
