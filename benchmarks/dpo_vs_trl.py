@@ -300,6 +300,10 @@ def worker_trl_sft(a: argparse.Namespace) -> dict[str, Any]:
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             steps.append({"seconds": time.perf_counter() - self.start})
 
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and "loss" in logs and steps and "loss" not in steps[-1]:
+                steps[-1]["loss"] = logs["loss"]
+
     args = SFTConfig(
         output_dir=str(Path(a.workdir) / f"trl-sft-run-{os.getpid()}"), per_device_train_batch_size=a.batch,
         gradient_accumulation_steps=1, max_steps=math.ceil(len(records) / a.batch), learning_rate=1e-5,
@@ -313,7 +317,7 @@ def worker_trl_sft(a: argparse.Namespace) -> dict[str, Any]:
     trainer.train()
     ds = trainer.train_dataset
     lengths = [len(x) for x in ds["input_ids"]]
-    trained = [sum(m) for m in ds["completion_mask"]] if "completion_mask" in ds.column_names else []
+    trained = [sum(t != -100 for t in labels) for labels in ds["labels"]]  # completion-only: the completion
     for k, step in enumerate(steps):
         batch = lengths[k * a.batch:(k + 1) * a.batch]
         step.update({"tokens": sum(batch), "padded": max(batch) * len(batch), "dialogs": len(batch)})
@@ -341,7 +345,8 @@ def run_worker(peer: str, a: argparse.Namespace, files: dict[str, Path]) -> dict
     python = sys.executable if peer.startswith("herd") else str(TRL_PY)
     sft = peer in SFT_PEERS
     cmd = [python, __file__, "--worker", peer, "--result", str(result), "--workdir", str(a.workdir),
-           "--data", str(files["sft" if sft else "herd"]), "--data-trl", str(files["trl"]),
+           "--data", str(files[("sft-trl" if peer.startswith("trl") else "sft") if sft else "herd"]),
+           "--data-trl", str(files["trl"]),
            "--hf-dir", str(files["hf"]), "--steps", str(a.steps), "--batch", str(a.sft_batch if sft else a.batch),
            "--threads", str(a.threads), "--seq-len", str(a.sft_seq_len if sft else a.seq_len)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -382,9 +387,12 @@ def prepare(a: argparse.Namespace) -> dict[str, Path]:
     herd_file, trl_file = work / "prefs.jsonl", work / "prefs-herd-order.jsonl"
     herd_file.write_text("".join(json.dumps(p) + "\n" for p in prefs))
     trl_file.write_text("".join(json.dumps(prefs[i]) + "\n" for i in order))  # TRL samples sequentially
-    sft_file = work / "sft.jsonl"
-    sft_file.write_text("".join(json.dumps(d) + "\n" for d in make_dialogs(a.sft_dialogs, a.shots + 1)))
-    return {"herd": herd_file, "trl": trl_file, "hf": hf, "sft": sft_file}
+    dialogs = make_dialogs(a.sft_dialogs, a.shots + 1)
+    sft_file, sft_trl_file = work / "sft.jsonl", work / "sft-herd-order.jsonl"
+    sft_file.write_text("".join(json.dumps(d) + "\n" for d in dialogs))
+    # TRL reads them in herd's epoch order: where herd's rows hold --sft-batch dialogs each, step 0 matches
+    sft_trl_file.write_text("".join(json.dumps(dialogs[i]) + "\n" for i in herd_order(len(dialogs))))
+    return {"herd": herd_file, "trl": trl_file, "hf": hf, "sft": sft_file, "sft-trl": sft_trl_file}
 
 
 def main() -> None:
@@ -427,16 +435,24 @@ def main() -> None:
                                    "torch {torch.__version__}')"], capture_output=True, text=True).stdout.strip()
         print(f"peer: {versions}", flush=True)
     files = prepare(a)
+    if "dpo" in a.methods:
+        compare_dpo(a, files)
+    if "sft" in a.methods:
+        compare_sft(a, files)
+
+
+def compare_dpo(a: argparse.Namespace, files: dict[str, Path]) -> None:
+    """herd dpo vs TRL DPOTrainer (defaults, and with precomputed reference log-probs), alternating rounds."""
     order = herd_order(a.pairs)
     herd_ids = herd_token_ids(files["herd"], files["hf"])
     lengths = [[len(x) for x in ids] for ids in herd_ids]
     prompt = sorted(x[0] for x in lengths)
-    resp = sorted(x for l in lengths for x in l[1:])
+    resp = sorted(n for pair in lengths for n in pair[1:])
     print(f"data: {a.pairs} pairs, prompt tokens median {prompt[len(prompt) // 2]} (min {prompt[0]}, max "
           f"{prompt[-1]}), response tokens median {resp[len(resp) // 2]} (min {resp[0]}, max {resp[-1]}); "
           f"batch {a.batch} pairs, {a.steps} steps, {a.threads} threads", flush=True)
     best: dict[str, dict[str, Any]] = {}
-    for r in range(a.rounds if "dpo" in a.methods else 0):
+    for r in range(a.rounds):
         for peer in a.peers:
             res = run_worker(peer, a, files)
             res["tokens_per_s"] = throughput(res, order, lengths, a.batch)
@@ -446,10 +462,7 @@ def main() -> None:
                   f"{' '.join(format(s['seconds'], '.2f') for s in res['steps'])}  setup {res['setup_seconds']:.1f} s  "
                   f"peak RSS {res['peak_rss_mb']:.0f} MB  step-0 loss {res['steps'][0].get('loss', float('nan')):.6f}",
                   flush=True)
-    if "dpo" in a.methods:
-        report(best, a, order, herd_ids)
-    if "sft" in a.methods:
-        compare_sft(a, files)
+    report(best, a, order, herd_ids)
 
 
 def compare_sft(a: argparse.Namespace, files: dict[str, Path]) -> None:
