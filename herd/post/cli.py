@@ -25,14 +25,73 @@ HELP = {
 }
 
 
+def _add_resume(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", default=None, metavar="PATH|auto",
+                   help="continue from a checkpoint (a step_XXXXXXXX dir or a dir of them); 'auto' = the newest "
+                        "one in the run's checkpoint dir, if any")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     for method in ("sft", "dpo"):
         p = subparsers.add_parser(method, help=HELP[method][0], description=HELP[method][1])
         add_recipe_arguments(p, EXAMPLE[method])
-        p.add_argument("--resume", default=None, metavar="PATH|auto",
-                       help="continue from a checkpoint (a step_XXXXXXXX dir or a dir of them); 'auto' = the newest "
-                            "one in the run's checkpoint dir, if any")
+        _add_resume(p)
         p.set_defaults(func=run_method, method=method)
+    rm = subparsers.add_parser("rm", help="reward model: train (ranking loss, one row per prompt) and score",
+                               description="`herd rm train CONFIG.toml` trains a reward model from `post.model`; "
+                                           "`herd rm score MODEL --data FILE` scores ranked responses with one.")
+    sub = rm.add_subparsers(dest="rm_command", required=True, metavar="COMMAND")
+    t = sub.add_parser("train", help="train a reward model (Llama 2's ranking loss without the margin term)",
+                       description="Train the trunk of `post.model` with a scalar head read at each response's "
+                                   "closing token, on ranked preferences (pairs weaker than rm.min_strength "
+                                   "dropped). Writes <out_dir>/model as a Hugging Face LlamaForSequenceClassification.")
+    add_recipe_arguments(t, "post.train_files=['prefs.jsonl'] --set rm.min_strength=better")
+    _add_resume(t)
+    t.set_defaults(func=run_method, method="rm")
+    s = sub.add_parser("score", help="score ranked responses with a trained reward model",
+                       description="Rewards for every response of every preference record in --data (each prompt "
+                                   "computed once); prints the ranking accuracy and writes one JSON line per record.")
+    s.add_argument("model", help="a reward model directory (`herd rm train`'s <out_dir>/model)")
+    s.add_argument("--data", required=True, nargs="+", help="preference files (herd, TRL or ShareGPT ranking)")
+    s.add_argument("--out", default=None, help="JSONL of {index, rewards, correct} (default: none)")
+    s.add_argument("--batch-size", type=int, default=8, help="preferences per forward pass (default 8)")
+    s.set_defaults(func=run_rm_score)
+
+
+def run_rm_score(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from herd.post.encoding import encode_preference
+    from herd.post.records import read_preferences
+    from herd.post.reward_model import load_reward_model, preference_rewards
+    from herd.tokenizer.chat import chat_format_for
+
+    model, tokenizer = load_reward_model(args.model)
+    chat_format = chat_format_for(tokenizer)  # type: ignore[arg-type]
+    report = read_preferences(args.data)
+    print(f"herd rm score: {report.summary()}", file=sys.stderr)
+    prefs = [encode_preference(chat_format, r.prompt, r.responses, "completion", r.strength) for r in report.records]
+    right = pairs = 0
+    out = open(args.out, "w", encoding="utf-8") if args.out else None
+    try:
+        with torch.no_grad():
+            for start in range(0, len(prefs), args.batch_size):
+                part = prefs[start:start + args.batch_size]
+                for offset, rewards in enumerate(preference_rewards(model, part)):
+                    values = [float(x) for x in rewards]
+                    correct = [values[i] > values[j] for i in range(len(values)) for j in range(i + 1, len(values))]
+                    right += sum(correct)
+                    pairs += len(correct)
+                    if out is not None:
+                        out.write(json.dumps({"index": start + offset, "rewards": values, "correct": correct}) + "\n")
+    finally:
+        if out is not None:
+            out.close()
+    print(f"{len(prefs)} preferences, {pairs} ranked pairs: accuracy {right / max(1, pairs):.3f}"
+          + (f"; rewards in {args.out}" if args.out else ""))
+    return 0
 
 
 def run_method(args: argparse.Namespace) -> int:
