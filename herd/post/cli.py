@@ -60,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_rm_score(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     import torch
 
@@ -74,21 +75,19 @@ def run_rm_score(args: argparse.Namespace) -> int:
     print(f"herd rm score: {report.summary()}", file=sys.stderr)
     prefs = [encode_preference(chat_format, r.prompt, r.responses, "completion", r.strength) for r in report.records]
     right = pairs = 0
-    out = open(args.out, "w", encoding="utf-8") if args.out else None
-    try:
-        with torch.no_grad():
-            for start in range(0, len(prefs), args.batch_size):
-                part = prefs[start:start + args.batch_size]
-                for offset, rewards in enumerate(preference_rewards(model, part)):
-                    values = [float(x) for x in rewards]
-                    correct = [values[i] > values[j] for i in range(len(values)) for j in range(i + 1, len(values))]
-                    right += sum(correct)
-                    pairs += len(correct)
-                    if out is not None:
-                        out.write(json.dumps({"index": start + offset, "rewards": values, "correct": correct}) + "\n")
-    finally:
-        if out is not None:
-            out.close()
+    lines = []
+    with torch.no_grad():
+        for start in range(0, len(prefs), args.batch_size):
+            part = prefs[start:start + args.batch_size]
+            for offset, rewards in enumerate(preference_rewards(model, part)):
+                values = [float(x) for x in rewards]
+                correct = [values[i] > values[j] for i in range(len(values)) for j in range(i + 1, len(values))]
+                right += sum(correct)
+                pairs += len(correct)
+                lines.append(json.dumps({"index": start + offset, "rewards": values, "correct": correct}))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     print(f"{len(prefs)} preferences, {pairs} ranked pairs: accuracy {right / max(1, pairs):.3f}"
           + (f"; rewards in {args.out}" if args.out else ""))
     return 0
