@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from herd.config import add_recipe_arguments
@@ -56,10 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--out", default=None, help="JSONL of {index, rewards, correct} (default: none)")
     s.add_argument("--batch-size", type=int, default=8, help="preferences per forward pass (default 8)")
     s.set_defaults(func=run_rm_score)
+    register_rs(subparsers)
 
 
 def run_rm_score(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     import torch
@@ -113,4 +114,71 @@ def run_method(args: argparse.Namespace) -> int:
     print(f"{'stopped by signal' if result.stopped == 'signal' else 'done'}: step {result.steps}, loss {loss}{val}; "
           f"checkpoint {result.checkpoint}; metrics {result.metrics_path}"
           + (f"; model {exported}" if exported else "; continue with --resume auto"))
+    return 0
+
+
+def register_rs(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "rs", help="rejection sampling: K samples per prompt, verifiers, the reward model picks (SFT + preference data)",
+        description="For each prompt record (JSONL: prompt, optional capability, answer, constraints, tests) draw "
+                    "K samples in one engine request (they share the prompt's KV cache), judge them with the "
+                    "verifiers that apply (math answer, format constraints, code tests in the sandbox), score them "
+                    "with --rm (each prompt once with its K responses), and write sft.jsonl (best verified sample), "
+                    "preferences.jsonl (best vs worst), samples.jsonl and summary.json (pass rate of the selected, a "
+                    "random, the reward model's best and any sample). Deterministic under --seed.")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="the policy (any model spec)")
+    p.add_argument("--prompts", required=True, nargs="+", help="prompt JSONL files")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--rm", default=None, help="a reward model directory (`herd rm train`); none: verifiers only")
+    p.add_argument("--k", type=int, default=8, help="samples per prompt (the paper: 10-30; default 8)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--max-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
+    p.add_argument("--system-prompt", action="append", default=[], metavar="CAPABILITY=TEXT",
+                   help="system prompt for prompts of a capability (repeatable), e.g. math='Think step by step.'")
+    p.add_argument("--verifiers", default="math,format,code", help="comma-separated subset of math,format,code")
+    p.set_defaults(func=run_rs)
+
+
+def run_rs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from herd.infer.engine import LLMEngine
+    from herd.loading import load_model
+    from herd.post.rejection import (
+        RejectionSamplingConfig,
+        read_prompts,
+        sample_prompts,
+        score_samples,
+        write_outputs,
+    )
+
+    systems = {}
+    for item in args.system_prompt:
+        capability, sep, text = item.partition("=")
+        if not sep or not capability:
+            raise ValueError(f"--system-prompt takes CAPABILITY=TEXT, got {item!r}")
+        systems[capability] = text
+    config = RejectionSamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p,
+                                     max_tokens=args.max_tokens, seed=args.seed, system_prompts=systems,
+                                     verifiers=tuple(v for v in args.verifiers.split(",") if v))
+    prompts, skipped = read_prompts(args.prompts, args.limit)
+    print(f"herd rs: {len(prompts)} prompts" + (f", skipped {sum(skipped.values())}: {dict(skipped)}" if skipped
+                                                else ""), file=sys.stderr)
+    if not prompts:
+        raise ValueError(f"no usable prompts in {args.prompts}")
+    loaded = load_model(args.model)
+    samples = sample_prompts(LLMEngine(loaded), loaded.chat_format, prompts, config, progress=True)
+    if args.rm:
+        from herd.post.reward_model import load_reward_model
+
+        reward_model, _ = load_reward_model(args.rm)
+        if reward_model.config.vocab_size != loaded.config.vocab_size:
+            raise ValueError(f"--rm {args.rm} has a vocabulary of {reward_model.config.vocab_size}, the policy "
+                             f"{loaded.config.vocab_size}: they must share a tokenizer")
+        score_samples(reward_model, loaded.chat_format, prompts, samples)
+    summary = write_outputs(Path(args.out), prompts, samples, args.seed)
+    print(json.dumps(summary))
     return 0
