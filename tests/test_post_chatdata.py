@@ -166,6 +166,18 @@ def test_run_judge_parses_counts_unparseable_and_is_greedy(fmt) -> None:  # type
     assert engine.params.temperature == 0.0
 
 
+def test_run_judge_through_the_real_engine_counts_a_random_models_answers() -> None:
+    from herd.infer.engine import LLMEngine
+    from herd.loading import load_model
+
+    loaded = load_model("random:llama3-tiny", seed=0)
+    values, report = run_judge(LLMEngine(loaded), loaded.chat_format, [dialog("4").messages],
+                               ("quality", "difficulty", "intents"), TEMPLATE, max_tokens=3)
+    for task in ("quality", "difficulty", "intents"):  # noise from random weights: counted, never fatal
+        assert len(values[task]) == 1
+        assert report[task]["parsed"] + sum(report[task]["unparseable"].values()) == 1
+
+
 def test_judge_prompts_fill_the_mtbench_fields(tmp_path: Path) -> None:
     messages = (Message("user", "Q1"), Message("assistant", "A1"), Message("user", "Q2"), Message("assistant", "A2"))
     assert question_text(dialog("x", "Only question").messages) == "Only question"

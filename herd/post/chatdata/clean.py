@@ -170,9 +170,12 @@ def clean_dialog(dialog: Dialog, config: CleanConfig) -> CleanResult:
         return CleanResult(None, broken, "dropped", "empty after stripping")
 
 
-def clean_dialogs(dialogs: Sequence[Dialog], config: CleanConfig) -> tuple[list[CleanResult], dict[str, object]]:
+def clean_dialogs(dialogs: Sequence[Dialog], config: CleanConfig, progress: bool = False
+                  ) -> tuple[list[CleanResult], dict[str, object]]:
     """Clean each dialog; the report counts dialogs per rule broken, per action and per drop reason."""
-    results = [clean_dialog(d, config) for d in dialogs]
+    from herd.post.chatdata.rows import progress as bar
+
+    results = [clean_dialog(d, config) for d in bar(dialogs, len(dialogs), "cleaning", progress)]
     per_rule: Counter[str] = Counter(rule for r in results for rule in r.broken)
     actions: Counter[str] = Counter(r.action for r in results)
     reasons: Counter[str] = Counter(r.reason for r in results if r.action == "dropped")

@@ -123,7 +123,7 @@ def run_clean(args: argparse.Namespace) -> int:
                          max_apologies=args.max_apologies, mode=args.mode,
                          rules=tuple(r.strip() for r in args.rules.split(",") if r.strip()))
     read = _read(args, "clean")
-    results, body = clean_dialogs([r.dialog for r in read.records], config)
+    results, body = clean_dialogs([r.dialog for r in read.records], config, progress=True)
     rows = [Row(res.dialog, row.extra, row.source) for row, res in zip(read.records, results) if res.dialog is not None]
     return _finish(args, "clean", rows, read, body)
 
@@ -163,8 +163,9 @@ def run_score(args: argparse.Namespace) -> int:
             for f, value in zip(fields, column):
                 f[names[task]] = int(value) if task == "intents" and value is not None else value
         body["judge"] = {"model": args.judge, "template": template.name if template else None, "tasks": judged}
-    for row, f in zip(rows, fields):
-        row.extra.update(f, **combine(f, args.judge_threshold))
+    for row, f in zip(rows, fields):  # signals from an earlier `score` run (another --rm or judge) count too
+        row.extra.update(f)
+        row.extra.update(combine(row.extra, args.judge_threshold))
     high = sum(bool(r.extra.get("high_quality")) for r in rows)
     body["high_quality"] = high
     out = [r for r in rows if r.extra.get("high_quality")] if args.keep_high else rows
