@@ -175,13 +175,21 @@ def run_score(args: argparse.Namespace) -> int:
 def run_dedup(args: argparse.Namespace) -> int:
     from herd.post.chatdata.dedup import MiniLMEmbedder, dialog_text, semantic_dedup, sort_score
 
+    if not -1.0 <= args.threshold <= 1.0:  # before the embedder loads
+        raise ValueError(f"--threshold is a cosine similarity in [-1, 1], got {args.threshold}")
+    if args.clusters < 0:
+        raise ValueError(f"--clusters must be >= 0 (0: automatic), got {args.clusters}")
     read = _read(args, "dedup")
     rows = read.records
     embedder = MiniLMEmbedder(batch_size=args.batch_size, device=args.device, progress=True)
     embeddings = embedder([dialog_text(r.messages) for r in rows])
     scores = [sort_score(r.extra, args.quality_field, args.difficulty_field) for r in rows]
     result = semantic_dedup(embeddings, scores, args.threshold, args.clusters or None, args.seed)
-    kept = [r for r, keep in zip(rows, result.keep) if keep]
+    kept = []
+    for i, row in enumerate(rows):
+        if result.keep[i]:
+            row.extra.update(dedup_cluster=result.labels[i], dedup_max_similarity=round(result.max_similarity[i], 4))
+            kept.append(row)
     return _finish(args, "dedup", kept, read, {"embedder": "all-MiniLM-L6-v2", **result.report})
 
 
