@@ -89,6 +89,13 @@ def test_reward_training_learns_the_ranking_and_exports(fmt: Llama3ChatFormat, t
     exported = export_model(trainer, cfg)
     assert (exported / "config.json").is_file()
     assert load_reward_model(exported)[0].score.weight.shape[0] == 1
+    # `herd convert` of the run's training checkpoint writes the same reward model
+    from herd.cli import main
+
+    assert main(["convert", str(tmp_path / "checkpoints"), str(tmp_path / "converted"), "--to", "hf"]) == 0
+    converted, _ = load_reward_model(tmp_path / "converted")
+    with torch.no_grad():
+        torch.testing.assert_close(preference_rewards(converted, data[:2]), preference_rewards(model, data[:2]))
 
 
 def test_min_strength_filter() -> None:

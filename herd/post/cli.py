@@ -58,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=8, help="preferences per forward pass (default 8)")
     s.set_defaults(func=run_rm_score)
     register_rs(subparsers)
+    register_posttrain(subparsers)
 
 
 def run_rm_score(args: argparse.Namespace) -> int:
@@ -181,4 +182,46 @@ def run_rs(args: argparse.Namespace) -> int:
         score_samples(reward_model, loaded.chat_format, prompts, samples)
     summary = write_outputs(Path(args.out), prompts, samples, args.seed)
     print(json.dumps(summary))
+    return 0
+
+
+def register_posttrain(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "posttrain", help="post-training rounds: reward model -> rejection sampling -> SFT -> DPO -> average",
+        description="`herd posttrain demo` runs the post-training demo (report in --out/report.md). "
+                    "Otherwise: run N rounds of the paper's post-training loop from one recipe (configs/post/posttrain-*.toml): "
+                    "[posttrain] model, rounds, prompts, preference_files, sft_files; [rs] sampling; [rm], [sft], "
+                    "[dpo] the tables of each stage's recipe; [average] variants (DPO overrides whose models are "
+                    "averaged). Every finished stage goes into <out_dir>/manifest.json with its checksum; rerun the "
+                    "same command to continue a stopped run.")
+    add_recipe_arguments(p, "posttrain.rounds=2")
+    p.add_argument("--out", default="runs/posttrain", help="`herd posttrain demo` only: output directory")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="`herd posttrain demo` only: multiply prompt counts and steps (0.1: a quick smoke run)")
+    p.add_argument("--model", default=None, help="`herd posttrain demo` only: the starting model spec")
+    p.set_defaults(func=run_posttrain_command)
+
+
+def run_posttrain_command(args: argparse.Namespace) -> int:
+    from herd.config import print_recipe
+    from herd.post.posttrain import load_posttrain_config, run_posttrain
+
+    if args.config == "demo":
+        from dataclasses import replace
+        from pathlib import Path
+
+        from herd.post.demo import DemoScale, run_demo
+
+        scale = DemoScale().scaled(args.scale)
+        if args.model:
+            scale = replace(scale, model=args.model)
+        run_demo(Path(args.out), scale)
+        return 0
+    config = load_posttrain_config(args.config, args.overrides)
+    if args.print_config:
+        print_recipe(config, args.config)
+        return 0
+    manifest = run_posttrain(config)
+    print(f"done: {config.posttrain.rounds} round(s); final model {manifest['final_model']}; "
+          f"manifest {config.posttrain.out_dir}/manifest.json")
     return 0

@@ -9,7 +9,8 @@ Everything is a pure function of (model, prompts, seed): sample i of prompt j us
 `seed * 1_000_003 + j * K + i` in the engine's per-sequence random stream.
 
 Prompt records (JSONL, one per line): `{"prompt": "text" | [messages], "capability": "math",
-"answer": "42", "constraints": {"max_words": 50, "must_include": ["..."], "json": true},
+"answer": "42", "constraints": {"max_words": 50, "min_words": 5, "must_include": ["..."], "must_not_include": [...],
+"ends_with": "...", "lowercase": true, "json": true},
 "tests": "assert f(1) == 2", "id": "..."}`; only `prompt` is required.
 """
 
@@ -105,6 +106,10 @@ def verify_format(record: PromptRecord, text: str) -> bool | None:
         ok &= needle.lower() in text.lower()
     for needle in c.get("must_not_include", []):
         ok &= needle.lower() not in text.lower()
+    if "ends_with" in c:
+        ok &= text.strip().rstrip(".!").lower().endswith(str(c["ends_with"]).strip().rstrip(".!").lower())
+    if c.get("lowercase"):
+        ok &= text == text.lower() and any(ch.isalpha() for ch in text)
     if c.get("json"):
         try:
             json.loads(text.strip())
