@@ -103,7 +103,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def _convert_reward_model(checkpoint, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     """A reward model's training checkpoint as Hugging Face `LlamaForSequenceClassification`."""
-    from herd.post.reward_model import RewardModel, export_reward_model
+    from herd.checkpoint.hf import write_hf_sequence_classification
 
     if args.to != "hf":
         raise UsageError(f"a reward model converts to --to hf (LlamaForSequenceClassification) only, not {args.to}")
@@ -116,9 +116,8 @@ def _convert_reward_model(checkpoint, args: argparse.Namespace) -> int:  # type:
         if run_dir is None:
             raise UsageError(f"{args.src}: no tokenizer known for this reward model (expected <out_dir>/model)")
         tokenizer = tokenizer_from_directory(run_dir / "model")
-    model = RewardModel(checkpoint.config)
-    model.load_state_dict(checkpoint.state, strict=True)
-    out = export_reward_model(model, tokenizer, args.dst)
+    out = write_hf_sequence_classification(args.dst, checkpoint.config, checkpoint.state,
+                                           checkpoint.state["score.weight"], tokenizer)
     print(f"wrote a reward model (LlamaForSequenceClassification) to {out} from {checkpoint.path}")
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from herd.cli_args import add_out_arg
 from herd.config import add_recipe_arguments
 
 EXAMPLE = {
@@ -129,7 +130,7 @@ def register_rs(subparsers: argparse._SubParsersAction) -> None:
                     "random, the reward model's best and any sample). Deterministic under --seed.")
     p.add_argument("--model", default="smollm2-135m-instruct", help="the policy (any model spec)")
     p.add_argument("--prompts", required=True, nargs="+", help="prompt JSONL files")
-    p.add_argument("--out", required=True, help="output directory")
+    add_out_arg(p, None, "output directory: sft.jsonl, preferences.jsonl, samples.jsonl, summary.json")
     p.add_argument("--rm", default=None, help="a reward model directory (`herd rm train`); none: verifiers only")
     p.add_argument("--k", type=int, default=8, help="samples per prompt (the paper: 10-30; default 8)")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -195,7 +196,7 @@ def register_posttrain(subparsers: argparse._SubParsersAction) -> None:
                     "averaged). Every finished stage goes into <out_dir>/manifest.json with its checksum; rerun the "
                     "same command to continue a stopped run.")
     add_recipe_arguments(p, "posttrain.rounds=2")
-    p.add_argument("--out", default="runs/posttrain", help="`herd posttrain demo` only: output directory")
+    add_out_arg(p, "runs/posttrain", "`herd posttrain demo` only: output directory")
     p.add_argument("--scale", type=float, default=1.0,
                    help="`herd posttrain demo` only: multiply prompt counts and steps (0.1: a quick smoke run)")
     p.add_argument("--model", default=None, help="`herd posttrain demo` only: the starting model spec")
