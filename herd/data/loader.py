@@ -8,7 +8,9 @@ of the next row as a new segment (its positions restart there; it cannot see its
 
 Targets are the next token of the same document; -100 where the next token starts another
 document. At the end of a row whose document continues in the next row, the target is that next
-token (it is still the same document), so no token of the stream goes untrained.
+token (it is still the same document), so no token of the stream goes untrained. A source with a
+loss mask (herd.data.shards) also gets -100 wherever the next token's mask is 0: the model reads
+those tokens but is not trained to predict them (answer-only loss on synthetic documents).
 
 `doc_ids` number the segments of each row 0, 1, 2, ...; `herd.model.DocumentMask(doc_ids)`
 turns them into block-causal attention with per-document positions.
@@ -99,6 +101,14 @@ class PackedLoader:
             target[:-1] = piece[1:]
             # The last token's target: the document's next token if it continues, else a boundary.
             target[-1] = int(doc[self._offset]) if self._offset < len(doc) else IGNORE_INDEX
+            mask = self.shards[self._current[0]].document_mask(self._current[1])
+            if mask is not None:
+                # the target of token i is token i + 1: trained only where that token's mask is 1
+                start = self._offset - take
+                following = np.asarray(mask[start + 1 : start + take + 1]) != 0
+                trained = np.zeros(take, dtype=bool)
+                trained[: len(following)] = following
+                target[~trained] = IGNORE_INDEX
             if self._offset == len(doc):
                 self._current = None
             pieces.append(piece)
