@@ -88,8 +88,8 @@ def retrieval_example(tokenizer: Tokenizer, filler: Sequence[int], length: int, 
     tokens but its final '.'). `keys` is the pool to draw keys from (None: made-up words)."""
     if facts < 1:
         raise DataError(f"facts must be >= 1, got {facts}")
-    if keys is not None and len(set(keys)) < facts:
-        raise DataError(f"{facts} facts need at least {facts} distinct keys, got {len(set(keys))}")
+    if keys is not None and len(keys) < facts:   # (a set of the pool per document would cost more than the rest)
+        raise DataError(f"{facts} facts need at least {facts} keys, got {len(keys)}")
     chosen: list[str] = []
     while len(chosen) < facts:
         key = made_up_key(rng) if keys is None else rng.choice(keys)
@@ -104,7 +104,10 @@ def retrieval_example(tokenizer: Tokenizer, filler: Sequence[int], length: int, 
     if budget < 16:
         raise DataError(f"{facts} facts do not fit in {length} tokens; use fewer facts or a longer length")
     start = rng.randrange(0, max(len(filler) - budget, 1))
-    hay = list((list(filler) * (budget // max(len(filler), 1) + 2))[start:start + budget])
+    if start + budget <= len(filler):
+        hay = list(filler[start:start + budget])   # no copy of the whole filler per document
+    else:
+        hay = list((list(filler) * (budget // max(len(filler), 1) + 2))[start:start + budget])
     cuts = sorted(rng.randrange(0, len(hay) + 1) for _ in chosen)
     pieces: list[int] = []
     cursor = 0
