@@ -27,9 +27,9 @@ from herd.model.transformer import Transformer
 # Tokens per packed row. Measured on SmolLM2-135M (2-core CPU, HellaSwag-100 0-shot); see
 # benchmarks/RESULTS.md. Larger rows waste more of the dense mask (attention over other groups'
 # columns is computed, then masked), smaller ones make smaller matmuls.
-ROW_TOKENS = 512
+ROW_TOKENS = 1024
 # Tokens per forward call (rows x row width): bounds the activations and the [B, 1, T, T] mask.
-CALL_TOKENS = 2048
+CALL_TOKENS = 4096
 # Continuation positions per head chunk: bounds the float32 [K, vocab] log-softmax.
 HEAD_CHUNK = 512
 
@@ -137,15 +137,19 @@ def _score_call(model: Transformer, groups: Sequence[_Group], row_tokens: int, d
 def score_packed(
     model: Transformer,
     items: Sequence[tuple[list[int], list[list[int]]]],
-    row_tokens: int = ROW_TOKENS,
-    call_tokens: int = CALL_TOKENS,
-    head_chunk: int = HEAD_CHUNK,
+    row_tokens: int | None = None,
+    call_tokens: int | None = None,
+    head_chunk: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[list[TokenScores]]:
     """Token scores of every continuation of every (validated) item, in item and choice order.
 
-    `on_progress(n)` is told after each forward call how many continuations it finished.
+    `on_progress(n)` is told after each forward call how many continuations it finished. Sizes
+    default to ROW_TOKENS, CALL_TOKENS and HEAD_CHUNK.
     """
+    row_tokens = ROW_TOKENS if row_tokens is None else row_tokens
+    call_tokens = CALL_TOKENS if call_tokens is None else call_tokens
+    head_chunk = HEAD_CHUNK if head_chunk is None else head_chunk
     if row_tokens < 1 or call_tokens < 1 or head_chunk < 1:
         raise ValueError(f"row_tokens, call_tokens and head_chunk must be >= 1, got {row_tokens}, {call_tokens}, {head_chunk}")
     device = model.tok_embeddings.weight.device
@@ -162,7 +166,7 @@ def score_packed(
     return [[r for r in row if r is not None] for row in results]
 
 
-def packed_token_count(items: Sequence[tuple[list[int], list[list[int]]]], row_tokens: int = ROW_TOKENS) -> int:
+def packed_token_count(items: Sequence[tuple[list[int], list[list[int]]]], row_tokens: int | None = None) -> int:
     """Tokens the packed forwards compute for `items` (padding excluded): each distinct context once
     per group, each continuation once."""
-    return sum(g.length for g in build_groups(items, row_tokens))
+    return sum(g.length for g in build_groups(items, ROW_TOKENS if row_tokens is None else row_tokens))
