@@ -578,8 +578,8 @@ class LLMEngine:
           few-shot prompt) is computed once, then each continuation reuses its context's full blocks
           from the prefix cache (herd.infer.scoring.ScorePlan).
         `"auto"` takes the paged way only when that shared prefix is most of the work
-        (`herd.infer.scoring.prefers_prefix_cache`). Both run nothing else on the engine's batch
-        than these items; the engine's other requests are not served meanwhile.
+        (`herd.infer.scoring.prefers_prefix_cache`). The packed way runs beside the scheduler, not
+        through it: requests queued on this engine do not advance while it runs.
         """
         from herd.infer.scoring import ScorePlan, prefers_prefix_cache, validate_items
 

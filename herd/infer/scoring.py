@@ -1,4 +1,9 @@
-"""Scoring many (context, continuations) items through the engine, computing each context once.
+"""Scoring many (context, continuations) items through the paged engine, computing each context once.
+
+`LLMEngine.score_many` has two ways; this module holds the checks both share (`validate_items`), the
+rule that picks one (`prefers_prefix_cache`) and the paged way. The other, packed rows without a KV
+cache, is herd.infer.packed_scoring: faster whenever contexts differ from item to item. This one wins
+when most contexts start with one long prefix (a fixed few-shot prompt), computed only once here.
 
 The evaluation harness asks "how likely is each choice after this question?" thousands of times.
 lm-evaluation-harness recomputes the shared context once per choice; here every request is a
