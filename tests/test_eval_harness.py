@@ -126,29 +126,78 @@ def test_answer_extraction():
     assert extract("  Paris\nmore", "first_line") == "Paris"
 
 
-def test_score_equals_a_forward_pass_and_is_batch_invariant(tiny):
-    gen = torch.Generator().manual_seed(0)
+def _random_items(count: int, seed: int = 0) -> list[tuple[list[int], list[list[int]]]]:
+    gen = torch.Generator().manual_seed(seed)
     items = []
-    for i in range(64):
+    for i in range(count):
         ctx = torch.randint(0, 5000, (5 + i % 23,), generator=gen).tolist()
         conts = [torch.randint(0, 5000, (1 + (i + j) % 5,), generator=gen).tolist() for j in range(3)]
         items.append((ctx, conts))
+    return items
+
+
+@pytest.mark.parametrize("method", ["packed", "paged"])
+def test_score_equals_a_forward_pass_and_is_batch_invariant(tiny, method):
+    items = _random_items(64)
+    items[40] = (items[7][0], [[11, 12], [13]])     # a context asked twice: computed once in its group
     engine = LLMEngine(tiny, EngineConfig(kv_cache_bytes=64 << 20, block_size=8))
-    together = engine.score_many(items)
-    alone = [LLMEngine(tiny, EngineConfig(kv_cache_bytes=64 << 20, block_size=8)).score(*items[i]) for i in (0, 17, 63)]
+    together = engine.score_many(items, method=method)
+    alone = [LLMEngine(tiny, EngineConfig(kv_cache_bytes=64 << 20, block_size=8)).score_many([items[i]], method=method)[0]
+             for i in (0, 17, 63)]
     for got, idx in zip(alone, (0, 17, 63)):
         for a, b in zip(got, together[idx]):
             assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
     with torch.no_grad():
-        for (ctx, conts), results in list(zip(items, together))[::9]:
+        for (ctx, conts), results in list(zip(items, together))[::9] + [(items[40], together[40])]:
             for cont, r in zip(conts, results):
                 ids = torch.tensor([ctx + cont])
                 logp = torch.log_softmax(tiny.model(ids, torch.arange(ids.shape[1])[None])[0].float(), -1)
                 want = [logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont)]
                 assert r.token_logprobs == pytest.approx(want, abs=1e-5)
+                assert r.logprob == pytest.approx(sum(want), abs=1e-5)
                 assert r.greedy == all(logp[len(ctx) - 1 + k].argmax().item() == t for k, t in enumerate(cont))
-    # the shared contexts were computed once: prefix-cache hits cover most of the later choices' contexts
-    assert engine.stats().prefix_cache_hit_tokens > 0
+    if method == "paged":
+        # the shared contexts were computed once: prefix-cache hits cover most of the later choices' contexts
+        assert engine.stats().prefix_cache_hit_tokens > 0
+
+
+def test_packed_scoring_computes_each_context_once_and_splits_long_groups(tiny):
+    from herd.infer.packed_scoring import build_groups, packed_token_count, score_packed
+
+    items = _random_items(20, seed=1)
+    items.append((items[3][0], [[7, 8, 9]]))
+    distinct = {tuple(c) for c, _ in items}
+    want = sum(len(c) for c in distinct) + sum(len(x) for _, conts in items for x in conts)
+    assert packed_token_count(items) == want
+    # a group longer than a row is split by continuations, each part with its context
+    long_item = [([1, 2, 3, 4], [[5] * 6, [6] * 6, [7] * 6])]
+    assert [len(g.continuations) for g in build_groups(long_item, row_tokens=16)] == [2, 1]
+    # any row size or call size gives the same numbers (to float rounding)
+    model = LLMEngine(tiny, EngineConfig(kv_cache_bytes=16 << 20)).model
+    ref = score_packed(model, items)
+    for row_tokens, call_tokens in ((16, 16), (64, 256), (4096, 8192)):
+        got = score_packed(model, items, row_tokens=row_tokens, call_tokens=call_tokens, head_chunk=7)
+        for a_row, b_row in zip(ref, got):
+            for a, b in zip(a_row, b_row):
+                assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5) and a.greedy == b.greedy
+
+
+def test_scoring_path_rule_and_quantized_engine(tiny):
+    from herd.infer.scoring import prefers_prefix_cache
+
+    prompt = list(range(100, 300))          # a long shared prompt (a fixed few-shot set)
+    fixed = [(prompt + [i, i + 1], [[5], [6, 7]]) for i in range(10)]
+    assert prefers_prefix_cache(fixed, 16)
+    assert not prefers_prefix_cache(_random_items(10), 16)              # 0-shot: nothing shared
+    assert not prefers_prefix_cache([(prompt[:40] + [i], [[5] * 80]) for i in range(10)], 16)  # short prefix, long choices
+    # the packed forward runs on the engine's prepared (quantized, fused) model
+    engine = LLMEngine(tiny, EngineConfig(kv_cache_bytes=64 << 20, block_size=8, quantization="int8"))
+    items = _random_items(12, seed=2)
+    packed = engine.score_many(items, method="packed")
+    paged = engine.score_many(items, method="paged")
+    for a_row, b_row in zip(packed, paged):
+        for a, b in zip(a_row, b_row):
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-4) and a.greedy == b.greedy
 
 
 def test_score_rejects_bad_items(tiny):
@@ -159,6 +208,12 @@ def test_score_rejects_bad_items(tiny):
         engine.score([1], [[]])
     with pytest.raises(ValueError, match="non-empty list of continuations"):
         engine.score([1], [])
+    with pytest.raises(ValueError, match="engine's context is"):
+        engine.score([1] * engine.max_model_len, [[1]])
+    with pytest.raises(ValueError, match="token ids must be in"):
+        engine.score([1], [[tiny.config.vocab_size]])
+    with pytest.raises(ValueError, match="method must be"):
+        engine.score_many([([1], [[2]])], method="fast")
 
 
 def _builder(tokenizer, **settings) -> PromptBuilder:
@@ -391,7 +446,8 @@ def test_letter_items_from_chat_samples():
 def test_fixed_fewshot_prefix_is_computed_once(tiny, tmp_path):
     """With --fixed-fewshot every item (but the examples themselves) shares one prompt prefix; the engine
     computes it once and every later context starts from its cached blocks, with the same scores."""
-    items = [MCItem(f"q{i}", f"Question number {i} asks something long enough to matter?", (" yes", " no"), i % 2)
+    items = [MCItem(f"q{i}", f"Question number {i} asks something long enough to matter, in enough words that "
+                    "the shared examples are most of every prompt?", (" yes", " no"), i % 2)
              for i in range(12)]
     task = Task("t", "1", "mc", "test", "n/a", "", lambda: list(items))
     fixed = PromptSettings(shots=3, fixed_fewshot=True)

@@ -82,3 +82,30 @@ def test_trainer_loss_fused_equals_plain_on_a_model(tied: bool) -> None:
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-4)
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_masked_rows_are_gathered_out_before_the_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answer-only batches (loss-masked shards): the same loss and gradients as the plain path, while the
+    output projection sees only the trained rows."""
+    import herd.train.fused_loss as fl
+
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(4, 64, 16, generator=g, requires_grad=True)
+    w = torch.randn(500, 16, generator=g, requires_grad=True)
+    t = torch.full((4, 64), -100)
+    answer = torch.rand(4, 64, generator=g) < 0.05
+    t[answer] = torch.randint(0, 500, (int(answer.sum()),), generator=g)
+    ref = _plain(h, w, t)
+    ref.backward()
+    ref_h, ref_w = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    rows_seen: list[int] = []
+    original = fl._chunk_logits
+    monkeypatch.setattr(fl, "_chunk_logits", lambda hc, wt, tc: rows_seen.append(hc.shape[0]) or original(hc, wt, tc))
+    out = fused_linear_cross_entropy_sum(h, w, t, chunk=32)
+    out.backward()
+    assert sum(rows_seen) == int(answer.sum()) > 0
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h.grad, ref_h, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w.grad, ref_w, rtol=1e-5, atol=1e-6)
+    assert float(h.grad[~answer].abs().sum()) == 0.0

@@ -372,7 +372,8 @@ def test_cycles_are_caught_between_packages_and_train_parallel(tmp_path: Path) -
 
 # ---- packaging: every third-party import is installed by the core dependencies or the package's extra ----
 
-EXTRA_OF_PACKAGE = {"herd.serve": "serve", "herd.data": "data", "herd.train": "train", "herd.eval": "eval"}
+EXTRA_OF_PACKAGE = {"herd.serve": "serve", "herd.data": "data", "herd.train": "train", "herd.eval": "eval",
+                    "herd.post.chatdata": "post"}
 
 
 def _requirement_name(requirement: str) -> str:

@@ -156,7 +156,7 @@ def post_config(tmp: Path, steps: int, **extra) -> object:
     return post_config_from_dict(data)
 
 
-@pytest.mark.parametrize("method", ["dpo", "sft"])
+@pytest.mark.parametrize("method", ["sft"])  # DPO: tests/test_post_kill_resume.py (kill -9, then resume)
 def test_resume_gives_identical_losses_and_the_model_is_exported(fmt: Llama3ChatFormat, tmp_path: Path,
                                                                  method: str) -> None:
     train = preferences(fmt, 8) if method == "dpo" else dialogs(fmt, 12)
@@ -190,3 +190,29 @@ def test_post_config_defaults_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="dpo.reference"):
         post_config_from_dict({"post": {"model": "random:llama3-tiny", "train_files": ["x"]},
                                "dpo": {"reference": "sometimes"}})
+
+
+def test_paper_mask_leaves_out_the_termination_token(fmt: Llama3ChatFormat) -> None:
+    """Changing the closing token's logit moves the "completion" log-prob but not the "paper" one."""
+    model = tiny_model().eval()
+    prompt = [Message("user", "Hi")]
+    responses = [[Message("assistant", "Hello there.")], [Message("assistant", "Go away.")]]
+    paper = encode_preference(fmt, prompt, responses, "paper")
+    completion = encode_preference(fmt, prompt, responses, "completion")
+    ids = paper.prompt + paper.responses[0]
+    p = len(paper.prompt)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).float()[0]
+    assert paper.responses[0][-1] == fmt.eot_id
+    changed = logits.clone()
+    changed[len(ids) - 2, fmt.eot_id] += 5.0  # the position that predicts the closing token
+
+    def sequence(all_logits: torch.Tensor, mask: list[bool]) -> float:
+        logp = torch.log_softmax(all_logits, -1)
+        return sum(float(logp[p + t - 1, tok]) for t, (tok, keep) in enumerate(zip(paper.responses[0], mask)) if keep)
+
+    assert sequence(changed, paper.branch_masks[0]) == sequence(logits, paper.branch_masks[0])
+    assert sequence(changed, completion.branch_masks[0]) != pytest.approx(sequence(logits, completion.branch_masks[0]))
+    with torch.no_grad():
+        ours = preference_token_logprobs(model, [paper])[0][0]
+    assert float(ours.sum()) == pytest.approx(sequence(logits, paper.branch_masks[0]), abs=1e-4)

@@ -236,3 +236,35 @@ def write_hf(
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     (directory / SINGLE_FILE).unlink(missing_ok=True)
+
+
+def write_hf_sequence_classification(directory: str | Path, config: ModelConfig, trunk: dict[str, torch.Tensor],
+                                     score: torch.Tensor, tokenizer: Any = None) -> Path:
+    """A reward model (trunk + `score` [labels, dim]) as Hugging Face `LlamaForSequenceClassification`.
+
+    transformers reads the score at the last token that is not `pad_token_id`, and a reward is read at
+    the response's closing token, so only a dedicated padding token (Llama 3's
+    `<|finetune_right_pad_id|>`) is written as the pad id; without one, transformers scores one
+    unpadded sequence per call.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    trunk = {k: v.detach().to("cpu", torch.float32) for k, v in trunk.items() if k not in ("output.weight",
+                                                                                           "score.weight")}
+    hf_state = herd_to_hf_state_dict(config.replace(tie_embeddings=True), trunk)
+    hf_state["score.weight"] = score.detach().to("cpu", torch.float32)
+    save_file({k: v.contiguous() for k, v in hf_state.items()}, str(directory / SINGLE_FILE), metadata={"format": "pt"})
+    (directory / INDEX_FILE).unlink(missing_ok=True)
+    hf_config = config_to_hf(config, torch.float32)
+    specials = getattr(tokenizer, "special_tokens", {}) or {}
+    labels = int(score.shape[0])
+    hf_config.update(architectures=["LlamaForSequenceClassification"], num_labels=labels,
+                     id2label={str(i): f"LABEL_{i}" for i in range(labels)},
+                     label2id={f"LABEL_{i}": i for i in range(labels)}, tie_word_embeddings=False,
+                     pad_token_id=specials.get("<|finetune_right_pad_id|>"))
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    if tokenizer is not None:
+        from herd.tokenizer.files import save_tokenizer
+
+        save_tokenizer(tokenizer, directory, "hf", chat_template=getattr(tokenizer, "chat_template", None))
+    return directory

@@ -19,8 +19,16 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def check_state_dict(config: ModelConfig, state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise CheckpointError listing missing, unexpected and misshapen tensors."""
+    """Raise CheckpointError listing missing, unexpected and misshapen tensors.
+
+    A tied model's own state dict lists the shared matrix twice (torch names every parameter), so a
+    training checkpoint of it carries `output.weight` equal to `tok_embeddings.weight`: that copy is
+    accepted (loading it writes the same values into the shared matrix); a different one is not."""
     expected = expected_shapes(config)
+    head, embedding = state.get("output.weight"), state.get("tok_embeddings.weight")
+    if config.tie_embeddings and head is not None and embedding is not None and head.shape == embedding.shape \
+            and torch.equal(head, embedding):
+        state = {k: v for k, v in state.items() if k != "output.weight"}
     problems = []
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

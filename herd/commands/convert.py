@@ -90,12 +90,35 @@ def run_convert(args: argparse.Namespace) -> int:
     from herd.cli_args import torch_dtype
 
     checkpoint = read_source(args.src)
+    if "score.weight" in checkpoint.state:  # a reward model's training checkpoint (herd rm train)
+        return _convert_reward_model(checkpoint, args)
     dtype = torch_dtype(args.dtype) if args.dtype else None
     out = write_checkpoint(checkpoint, args.dst, args.to, dtype=dtype, gguf_type=args.gguf_type,
                            num_shards=args.shards)
     c = checkpoint.config
     print(f"wrote {args.to} checkpoint to {out} ({c.n_layers} layers, dim {c.dim}, vocab {c.vocab_size}, "
           f"from {checkpoint.format} {checkpoint.path})")
+    return 0
+
+
+def _convert_reward_model(checkpoint, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    """A reward model's training checkpoint as Hugging Face `LlamaForSequenceClassification`."""
+    from herd.checkpoint.hf import write_hf_sequence_classification
+
+    if args.to != "hf":
+        raise UsageError(f"a reward model converts to --to hf (LlamaForSequenceClassification) only, not {args.to}")
+    tokenizer = checkpoint.tokenizer
+    if tokenizer is None:  # the run's exported model directory carries the starting model's tokenizer
+        from herd.tokenizer.files import tokenizer_from_directory
+
+        run_dir = next((d for d in (checkpoint.path.parent.parent, checkpoint.path.parent)
+                        if (d / "model" / "config.json").is_file()), None)
+        if run_dir is None:
+            raise UsageError(f"{args.src}: no tokenizer known for this reward model (expected <out_dir>/model)")
+        tokenizer = tokenizer_from_directory(run_dir / "model")
+    out = write_hf_sequence_classification(args.dst, checkpoint.config, checkpoint.state,
+                                           checkpoint.state["score.weight"], tokenizer)
+    print(f"wrote a reward model (LlamaForSequenceClassification) to {out} from {checkpoint.path}")
     return 0
 
 

@@ -8,7 +8,11 @@ of the next row as a new segment (its positions restart there; it cannot see its
 
 Targets are the next token of the same document; -100 where the next token starts another
 document. At the end of a row whose document continues in the next row, the target is that next
-token (it is still the same document), so no token of the stream goes untrained.
+token (it is still the same document), so no token of the stream goes untrained. A source with a
+loss mask (herd.data.shards) also gets -100 wherever the next token's mask is 0: the model reads
+those tokens but is not trained to predict them (answer-only loss on synthetic documents). A masked
+document cut by a row boundary is not trained in its continuation: the row cannot see the part before
+the cut, where a retrieval document's facts are, so its answers there would be guesses.
 
 `doc_ids` number the segments of each row 0, 1, 2, ...; `herd.model.DocumentMask(doc_ids)`
 turns them into block-causal attention with per-document positions.
@@ -99,6 +103,16 @@ class PackedLoader:
             target[:-1] = piece[1:]
             # The last token's target: the document's next token if it continues, else a boundary.
             target[-1] = int(doc[self._offset]) if self._offset < len(doc) else IGNORE_INDEX
+            mask = self.shards[self._current[0]].document_mask(self._current[1])
+            start = self._offset - take
+            if mask is not None and start > 0:
+                target[:] = IGNORE_INDEX      # the continuation of a cut masked document (see above)
+            elif mask is not None:
+                # the target of token i is token i + 1: trained only where that token's mask is 1
+                following = np.asarray(mask[start + 1 : start + take + 1]) != 0
+                trained = np.zeros(take, dtype=bool)
+                trained[: len(following)] = following
+                target[~trained] = IGNORE_INDEX
             if self._offset == len(doc):
                 self._current = None
             pieces.append(piece)
@@ -111,8 +125,10 @@ class PackedLoader:
     def next_batch(self, batch_size: int, seq_len: int) -> Batch:
         if batch_size <= 0 or seq_len <= 0:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size}, {seq_len}")
-        tokens, targets, segments = self._take(batch_size * seq_len)
-        segments = segments.reshape(batch_size, seq_len)
+        # row by row, so that a piece of a document never spans two rows (a continuation starts a row)
+        rows = [self._take(seq_len) for _ in range(batch_size)]
+        tokens, targets = np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+        segments = np.stack([r[2] for r in rows])
         # Renumber per row: a new segment wherever the stream segment changes, starting at 0 each row.
         changes = np.zeros_like(segments)
         changes[:, 1:] = segments[:, 1:] != segments[:, :-1]

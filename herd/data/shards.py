@@ -5,6 +5,12 @@ Layout of a source directory:
     manifest.json          format, version, source name, tokenizer, counts, split rule, sha256 per file
     shard-00000.bin        uint32 token ids of all documents of the shard, back to back
     shard-00000.idx        int64 document offsets into the .bin (documents + 1 entries, first 0)
+    shard-00000.mask       optional: uint8 loss mask, one byte per token (1 = trained as a target)
+
+The loss mask is for documents where only some tokens should be learned (synthetic retrieval data:
+the answers, not the haystack, as supervised fine-tuning masks its prompts). A source has a mask for
+all its shards or for none (`loss_mask: true` in the manifest); sources without one train on every
+token, exactly as before masks existed.
 
 Documents keep their boundaries (the .idx), so packing can mask attention between them. Every file
 is written under a temporary name and renamed into place, and the manifest is renamed last, so a
@@ -31,6 +37,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 TOKEN_DTYPE = np.dtype("<u4")  # 128,256 ids need more than 16 bits
 INDEX_DTYPE = np.dtype("<i8")
+MASK_DTYPE = np.dtype("u1")
 DEFAULT_SHARD_TOKENS = 1 << 27  # 128M tokens = 512 MiB per .bin
 SPLITS = ("train", "validation")
 _MASK64 = (1 << 64) - 1
@@ -99,8 +106,11 @@ class ShardWriter:
         validation_fraction: float = 0.0,
         split_seed: int = 0,
         max_shard_tokens: int = DEFAULT_SHARD_TOKENS,
+        loss_mask: bool = False,
     ) -> None:
         validation_count(2, validation_fraction)  # validates the fraction early
+        self.loss_mask = bool(loss_mask)
+        self._mask: Any = None
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.source = source
@@ -126,36 +136,58 @@ class ShardWriter:
         name = f"shard-{len(self._shards):05d}"
         self._bin_path = self.out_dir / f"{name}.bin.tmp"
         self._bin = open(self._bin_path, "wb")  # noqa: SIM115 - closed by _finish_shard/abort
+        if self.loss_mask:
+            self._mask_path = self.out_dir / f"{name}.mask.tmp"
+            self._mask = open(self._mask_path, "wb")  # noqa: SIM115 - closed by _finish_shard/abort
         self._offsets = [0]
         self._name = name
 
     def _finish_shard(self) -> None:
         self._bin.close()
         self._bin = None
+        if self._mask is not None:
+            self._mask.close()
+            self._mask = None
         idx_tmp = self.out_dir / f"{self._name}.idx.tmp"
         np.asarray(self._offsets, dtype=INDEX_DTYPE).tofile(idx_tmp)
         self._shards.append(
             {"name": self._name, "bin_tmp": self._bin_path, "idx_tmp": idx_tmp,
+             "mask_tmp": self._mask_path if self.loss_mask else None,
              "documents": len(self._offsets) - 1, "tokens": self._offsets[-1]}
         )
 
-    def add(self, tokens: Sequence[int] | np.ndarray) -> None:
-        """Append one document (its full token ids, BOS/EOS included)."""
+    def add(self, tokens: Sequence[int] | np.ndarray, mask: Sequence[int] | np.ndarray | None = None) -> None:
+        """Append one document (its full token ids, BOS/EOS included).
+
+        `mask` (only for a writer made with `loss_mask=True`; default all ones): one 0/1 per token,
+        1 where the token is a training target (the loader never trains on predicting a 0 token)."""
         array = np.asarray(tokens)
         if array.ndim != 1 or array.size == 0:
             raise DataError(f"a document must be a non-empty 1-D token array, got shape {array.shape}")
         if array.min() < 0 or array.max() >= self._vocab:
             raise DataError(f"token id out of range [0, {self._vocab}) in document {self.documents} of {self.source}")
+        if mask is not None and not self.loss_mask:
+            raise DataError(f"a loss mask was given for {self.source}, whose writer has loss_mask=False")
+        if self.loss_mask:
+            bits = np.ones(array.size, dtype=MASK_DTYPE) if mask is None else np.asarray(mask)
+            if bits.shape != array.shape:
+                raise DataError(f"loss mask shape {bits.shape} != token shape {array.shape} in document "
+                                f"{self.documents} of {self.source}")
+            if bits.size and (bits.min() < 0 or bits.max() > 1):
+                raise DataError(f"loss mask values must be 0 or 1 in document {self.documents} of {self.source}")
         if self._bin is None or (self._offsets[-1] > 0 and self._offsets[-1] + array.size > self.max_shard_tokens):
             if self._bin is not None:
                 self._finish_shard()
             self._open_shard()
         self._bin.write(array.astype(TOKEN_DTYPE, copy=False).tobytes())
+        if self.loss_mask:
+            self._mask.write(bits.astype(MASK_DTYPE, copy=False).tobytes())
         self._offsets.append(self._offsets[-1] + int(array.size))
         self.documents += 1
         self.tokens += int(array.size)
 
     def add_many(self, documents: Iterable[Sequence[int] | np.ndarray]) -> None:
+        """Append documents without masks (see `add`)."""
         for doc in documents:
             self.add(doc)
 
@@ -164,9 +196,14 @@ class ShardWriter:
             self._bin.close()
             self._bin = None
             self._bin_path.unlink(missing_ok=True)
+        if self._mask is not None:
+            self._mask.close()
+            self._mask = None
+            self._mask_path.unlink(missing_ok=True)
         for shard in self._shards:
-            shard["bin_tmp"].unlink(missing_ok=True)
-            shard["idx_tmp"].unlink(missing_ok=True)
+            for key in ("bin_tmp", "idx_tmp", "mask_tmp"):
+                if shard.get(key) is not None:
+                    shard[key].unlink(missing_ok=True)
         self._shards = []
 
     def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -181,7 +218,7 @@ class ShardWriter:
         if old.is_file():
             try:
                 old_manifest = json.loads(old.read_text())
-                old_files = {f for s in old_manifest.get("shards", []) for f in (s["bin"], s["idx"])}
+                old_files = {f for s in old_manifest.get("shards", []) for f in _shard_files(s)}
             except (ValueError, KeyError, TypeError):
                 old_files = set()
             old.unlink()  # the directory is incomplete from here until the new manifest lands
@@ -191,12 +228,18 @@ class ShardWriter:
             idx_path = self.out_dir / f"{shard['name']}.idx"
             os.replace(shard["bin_tmp"], bin_path)
             os.replace(shard["idx_tmp"], idx_path)
-            entries.append({
+            entry = {
                 "bin": bin_path.name, "idx": idx_path.name,
                 "documents": shard["documents"], "tokens": shard["tokens"],
                 "sha256": {"bin": sha256_file(bin_path), "idx": sha256_file(idx_path)},
-            })
-        for stale in old_files - {f for e in entries for f in (e["bin"], e["idx"])}:
+            }
+            if shard.get("mask_tmp") is not None:
+                mask_path = self.out_dir / f"{shard['name']}.mask"
+                os.replace(shard["mask_tmp"], mask_path)
+                entry["mask"] = mask_path.name
+                entry["sha256"]["mask"] = sha256_file(mask_path)
+            entries.append(entry)
+        for stale in old_files - {f for e in entries for f in _shard_files(e)}:
             (self.out_dir / stale).unlink(missing_ok=True)
         n_val = validation_count(self.documents, self.validation_fraction)
         manifest = {
@@ -216,11 +259,17 @@ class ShardWriter:
                 "train_documents": self.documents - n_val,
             },
             "shards": entries,
+            **({"loss_mask": True} if self.loss_mask else {}),
             **(extra or {}),
         }
         atomic_write_text(self.out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
         self._shards = []
         return manifest
+
+
+def _shard_files(entry: dict[str, Any]) -> list[str]:
+    """The file names of one manifest shard entry (the mask only where there is one)."""
+    return [entry["bin"], entry["idx"]] + ([entry["mask"]] if entry.get("mask") else [])
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
@@ -247,6 +296,8 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise DataError(f"{path}: shard document counts do not add up to documents={manifest['documents']}")
     if sum(s["tokens"] for s in shards) != manifest["tokens"]:
         raise DataError(f"{path}: shard token counts do not add up to tokens={manifest['tokens']}")
+    if manifest.get("loss_mask") and not all(s.get("mask") for s in shards):
+        raise DataError(f"{path}: loss_mask is set but a shard has no mask file")
     return manifest
 
 
@@ -259,12 +310,18 @@ class TokenShards:
         self.source: str = self.manifest["source"]
         self.num_documents: int = int(self.manifest["documents"])
         self.num_tokens: int = int(self.manifest["tokens"])
+        self.has_loss_mask: bool = bool(self.manifest.get("loss_mask"))
         self._tokens: list[np.ndarray] = []
         self._offsets: list[np.ndarray] = []
+        self._masks: list[np.ndarray] = []
         for shard in self.manifest["shards"]:
             bin_path, idx_path = self.directory / shard["bin"], self.directory / shard["idx"]
-            for path, expected in ((bin_path, shard["tokens"] * TOKEN_DTYPE.itemsize),
-                                   (idx_path, (shard["documents"] + 1) * INDEX_DTYPE.itemsize)):
+            files = [(bin_path, shard["tokens"] * TOKEN_DTYPE.itemsize),
+                     (idx_path, (shard["documents"] + 1) * INDEX_DTYPE.itemsize)]
+            mask_path = self.directory / shard["mask"] if self.has_loss_mask else None
+            if mask_path is not None:
+                files.append((mask_path, shard["tokens"] * MASK_DTYPE.itemsize))
+            for path, expected in files:
                 if not path.is_file():
                     raise DataError(f"{path} is listed in {self.directory / MANIFEST} but missing")
                 size = path.stat().st_size
@@ -281,6 +338,9 @@ class TokenShards:
             self._offsets.append(offsets)
             self._tokens.append(np.memmap(bin_path, dtype=TOKEN_DTYPE, mode="r") if shard["tokens"] else
                                 np.zeros(0, dtype=TOKEN_DTYPE))
+            if mask_path is not None:
+                self._masks.append(np.memmap(mask_path, dtype=MASK_DTYPE, mode="r") if shard["tokens"] else
+                                   np.zeros(0, dtype=MASK_DTYPE))
         self._first_doc = np.cumsum([0] + [s["documents"] for s in self.manifest["shards"]])
         split = self.manifest["split"]
         self._validation = validation_documents(self.num_documents, split["validation_fraction"], split["seed"])
@@ -303,6 +363,14 @@ class TokenShards:
         shard, local = self._locate(index)
         offsets = self._offsets[shard]
         return self._tokens[shard][offsets[local] : offsets[local + 1]]
+
+    def document_mask(self, index: int) -> np.ndarray | None:
+        """The loss mask of document `index` (uint8, 1 = trained target), or None for a source without one."""
+        if not self.has_loss_mask:
+            return None
+        shard, local = self._locate(index)
+        offsets = self._offsets[shard]
+        return self._masks[shard][offsets[local] : offsets[local + 1]]
 
     def document_length(self, index: int) -> int:
         shard, local = self._locate(index)

@@ -13,14 +13,24 @@ keys are made-up words that are not NIAH keys, the facts use several phrasings (
 are random and the haystacks are windows of whatever text the caller passes (the demo uses its
 curated corpus). What transfers to the gate is the skill: find the earlier mention of the asked key
 and copy what followed it.
+
+`write_retrieval_shards` stores such documents as token shards with a loss mask that trains only the
+answers (herd.data.shards): the haystack and the questions are read, never predicted, so the head of a
+128K-vocabulary model costs nothing on them (herd.train.fused_loss) and every trained token is a
+retrieval. With `key_style="word"` the keys are single-token English words from the tokenizer's own
+vocabulary (never a NIAH key), as the evaluation's keys are real words.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from herd.data.errors import DataError
 from herd.tokenizer.base import Tokenizer
@@ -52,35 +62,70 @@ def made_up_key(rng: random.Random) -> str:
             return key
 
 
-def retrieval_document(tokenizer: Tokenizer, filler: Sequence[int], length: int, facts: int,
-                       rng: random.Random) -> str:
-    """One document of about `length` tokens: `facts` facts in a window of `filler`, then the Q&A."""
+_WORD = re.compile(r" [a-z]{4,9}")
+KEY_STYLES = ("made_up", "word")
+
+
+def word_keys(tokenizer: Tokenizer, first: int = 20_000, last: int = 100_000) -> list[str]:
+    """Single-token lower-case English words of the vocabulary (ids first..last), minus the NIAH keys.
+
+    The NIAH keys are real words; made-up keys teach the matching on words that look like nothing in
+    the evaluation, and single-token keys make "the asked key" one token to match."""
+    words = []
+    for token in range(first, min(last, tokenizer.vocab_size)):
+        piece = tokenizer.decode([token])
+        if _WORD.fullmatch(piece) and piece.strip() not in _HELD_OUT:
+            words.append(piece.strip())
+    if not words:
+        raise DataError(f"the tokenizer has no single-token words in ids {first}..{last}")
+    return words
+
+
+def retrieval_example(tokenizer: Tokenizer, filler: Sequence[int], length: int, facts: int, rng: random.Random,
+                      *, keys: Sequence[str] | None = None,
+                      templates: Sequence[tuple[str, str]] = TEMPLATES) -> tuple[list[int], list[int]]:
+    """Token ids of one document of about `length` tokens and its answer mask (1 on each answer's
+    tokens but its final '.'). `keys` is the pool to draw keys from (None: made-up words)."""
     if facts < 1:
         raise DataError(f"facts must be >= 1, got {facts}")
-    keys: list[str] = []
-    while len(keys) < facts:
-        key = made_up_key(rng)
-        if key not in keys:
-            keys.append(key)
-    values = [str(rng.randrange(10, 1_000_000)) for _ in keys]
-    templates = [rng.choice(TEMPLATES) for _ in keys]
-    fact_ids = [tokenizer.encode(t[0].format(k=k, v=v)) for t, k, v in zip(templates, keys, values)]
-    qa_ids = [tokenizer.encode(t[1].format(k=k) + f" {v}.") for t, k, v in zip(templates, keys, values)]
-    budget = length - sum(map(len, fact_ids)) - sum(map(len, qa_ids))
+    if keys is not None and len(keys) < facts:   # (a set of the pool per document would cost more than the rest)
+        raise DataError(f"{facts} facts need at least {facts} keys, got {len(keys)}")
+    chosen: list[str] = []
+    while len(chosen) < facts:
+        key = made_up_key(rng) if keys is None else rng.choice(keys)
+        if key not in chosen:
+            chosen.append(key)
+    values = [str(rng.randrange(10, 1_000_000)) for _ in chosen]
+    forms = [rng.choice(templates) for _ in chosen]
+    fact_ids = [tokenizer.encode(t[0].format(k=k, v=v)) for t, k, v in zip(forms, chosen, values)]
+    question_ids = [tokenizer.encode(t[1].format(k=k)) for t, k in zip(forms, chosen)]
+    answer_ids = [tokenizer.encode(f" {v}.") for v in values]
+    budget = length - sum(map(len, fact_ids)) - sum(map(len, question_ids)) - sum(map(len, answer_ids))
     if budget < 16:
         raise DataError(f"{facts} facts do not fit in {length} tokens; use fewer facts or a longer length")
     start = rng.randrange(0, max(len(filler) - budget, 1))
-    hay = list((list(filler) * (budget // max(len(filler), 1) + 2))[start:start + budget])
-    cuts = sorted(rng.randrange(0, len(hay) + 1) for _ in keys)
+    if start + budget <= len(filler):
+        hay = list(filler[start:start + budget])   # no copy of the whole filler per document
+    else:
+        hay = list((list(filler) * (budget // max(len(filler), 1) + 2))[start:start + budget])
+    cuts = sorted(rng.randrange(0, len(hay) + 1) for _ in chosen)
     pieces: list[int] = []
     cursor = 0
     for cut, ids in zip(cuts, (fact_ids[i] for i in rng.sample(range(facts), facts))):
         pieces += hay[cursor:cut] + ids
         cursor = cut
     pieces += hay[cursor:]
+    mask = [0] * len(pieces)
     for i in rng.sample(range(facts), facts):
-        pieces += qa_ids[i]
-    return tokenizer.decode(pieces)
+        pieces += question_ids[i] + answer_ids[i]
+        mask += [0] * len(question_ids[i]) + [1] * (len(answer_ids[i]) - 1) + [0]
+    return pieces, mask
+
+
+def retrieval_document(tokenizer: Tokenizer, filler: Sequence[int], length: int, facts: int,
+                       rng: random.Random) -> str:
+    """One document of about `length` tokens: `facts` facts in a window of `filler`, then the Q&A."""
+    return tokenizer.decode(retrieval_example(tokenizer, filler, length, facts, rng)[0])
 
 
 def retrieval_documents(tokenizer: Tokenizer, texts: Sequence[str], count: int, length: int, facts: int,
@@ -105,3 +150,30 @@ def write_retrieval_jsonl(path: str | Path, tokenizer: Tokenizer, texts: Sequenc
             f.write(json.dumps({"id": f"retrieval:{n}", "text": text}, ensure_ascii=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def write_retrieval_shards(out_dir: str | Path, tokenizer: Tokenizer, texts: Sequence[str], count: int,
+                           length: int, facts: int, *, seed: int = 0, key_style: str = "made_up",
+                           templates: Sequence[tuple[str, str]] = TEMPLATES, validation_fraction: float = 0.0,
+                           source: str = "retrieval") -> dict[str, Any]:
+    """`count` documents (`<|begin_of_text|> ... <|end_of_text|>`) as token shards whose loss mask
+    trains only the answers; returns the manifest. Haystacks are cut from `texts`."""
+    from herd.data.shards import ShardWriter
+
+    if key_style not in KEY_STYLES:
+        raise DataError(f"unknown key_style {key_style!r}; expected one of {KEY_STYLES}")
+    filler = tokenizer.encode("\n\n".join(t for t in texts if t.strip()))
+    if len(filler) < 64:
+        raise DataError("retrieval documents need at least 64 tokens of filler text")
+    keys = word_keys(tokenizer) if key_style == "word" else None
+    info = {"name": "llama3", "file": getattr(getattr(tokenizer, "path", None), "name", None),
+            "vocab_size": tokenizer.vocab_size, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
+    rng = random.Random(seed)
+    with ShardWriter(out_dir, source, tokenizer=info, validation_fraction=validation_fraction,
+                     split_seed=seed, loss_mask=True) as writer:
+        for _ in range(count):
+            ids, mask = retrieval_example(tokenizer, filler, length - 2, facts, rng, keys=keys, templates=templates)
+            writer.add(np.asarray([tokenizer.bos_id, *ids, tokenizer.eos_id], dtype=np.int64),
+                       np.asarray([0, *mask, 0], dtype=np.uint8))
+        return writer.close({"synthetic": {"kind": "retrieval", "facts": facts, "length": length,
+                                           "key_style": key_style, "templates": len(templates), "seed": seed}})

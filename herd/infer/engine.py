@@ -566,17 +566,58 @@ class LLMEngine:
         items: SequenceABC[tuple[SequenceABC[int], SequenceABC[SequenceABC[int]]]],
         progress: bool = False,
         desc: str = "scoring",
+        method: str = "auto",
     ) -> list[list[ScoreResult]]:
         """`score` for many (context, continuations) items, batched; results in item order.
 
-        Sharing, without copying a block: a prefix common to every context (a fixed few-shot prompt)
-        is computed first; then the first continuation of each distinct context; then the other
-        continuations, whose requests find the context's full blocks in the prefix cache.
+        Two ways, the same numbers (to float rounding):
+        - `"packed"`: each distinct context once with its continuations after it in one row, several
+          items per row, through the model's plain forward (herd.infer.packed_scoring). No KV cache,
+          no per-sequence attention: the fast way when contexts differ (0-shot, seeded few-shot).
+        - `"paged"`: requests through the engine; a prefix that most contexts share (a fixed
+          few-shot prompt) is computed once, then each continuation reuses its context's full blocks
+          from the prefix cache (herd.infer.scoring.ScorePlan).
+        `"auto"` takes the paged way only when that shared prefix is most of the work
+        (`herd.infer.scoring.prefers_prefix_cache`). The packed way runs beside the scheduler, not
+        through it: requests queued on this engine do not advance while it runs.
         """
-        from herd.infer.scoring import ScorePlan
+        from herd.infer.scoring import ScorePlan, prefers_prefix_cache, validate_items
 
-        plan = ScorePlan(items, self.config.block_size)
-        return plan.run(self, progress=progress, desc=desc)
+        if method not in ("auto", "packed", "paged"):
+            raise ValueError(f"method must be 'auto', 'packed' or 'paged', got {method!r}")
+        checked = validate_items(items)
+        for n, (context, continuations) in enumerate(checked):
+            longest = len(context) + max(map(len, continuations))
+            if longest > self.max_model_len:
+                raise ValueError(f"item {n} has {longest} tokens with its longest continuation; "
+                                 f"the engine's context is {self.max_model_len}")
+            vocab = self.model_config.vocab_size
+            ids = context + [t for c in continuations for t in c]
+            if min(ids) < 0 or max(ids) >= vocab:
+                raise ValueError(f"item {n}'s token ids must be in [0, {vocab}), got {min(ids)}..{max(ids)}")
+        if method == "paged" or (method == "auto" and prefers_prefix_cache(checked, self.config.block_size)):
+            return ScorePlan(checked, self.config.block_size).run(self, progress=progress, desc=desc)
+        return self._score_packed(checked, progress, desc)
+
+    def _score_packed(self, items: list[tuple[list[int], list[list[int]]]], progress: bool,
+                      desc: str) -> list[list[ScoreResult]]:
+        from herd.infer.packed_scoring import score_packed
+
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(len(c) for _, c in items), desc=desc, unit="seq", dynamic_ncols=True)
+        try:
+            scores = score_packed(self.model, items, on_progress=bar.update if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        # counted as the paged way would: one request of context + continuation per continuation
+        self.requests_total += sum(len(c) for _, c in items)
+        self.prompt_tokens_total += sum(len(ctx) * len(c) + sum(map(len, c)) for ctx, c in items)
+        return [[ScoreResult(logprob=float(sum(s.logprobs)), token_logprobs=s.logprobs, greedy=all(s.greedy))
+                 for s in row] for row in scores]
 
     def warm_up(self) -> float:
         """Compile (or load from the on-disk caches) the decode graphs now, not on the first request.

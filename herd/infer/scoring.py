@@ -1,4 +1,9 @@
-"""Scoring many (context, continuations) items through the engine, computing each context once.
+"""Scoring many (context, continuations) items through the paged engine, computing each context once.
+
+`LLMEngine.score_many` has two ways; this module holds the checks both share (`validate_items`), the
+rule that picks one (`prefers_prefix_cache`) and the paged way. The other, packed rows without a KV
+cache, is herd.infer.packed_scoring: faster whenever contexts differ from item to item. This one wins
+when most contexts start with one long prefix (a fixed few-shot prompt), computed only once here.
 
 The evaluation harness asks "how likely is each choice after this question?" thousands of times.
 lm-evaluation-harness recomputes the shared context once per choice; here every request is a
@@ -55,27 +60,68 @@ def majority_prefix(sequences: Sequence[Sequence[int]], candidates: int = 3) -> 
     return best
 
 
+Item = tuple[list[int], list[list[int]]]
+
+
+def validate_items(items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list[Item]:
+    """(context, continuations) pairs as lists of ints; ValueError naming the first bad item."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise ValueError(f"items must be a list of (context_ids, [continuation_ids, ...]) pairs, got {type(items).__name__}")
+    out: list[Item] = []
+    for n, item in enumerate(items):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ValueError(f"item {n} must be a (context_ids, [continuation_ids, ...]) pair")
+        context = _ids(item[0], f"item {n}'s context")
+        if not context:
+            raise ValueError(f"item {n}'s context is empty; scoring needs at least one token (use BOS)")
+        if isinstance(item[1], (str, bytes)) or not isinstance(item[1], Sequence) or not item[1]:
+            raise ValueError(f"item {n} needs a non-empty list of continuations")
+        continuations = [_ids(c, f"item {n}'s continuation {j}") for j, c in enumerate(item[1])]
+        if any(not c for c in continuations):
+            raise ValueError(f"item {n} has an empty continuation")
+        out.append((context, continuations))
+    return out
+
+
+def shared_cache_prefix(items: Sequence[Item], block_size: int) -> list[int]:
+    """The prefix most contexts share, if it spans at least one full cache block (else [])."""
+    shared = majority_prefix([c for c, _ in items]) if len(items) > 1 else []
+    # only full blocks are shared through the prefix cache
+    return shared if len(shared) >= block_size else []
+
+
+# the paged path needs a shared prefix of at least this many tokens to be considered
+MIN_CACHED_PREFIX = 64
+
+
+def prefers_prefix_cache(items: Sequence[Item], block_size: int) -> bool:
+    """Whether the paged engine with its prefix cache should score `items` rather than packed rows.
+
+    Packed rows (herd.infer.packed_scoring) compute every distinct context once and every choice
+    once, in large dense forwards; the paged path additionally computes a prefix that most contexts
+    share (a fixed few-shot prompt) only once, but runs per-sequence attention and recomputes each
+    context's last partial block per choice. It wins when the shared prefix is long and is most of
+    the packed work: the tokens it saves, (sharers - 1) x prefix, are at least half of what packed
+    rows would compute.
+    """
+    shared = shared_cache_prefix(items, block_size)
+    if len(shared) < max(MIN_CACHED_PREFIX, block_size):
+        return False
+    n = len(shared)
+    sharers = sum(1 for c, _ in items if c[:n] == shared)
+    distinct: dict[tuple[int, ...], int] = {}
+    for context, continuations in items:
+        distinct[tuple(context)] = distinct.get(tuple(context), len(context)) + sum(map(len, continuations))
+    return 2 * (sharers - 1) * n >= sum(distinct.values())
+
+
 class ScorePlan:
     """The requests for a batch of items and the order that lets contexts be computed once."""
 
     def __init__(self, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], block_size: int) -> None:
-        self.items: list[tuple[list[int], list[list[int]]]] = []
-        for n, item in enumerate(items):
-            if not isinstance(item, (tuple, list)) or len(item) != 2:
-                raise ValueError(f"item {n} must be a (context_ids, [continuation_ids, ...]) pair")
-            context = _ids(item[0], f"item {n}'s context")
-            if not context:
-                raise ValueError(f"item {n}'s context is empty; scoring needs at least one token (use BOS)")
-            if isinstance(item[1], (str, bytes)) or not isinstance(item[1], Sequence) or not item[1]:
-                raise ValueError(f"item {n} needs a non-empty list of continuations")
-            continuations = [_ids(c, f"item {n}'s continuation {j}") for j, c in enumerate(item[1])]
-            if any(not c for c in continuations):
-                raise ValueError(f"item {n} has an empty continuation")
-            self.items.append((context, continuations))
+        self.items = validate_items(items)
         self.block_size = block_size
-        shared = majority_prefix([c for c, _ in self.items]) if len(self.items) > 1 else []
-        # only full blocks are shared through the prefix cache
-        self.shared_prefix = shared if len(shared) >= block_size else []
+        self.shared_prefix = shared_cache_prefix(self.items, block_size)
 
     def run(self, engine: LLMEngine, progress: bool = False, desc: str = "scoring") -> list[list[ScoreResult]]:
         from herd.infer.engine import ScoreResult

@@ -195,6 +195,11 @@ MODEL_SIZES: dict[str, ModelConfig] = {
     "llama3-tiny": llama_config(64, 2, 4, 2, None, 32, max_seq_len=2048),
     "llama3-small": llama_config(256, 4, 8, 2, None, 64, max_seq_len=2048),
     "llama3-base": llama_config(768, 12, 12, 4, None, 256, max_seq_len=4096),
+    # The CPU demo's model: llama3-tiny's width with 64-dim heads (head_dim 16 leaves RoPE at theta
+    # 500,000 too few fast frequencies to find "the token after the key") and a tied embedding (the
+    # head can copy a token it has rarely seen); 2 layers are the fewest an induction circuit needs.
+    "llama3-demo": llama_config(64, 2, 4, 2, None, 32, max_seq_len=2048, head_dim_override=64,
+                                tie_embeddings=True),
 }
 
 def get_config(name: str, **overrides: Any) -> ModelConfig:

@@ -89,31 +89,10 @@ class RewardInit:
 
 def export_reward_model(model: RewardModel, tokenizer: object, destination: str | Path) -> Path:
     """Hugging Face `LlamaForSequenceClassification` layout (config.json, model.safetensors, tokenizer)."""
-    from safetensors.torch import save_file
+    from herd.checkpoint.hf import write_hf_sequence_classification
 
-    from herd.checkpoint.hf import config_to_hf, herd_to_hf_state_dict
-    from herd.tokenizer.files import save_tokenizer
-
-    destination = Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
-    config = model.config
-    trunk = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items() if k != "score.weight"}
-    hf_state = herd_to_hf_state_dict(config.replace(tie_embeddings=True), trunk)
-    hf_state["score.weight"] = model.score.weight.detach().to("cpu", torch.float32)
-    save_file({k: v.contiguous() for k, v in hf_state.items()}, str(destination / "model.safetensors"),
-              metadata={"format": "pt"})
-    hf_config = config_to_hf(config, torch.float32)
-    # transformers reads the reward at the last token that is not `pad_token_id`: it must never be the
-    # closing token the reward is read at, so only a dedicated padding token qualifies (else none:
-    # then transformers scores one unpadded sequence per call)
-    specials = getattr(tokenizer, "special_tokens", {}) or {}
-    pad = specials.get("<|finetune_right_pad_id|>")
-    hf_config.update(architectures=["LlamaForSequenceClassification"], num_labels=1,
-                     id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}, tie_word_embeddings=False,
-                     pad_token_id=pad)
-    (destination / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    save_tokenizer(tokenizer, destination, "hf", chat_template=getattr(tokenizer, "chat_template", None))  # type: ignore[arg-type]
-    return destination
+    return write_hf_sequence_classification(destination, model.config, model.state_dict(), model.score.weight,
+                                            tokenizer)
 
 
 def load_reward_model(directory: str | Path, device: torch.device | str = "cpu") -> tuple[RewardModel, object]:

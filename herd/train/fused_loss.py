@@ -10,6 +10,10 @@ output weight at once (the approach of Liger-Kernel's fused linear cross-entropy
 matmuls, one chunk-sized buffer, about three passes over it. The gradients are computed in the
 forward pass, so backward only scales them by the incoming gradient (the loss is a sum: a scalar).
 
+Rows whose target is -100 are dropped before the first matmul: a batch whose documents carry a loss
+mask (answer-only synthetic data, herd.data.shards) pays the head only for the tokens it trains on,
+so a 128K-vocabulary model reads a long masked document for the price of its body.
+
 It computes exactly the float32 sum of the per-token cross-entropy over targets != -100 (the same
 numbers as `cross_entropy_sum`, up to summation order) and is used for float32 training of an
 unsharded model; bf16 autocast, vocabulary-sharded heads and compiled models keep the plain path.
@@ -87,6 +91,11 @@ def fused_linear_cross_entropy_sum(h: torch.Tensor, weight: torch.Tensor, target
     flat_t = targets.reshape(-1)
     if flat_h.shape[0] != flat_t.shape[0]:
         raise ValueError(f"{flat_h.shape[0]} hidden states for {flat_t.shape[0]} targets")
+    trained = flat_t != IGNORE_INDEX
+    if not bool(trained.all()):
+        # masked rows cost nothing in the head; their hidden states get a zero gradient through the gather
+        rows = trained.nonzero().squeeze(1)
+        flat_h, flat_t = flat_h.index_select(0, rows), flat_t.index_select(0, rows)
     if torch.is_grad_enabled() and (flat_h.requires_grad or weight.requires_grad):
         return _FusedLinearCrossEntropy.apply(flat_h, weight, flat_t, chunk)
     total = torch.zeros((), dtype=torch.float32, device=h.device)
