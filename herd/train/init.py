@@ -32,14 +32,16 @@ class ModelInit:
         return load_model_weights(self.init_from)
 
     def apply(self, model: nn.Module) -> None:
-        """Initialise a full (unsharded) model in place."""
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.seed)
-        init_weights(model, std=self.std, generator=generator)
+        """Initialise a full (unsharded) model in place: the `init_from` weights (every parameter, checked),
+        else the seeded random init (never both: a 135M model's random init costs ~10 s on a small CPU)."""
         state = self._weights()
         if state is not None:
             from herd.checkpoint import load_state_dict_checked
 
             load_state_dict_checked(model, state, self.init_from)
+            return
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.seed)
+        init_weights(model, std=self.std, generator=generator)
 
     def stream(self, config: ModelConfig, shapes: dict[str, torch.Size], device: torch.device,
                ) -> Iterator[tuple[str, torch.Tensor]]:
