@@ -1,8 +1,8 @@
 """Running tasks through the engine: per-item records that survive a crash, and the scores.
 
 Every sampling job goes through `LLMEngine` (one engine for chat, serving and evaluation):
-- `mc` items: `LLMEngine.score_many`, the context computed once per item and its choices packed after
-  it in one row (a long few-shot prefix that all items share: computed once, in the prefix cache);
+- `mc` items: `LLMEngine.score_many`, each context computed once and its choices reusing its KV blocks
+  through the prefix cache (a long few-shot prefix that all items share: computed once);
 - `generate` items: `LLMEngine.generate` with continuous batching (greedy unless the caller asks);
 - `lm` items: `score_many` over the text, windowed when it is longer than the model's context;
 - `tool_call` items: greedy `generate` from the chat format's tool prompt; the calls are parsed with the

@@ -566,20 +566,21 @@ class LLMEngine:
         items: SequenceABC[tuple[SequenceABC[int], SequenceABC[SequenceABC[int]]]],
         progress: bool = False,
         desc: str = "scoring",
-        method: str = "auto",
+        method: str = "paged",
     ) -> list[list[ScoreResult]]:
         """`score` for many (context, continuations) items, batched; results in item order.
 
         Two ways, the same numbers (to float rounding):
+        - `"paged"` (the default): requests through the engine; a prefix that most contexts share (a
+          fixed few-shot prompt) is computed once, then each continuation reuses its context's full
+          blocks from the prefix cache (herd.infer.scoring.ScorePlan).
         - `"packed"`: each distinct context once with its continuations after it in one row, several
-          items per row, through the model's plain forward (herd.infer.packed_scoring). No KV cache,
-          no per-sequence attention: the fast way when contexts differ (0-shot, seeded few-shot).
-        - `"paged"`: requests through the engine; a prefix that most contexts share (a fixed
-          few-shot prompt) is computed once, then each continuation reuses its context's full blocks
-          from the prefix cache (herd.infer.scoring.ScorePlan).
-        `"auto"` takes the paged way only when that shared prefix is most of the work
-        (`herd.infer.scoring.prefers_prefix_cache`). The packed way runs beside the scheduler, not
-        through it: requests queued on this engine do not advance while it runs.
+          items per row, through the model's plain forward (herd.infer.packed_scoring). No KV cache and
+          no per-sequence attention, but a dense mask per row: on an idle 2-core CPU it measured 1.1-1.4x
+          slower than "paged" on HellaSwag 0-shot (benchmarks/RESULTS.md), so it is not the default.
+        `"auto"` takes the paged way when a shared prefix is most of the work
+        (`herd.infer.scoring.prefers_prefix_cache`), else the packed way. The packed way runs beside
+        the scheduler, not through it: requests queued on this engine do not advance while it runs.
         """
         from herd.infer.scoring import ScorePlan, prefers_prefix_cache, validate_items
 
