@@ -45,7 +45,14 @@ epoch; herd packs whole dialogs into rows (`sft.pack = true`, document masks), T
 each batch (its defaults: no packing); completion-only loss on both; tokens/s = the dialogs' tokens
 (no padding) / seconds of all the epoch's steps.
 
-    python benchmarks/dpo_vs_trl.py --rounds 2 --steps 3 --batch 1 --shots 2 --methods dpo sft
+Reward model (`--methods rm`): the same preference pairs; herd rm trains with the prompt once and both
+responses after it in one row (`rm.one_row = true`, the paper's layout), `herd-rm-rows` is herd with
+each response in its own row (what the one-row layout saves), TRL's RewardTrainer pads chosen and
+rejected as separate sequences. Both score heads start at zero so the first step's loss is ln 2 on
+every side, and the later steps' losses must agree too (same data order, same optimizer).
+tokens/s = 2 x prompt + chosen + rejected per pair, as for DPO.
+
+    python benchmarks/dpo_vs_trl.py --rounds 2 --steps 3 --batch 1 --shots 2 --methods dpo sft rm
 """
 
 from __future__ import annotations
@@ -72,9 +79,11 @@ SYSTEM = ("You are a careful math tutor. Solve each word problem step by step: n
           "do not round, and check the arithmetic before you answer.")
 PEERS = ("herd", "trl", "trl-precompute")
 SFT_PEERS = ("herd-sft", "trl-sft")
+RM_PEERS = ("herd-rm", "herd-rm-rows", "trl-rm")
 WORKERS = {"herd": lambda a: worker_herd(a), "trl": lambda a: worker_trl(a, False),
            "trl-precompute": lambda a: worker_trl(a, True), "herd-sft": lambda a: worker_herd_sft(a),
-           "trl-sft": lambda a: worker_trl_sft(a)}
+           "trl-sft": lambda a: worker_trl_sft(a), "herd-rm": lambda a: worker_herd_rm(a, True),
+           "herd-rm-rows": lambda a: worker_herd_rm(a, False), "trl-rm": lambda a: worker_trl_rm(a)}
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -324,6 +333,86 @@ def worker_trl_sft(a: argparse.Namespace) -> dict[str, Any]:
     return {"steps": steps, "peak_rss_mb": peak_rss_mb(), "lengths": lengths, "trained": trained}
 
 
+def worker_herd_rm(a: argparse.Namespace, one_row: bool) -> dict[str, Any]:
+    """herd rm train: ranking loss, the prompt once per pair (one_row) or each response in its own row."""
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    from herd.post.config import post_config_from_dict
+    from herd.post.reward_model import RewardModel
+    from herd.post.run import build_trainer
+
+    torch.set_num_threads(a.threads)
+    config = post_config_from_dict({
+        "post": {"model": a.hf_dir, "train_files": [a.data], "format": "trl"},
+        "run": {"out_dir": str(Path(a.workdir) / f"herd-rm-run-{os.getpid()}"), "max_steps": a.steps,
+                "device": "cpu", "dtype": "float32", "cpu_threads": a.threads, "seed": 0},
+        "schedule": {"warmup_steps": 0, "decay_steps": 10 * a.steps,
+                     "stages": [{"after_tokens": 0, "batch_size": a.batch, "seq_len": a.seq_len,
+                                 "micro_batch_size": a.batch}]},
+        "optim": {"lr": 1e-5, "min_lr": 1e-5, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                  "grad_clip": 1.0},
+        "rm": {"one_row": one_row},
+        "log": {"progress": False, "plot": False, "tensorboard": False, "peak_flops": 1e12},
+        "checkpoint": {"interval": 0}, "eval": {"interval": 0},
+    })
+    t0 = time.perf_counter()
+    trainer, data = build_trainer(config, "rm")
+    setup = time.perf_counter() - t0
+    (model,) = [m for m in trainer.model.modules() if isinstance(m, RewardModel)]
+    with torch.no_grad():
+        model.score.weight.zero_()  # as TRL's below: step 0 is ln 2 on both sides
+    trainer.peak_flops = 1e12
+    trainer.model.train()
+    steps = []
+    for _ in range(a.steps):
+        start = time.perf_counter()
+        record = trainer._train_step()
+        steps.append({"seconds": time.perf_counter() - start, "loss": record["loss"]})
+    return {"setup_seconds": setup, "steps": steps, "peak_rss_mb": peak_rss_mb()}
+
+
+def worker_trl_rm(a: argparse.Namespace) -> dict[str, Any]:
+    """TRL RewardTrainer: chosen and rejected as separate padded sequences, score head zeroed."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+
+    torch.set_num_threads(a.threads)
+    records = [json.loads(line) for line in Path(a.data_trl).read_text().splitlines()]
+    tokenizer = AutoTokenizer.from_pretrained(a.hf_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(a.hf_dir, num_labels=1, dtype=torch.float32)
+    with torch.no_grad():
+        model.score.weight.zero_()
+    steps: list[dict[str, Any]] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            steps.append({"seconds": time.perf_counter() - self.start})
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and "loss" in logs and steps and "loss" not in steps[-1]:
+                steps[-1]["loss"] = logs["loss"]
+
+    args = RewardConfig(
+        output_dir=str(Path(a.workdir) / f"trl-rm-run-{os.getpid()}"), per_device_train_batch_size=a.batch,
+        gradient_accumulation_steps=1, max_steps=a.steps, learning_rate=1e-5, lr_scheduler_type="constant",
+        warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=1.0,
+        max_length=None, train_sampling_strategy="sequential", logging_steps=1, save_strategy="no",
+        report_to="none", use_cpu=True, seed=0, bf16=False, fp16=False, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    t0 = time.perf_counter()
+    trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
+                            train_dataset=Dataset.from_list(records), callbacks=[Timer()])
+    setup = time.perf_counter() - t0
+    trainer.train()
+    return {"setup_seconds": setup, "steps": steps, "peak_rss_mb": peak_rss_mb()}
+
+
 def herd_token_ids(data: Path, model: Path) -> list[list[list[int]]]:
     """herd's encoding of the pairs (prompt, chosen, rejected) for the token-for-token check against TRL's."""
     sys.path.insert(0, str(REPO))
@@ -407,8 +496,9 @@ def main() -> None:
     p.add_argument("--peers", nargs="+", default=list(PEERS), choices=PEERS)
     p.add_argument("--workdir", default=str(WORK / "work"))
     p.add_argument("--worker", choices=list(WORKERS))
-    p.add_argument("--methods", nargs="+", default=["dpo", "sft"], choices=["dpo", "sft"],
-                   help="dpo: herd dpo vs DPOTrainer; sft: packed herd sft vs TRL's padded SFTTrainer")
+    p.add_argument("--methods", nargs="+", default=["dpo", "sft", "rm"], choices=["dpo", "sft", "rm"],
+                   help="dpo: herd dpo vs DPOTrainer; sft: packed herd sft vs TRL's padded SFTTrainer; rm: one-row "
+                        "herd rm vs separate rows vs RewardTrainer")
     p.add_argument("--sft-dialogs", type=int, default=12)
     p.add_argument("--sft-batch", type=int, default=4, help="TRL's dialogs per step (herd packs rows of --sft-seq-len)")
     p.add_argument("--sft-seq-len", type=int, default=1024)
@@ -439,6 +529,33 @@ def main() -> None:
         compare_dpo(a, files)
     if "sft" in a.methods:
         compare_sft(a, files)
+    if "rm" in a.methods:
+        compare_rm(a, files)
+
+
+def compare_rm(a: argparse.Namespace, files: dict[str, Path]) -> None:
+    """One-row herd rm vs herd with separate rows vs TRL RewardTrainer, alternating rounds."""
+    order = herd_order(a.pairs)
+    lengths = [[len(x) for x in ids] for ids in herd_token_ids(files["herd"], files["hf"])]
+    print(f"\nRM: the {a.pairs} preference pairs, batch {a.batch} pairs, {a.steps} steps; score heads start at zero",
+          flush=True)
+    best: dict[str, dict[str, Any]] = {}
+    for r in range(a.rounds):
+        for peer in RM_PEERS:
+            res = run_worker(peer, a, files)
+            res["tokens_per_s"] = throughput(res, order, lengths, a.batch)
+            if peer not in best or res["tokens_per_s"] > best[peer]["tokens_per_s"]:
+                best[peer] = res
+            print(f"  round {r} {peer:13} {res['tokens_per_s']:8.1f} tok/s  step s "
+                  f"{' '.join(format(s['seconds'], '.2f') for s in res['steps'])}  peak RSS {res['peak_rss_mb']:.0f} MB"
+                  f"  losses {' '.join(format(s.get('loss', float('nan')), '.6f') for s in res['steps'])}", flush=True)
+    h = best["herd-rm"]
+    for peer in ("herd-rm-rows", "trl-rm"):
+        t = best[peer]
+        print(f"  best: herd-rm {h['tokens_per_s']:.1f} tok/s vs {peer} {t['tokens_per_s']:.1f} -> "
+              f"{h['tokens_per_s'] / t['tokens_per_s']:.2f}x; peak RSS {h['peak_rss_mb']:.0f} vs "
+              f"{t['peak_rss_mb']:.0f} MB; max |loss diff| "
+              f"{max(abs(x['loss'] - y.get('loss', float('nan'))) for x, y in zip(h['steps'], t['steps'])):.2e}")
 
 
 def compare_dpo(a: argparse.Namespace, files: dict[str, Path]) -> None:

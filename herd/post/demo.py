@@ -165,7 +165,7 @@ def _samples(model: str, prompts: list[PromptRecord], scale: DemoScale, seed: in
 
     loaded = load_model(model)
     config = RejectionSamplingConfig(k=scale.k, temperature=0.8, max_tokens=scale.max_tokens, seed=seed,
-                                     verifiers=("math", "format"))
+                                     verifiers=["math", "format"])
     return sample_prompts(LLMEngine(loaded), loaded.chat_format, prompts, config, progress=True)
 
 
@@ -318,6 +318,48 @@ def reward_model_report(model_dir: str, rs_heldout: dict[str, Any], heldout: lis
                           "oracle": proportion(oracle).as_dict()}}
 
 
+def dpo_trend(out: Path) -> list[str]:
+    """Report lines (and chosen_logps.png) on the chosen responses' log-probs during each DPO variant:
+    the paper adds the NLL term because plain DPO tends to push them down."""
+    curves: dict[str, list[tuple[int, float, float]]] = {}
+    for name in ("dpo_paper", "dpo_plain"):
+        path = out / name / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        curve = [(r["step"], r["logps/chosen"], r.get("rewards/accuracies", 0.0)) for r in rows
+                 if r.get("kind") == "train" and "logps/chosen" in r]
+        if curve:
+            curves[name] = curve
+    if not curves:
+        return []
+    lines = ["", "## DPO: chosen log-prob trend", "",
+             "Per step: the mean over its pairs of each chosen response's summed log-prob (masked tokens; batches differ, so noisy).",
+             "", "| variant | steps | logps/chosen first | logps/chosen last | change | rewards/accuracies last |",
+             "|---|---|---|---|---|---|"]
+    for name, curve in curves.items():
+        first, last = curve[0], curve[-1]
+        lines.append(f"| {name} | {last[0]} | {first[1]:.2f} | {last[1]:.2f} | {last[1] - first[1]:+.2f} | "
+                     f"{last[2]:.2f} |")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return lines
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, curve in curves.items():
+        ax.plot([c[0] for c in curve], [c[1] for c in curve], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("logps/chosen")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "chosen_logps.png", dpi=100)
+    plt.close(fig)
+    return lines + ["", "![chosen log-probs](chosen_logps.png)"]
+
+
 def _fmt(metric: dict[str, Any] | None) -> str:
     if not metric:
         return "n/a"
@@ -343,6 +385,7 @@ def write_report(out: Path, results: dict[str, Any], heldout: list[PromptRecord]
             diff = f"{d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
         lines.append(f"| {name} | {_fmt(r['pass_rate'])} | {diff} | {_fmt(r['termination'])} | "
                      f"{_fmt(r['repetition'])} |")
+    lines += dpo_trend(out)
     rm = results.get("reward_model")
     if rm:
         lines += ["", "## Reward model", "", f"Held-out pair accuracy: {_fmt(rm['heldout_pair_accuracy'])}", "",

@@ -20,6 +20,7 @@ loses at most the steps since a stage's last checkpoint.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from herd.config import ConfigError, load_recipe, recipe_from_dict
+from herd.post.rejection import RejectionSamplingConfig, run_rejection_sampling
 
 STAGES = ("rm", "rs", "sft", "dpo", "average")
 
@@ -43,18 +45,6 @@ class PosttrainSection:
 
 
 @dataclass
-class RSSection:
-    k: int = 8
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_tokens: int = 256
-    seed: int = 0
-    limit: int = 0  # prompts per round; 0 = all
-    system_prompts: dict[str, str] = field(default_factory=dict)
-    verifiers: list[str] = field(default_factory=lambda: ["math", "format", "code"])
-
-
-@dataclass
 class AverageSection:
     variants: list[dict[str, Any]] = field(default_factory=lambda: [{}])  # DPO recipe overrides per variant
     weights: list[float] = field(default_factory=list)  # [] = uniform
@@ -63,7 +53,7 @@ class AverageSection:
 @dataclass
 class PosttrainConfig:
     posttrain: PosttrainSection = field(default_factory=PosttrainSection)
-    rs: RSSection = field(default_factory=RSSection)
+    rs: RejectionSamplingConfig = field(default_factory=RejectionSamplingConfig)
     rm: dict[str, Any] = field(default_factory=dict)  # tables of a `herd rm train` recipe (run, optim, schedule, rm)
     sft: dict[str, Any] = field(default_factory=dict)  # ... of a `herd sft` recipe
     dpo: dict[str, Any] = field(default_factory=dict)  # ... of a `herd dpo` recipe
@@ -200,7 +190,9 @@ def _run_round(config: PosttrainConfig, manifest: Manifest, round_index: int, po
     rm = stage("rm", lambda: {"model": _train(
         stage_config(config, "rm", p.model, p.preference_files, root / "rm"), "rm", log)})
     rs_out = root / "rs"
-    stage("rs", lambda: run_rejection_sampling(config, policy, rm["model"], rs_out, round_index))
+    rs_config = dataclasses.replace(config.rs, seed=config.rs.seed + round_index)
+    stage("rs", lambda: {"out": str(rs_out), "summary": run_rejection_sampling(
+        policy, config.posttrain.prompts, rs_config, rs_out, rm["model"], log)})
     rs_dialogs.append(str(rs_out / "sft.jsonl"))
     sft = stage("sft", lambda: {"model": _train(
         stage_config(config, "sft", p.model, p.sft_files + rs_dialogs, root / "sft"), "sft", log)})
@@ -226,31 +218,3 @@ def _run_round(config: PosttrainConfig, manifest: Manifest, round_index: int, po
         return {"model": str(target), "inputs": variants}
 
     return stage("average", average)["model"]
-
-
-def run_rejection_sampling(config: PosttrainConfig, policy: str, reward_model_dir: str, out: Path,
-                           round_index: int) -> dict[str, Any]:
-    from herd.infer.engine import LLMEngine
-    from herd.loading import load_model
-    from herd.post.rejection import (
-        RejectionSamplingConfig,
-        read_prompts,
-        sample_prompts,
-        score_samples,
-        write_outputs,
-    )
-    from herd.post.reward_model import load_reward_model
-
-    r = config.rs
-    rs_config = RejectionSamplingConfig(k=r.k, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
-                                        seed=r.seed + round_index, system_prompts=dict(r.system_prompts),
-                                        verifiers=tuple(r.verifiers))
-    prompts, _ = read_prompts(config.posttrain.prompts, r.limit or None)
-    if not prompts:
-        raise ValueError(f"no usable prompts in {config.posttrain.prompts}")
-    loaded = load_model(policy)
-    samples = sample_prompts(LLMEngine(loaded), loaded.chat_format, prompts, rs_config, progress=True)
-    reward_model, _ = load_reward_model(reward_model_dir)
-    score_samples(reward_model, loaded.chat_format, prompts, samples)
-    summary = write_outputs(out, prompts, samples, rs_config.seed)
-    return {"out": str(out), "summary": summary}

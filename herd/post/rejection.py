@@ -11,7 +11,12 @@ Everything is a pure function of (model, prompts, seed): sample i of prompt j us
 Prompt records (JSONL, one per line): `{"prompt": "text" | [messages], "capability": "math",
 "answer": "42", "constraints": {"max_words": 50, "min_words": 5, "must_include": ["..."], "must_not_include": [...],
 "ends_with": "...", "lowercase": true, "json": true},
-"tests": "assert f(1) == 2", "id": "..."}`; only `prompt` is required.
+"tests": "assert f(1) == 2", "language": "en", "id": "..."}`; only `prompt` is required.
+
+The language verifier (paper 4.3.2: a response in the prompt's language) uses the curation stage's
+fastText lid.176 identifier: the expected language is the record's `language`, else the language of
+the last user turn when the identifier is confident (>= 0.65, FineWeb's threshold); responses of
+fewer than three words carry no language signal and are not judged.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class PromptRecord:
     constraints: dict[str, Any] = field(default_factory=dict)
     tests: str | None = None
     id: str = ""
+    language: str | None = None
 
 
 def parse_prompt(record: Mapping[str, Any], index: int) -> PromptRecord:
@@ -56,9 +62,10 @@ def parse_prompt(record: Mapping[str, Any], index: int) -> PromptRecord:
     if not isinstance(constraints, dict):
         raise TypeError("'constraints' must be an object")
     answer = record.get("answer")
+    language = record.get("language")
     return PromptRecord(messages, str(record.get("capability") or "general"),
                         None if answer is None else str(answer), constraints, record.get("tests"),
-                        str(record.get("id", index)))
+                        str(record.get("id", index)), None if language is None else str(language))
 
 
 def read_prompts(paths: Sequence[str | Path], limit: int | None = None) -> tuple[list[PromptRecord], Counter[str]]:
@@ -127,7 +134,31 @@ def verify_code(record: PromptRecord, text: str, sandbox: Any) -> bool | None:
     return result.status == "ok" and result.returncode == 0
 
 
-VERIFIERS = ("math", "format", "code")
+LANGUAGE_MIN_SCORE = 0.65  # the identifier's confidence needed to call a prompt's language (FineWeb's 0.65)
+LANGUAGE_MIN_WORDS = 3
+
+
+def expected_language(record: PromptRecord, identifier: Any) -> str | None:
+    """The language a response must be in: the record's `language`, else the confidently identified
+    language of the last user turn, else None (the verifier does not apply)."""
+    if record.language:
+        return record.language
+    user = [m.content for m in record.messages if m.role == "user"]
+    if not user:
+        return None
+    lang, score = identifier.predict(user[-1])
+    return lang if score >= LANGUAGE_MIN_SCORE else None
+
+
+def verify_language(record: PromptRecord, text: str, identifier: Any, expected: str | None = None) -> bool | None:
+    """Whether the response is in the expected language (None: no expected language, or too short to tell)."""
+    expected = expected if expected is not None else expected_language(record, identifier)
+    if expected is None or sum(any(ch.isalpha() for ch in w) for w in text.split()) < LANGUAGE_MIN_WORDS:
+        return None
+    return identifier.predict(text)[0] == expected
+
+
+VERIFIERS = ("math", "format", "code", "language")
 
 
 @dataclass
@@ -155,15 +186,19 @@ def choose(samples: Sequence[Sample]) -> tuple[int, int]:
 
 @dataclass
 class RejectionSamplingConfig:
+    """`herd rs` flags and the `[rs]` table of a `herd posttrain` recipe."""
+
     k: int = 8
     temperature: float = 0.7
     top_p: float = 0.95
     max_tokens: int = 256
     seed: int = 0
+    limit: int = 0  # use the first N prompts; 0 = all
     system_prompts: dict[str, str] = field(default_factory=dict)  # capability -> system prompt
-    verifiers: tuple[str, ...] = VERIFIERS
+    verifiers: list[str] = field(default_factory=lambda: list(VERIFIERS))
 
     def __post_init__(self) -> None:
+        self.verifiers = list(self.verifiers)
         if self.k < 2:
             raise ValueError(f"rejection sampling needs k >= 2 samples per prompt, got {self.k}")
         unknown = set(self.verifiers) - set(VERIFIERS)
@@ -186,20 +221,34 @@ def sample_prompts(engine: Any, chat_format: Any, prompts: Sequence[PromptRecord
         params.append(SamplingParams(n=config.k, temperature=config.temperature, top_p=config.top_p,
                                      max_tokens=config.max_tokens, seed=config.seed * 1_000_003 + j * config.k))
     outputs = engine.generate(encoded, params, progress=progress)
-    sandbox = None
+    sandbox = identifier = None
     if "code" in config.verifiers and any(r.tests for r in prompts):
         from herd.sandbox import Sandbox
 
         sandbox = Sandbox(timeout_s=10)
+    if "language" in config.verifiers:
+        from herd.data.curation.langid import LanguageIdentifier, LanguageIDError
+
+        try:
+            identifier = LanguageIdentifier()
+        except LanguageIDError as exc:
+            raise LanguageIDError(f"{exc}; or leave 'language' out of the verifiers") from None
     result: list[list[Sample]] = []
     for record, output in zip(prompts, outputs):
         samples = []
+        language = expected_language(record, identifier) if identifier is not None else None
         for completion in sorted(output.outputs, key=lambda c: c.index):
             text = completion.text
             verdicts: dict[str, bool] = {}
             for name in config.verifiers:
-                verdict = (verify_math(record, text) if name == "math" else verify_format(record, text)
-                           if name == "format" else verify_code(record, text, sandbox))
+                if name == "math":
+                    verdict = verify_math(record, text)
+                elif name == "format":
+                    verdict = verify_format(record, text)
+                elif name == "code":
+                    verdict = verify_code(record, text, sandbox)
+                else:
+                    verdict = verify_language(record, text, identifier, language) if language else None
                 if verdict is not None:
                     verdicts[name] = verdict
             samples.append(Sample(text, len(completion.token_ids), completion.finish_reason, verdicts))
@@ -263,3 +312,32 @@ def write_outputs(out: Path, prompts: Sequence[PromptRecord], samples: Sequence[
                              "reward_model_best": rm_ok / n if has_rewards else None}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def run_rejection_sampling(policy: str, prompt_files: Sequence[str | Path], config: RejectionSamplingConfig,
+                           out: Path, reward_model_dir: str | None = None, log: Any = None) -> dict[str, Any]:
+    """The whole stage (`herd rs` and each `herd posttrain` round): read prompts, sample K each with
+    the policy, verify, score with the reward model when given, write the outputs; returns the summary."""
+    import sys
+
+    from herd.infer.engine import LLMEngine
+    from herd.loading import load_model
+
+    log = log if log is not None else sys.stderr
+    prompts, skipped = read_prompts(prompt_files, config.limit or None)
+    print(f"rejection sampling: {len(prompts)} prompts" + (f", skipped {sum(skipped.values())}: {dict(skipped)}"
+                                                           if skipped else ""), file=log)
+    if not prompts:
+        raise ValueError(f"no usable prompts in {list(map(str, prompt_files))}")
+    loaded = load_model(policy)
+    samples = sample_prompts(LLMEngine(loaded), loaded.chat_format, prompts, config, progress=True)
+    if reward_model_dir:
+        from herd.post.reward_model import load_reward_model
+
+        reward_model, _ = load_reward_model(reward_model_dir)
+        if reward_model.config.vocab_size != loaded.config.vocab_size:
+            raise ValueError(f"the reward model {reward_model_dir} has a vocabulary of "
+                             f"{reward_model.config.vocab_size}, the policy {loaded.config.vocab_size}: they must "
+                             "share a tokenizer")
+        score_samples(reward_model, loaded.chat_format, prompts, samples)
+    return write_outputs(out, prompts, samples, config.seed)

@@ -70,9 +70,10 @@ class RewardInit:
         generator = torch.Generator(device=next(model.parameters()).device).manual_seed(self.seed)
         params = dict(model.named_parameters())
         with torch.no_grad():
-            for name, init in init_plan(model.config, self.std):
-                if name in params:
-                    init(params[name], generator)
+            if not self.init_from:  # with init_from the trunk's random init would be overwritten: skip it
+                for name, init in init_plan(model.config, self.std):
+                    if name in params:
+                        init(params[name], generator)
             nn.init.normal_(model.score.weight, std=model.config.dim ** -0.5, generator=generator)
         if not self.init_from:
             return
