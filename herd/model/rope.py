@@ -40,12 +40,21 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate interleaved pairs (x[2i], x[2i+1]) of `x` [B, T, H, hd] by the given angles.
 
     `cos`/`sin` are [T, hd/2] or [B, T, hd/2]; the rotation runs in float32 like the reference.
+    Eagerly it is one complex multiply (the reference's `view_as_complex` form, bit-identical to the
+    real-arithmetic rotation and ~10x faster on CPU than it, forward and backward: the strided
+    even/odd views and the stack were a tenth of a training step); under torch.compile it is the real
+    form, which Inductor fuses (it does not generate code for complex operators).
     """
     if cos.dim() == 2:
         cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     else:
         cos, sin = cos[:, :, None, :], sin[:, :, None, :]
     pairs = x.float().unflatten(-1, (-1, 2))
+    if not torch.compiler.is_compiling():
+        if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]):
+            pairs = pairs.contiguous()
+        rotated = torch.view_as_complex(pairs) * torch.complex(cos.float(), sin.float())
+        return torch.view_as_real(rotated).flatten(-2).type_as(x)
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
     return rotated.flatten(-2).type_as(x)
