@@ -25,6 +25,7 @@ import json
 import random
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,11 @@ class DemoScale:
     heldout_prompts: int = 64
     k: int = 8
     max_tokens: int = 64
-    rm_steps: int = 24
-    sft_steps: int = 24
-    dpo_steps: int = 24
-    batch: int = 8
+    rm_steps: int = 12
+    sft_steps: int = 16
+    dpo_steps: int = 12
+    batch: int = 8  # preference pairs per RM / DPO step
+    sft_rows: int = 2  # packed 512-token rows per SFT step (~6 dialogs)
     model: str = "smollm2-135m-instruct"
 
     def scaled(self, factor: float) -> DemoScale:
@@ -56,7 +58,8 @@ class DemoScale:
             return max(low, round(x * factor))
 
         return DemoScale(n(self.train_prompts, 8), n(self.heldout_prompts, 8), self.k, self.max_tokens,
-                         n(self.rm_steps, 2), n(self.sft_steps, 2), n(self.dpo_steps, 2), self.batch, self.model)
+                         n(self.rm_steps, 2), n(self.sft_steps, 2), n(self.dpo_steps, 2), self.batch, self.sft_rows,
+                         self.model)
 
 
 def sharegpt_json() -> Path:
@@ -227,9 +230,16 @@ def run_demo(out: Path, scale: DemoScale, seed: int = 0, sharegpt: Path | None =
         entry = manifest.done(name)
         if entry is None:
             print(f"posttrain demo: {name} ...", file=log)
-            entry = run()
+            start = time.perf_counter()
+            entry = {**run(), "seconds": round(time.perf_counter() - start, 1)}
             manifest.record(name, entry)
         return entry
+
+    def timed(name: str, run: Any) -> None:
+        if name not in results:
+            start = time.perf_counter()
+            results[name] = {**run(), "seconds": round(time.perf_counter() - start, 1)}
+            save()
 
     def rs(split: str, prompts: list[PromptRecord]) -> dict[str, Any]:
         samples = _samples(scale.model, prompts, scale, seed)
@@ -243,9 +253,7 @@ def run_demo(out: Path, scale: DemoScale, seed: int = 0, sharegpt: Path | None =
                 "sft": _write_jsonl(out / "rs" / f"{split}_sft.jsonl", best),
                 "oracle": sum(any(s.verified for s in g) for g in samples) / max(1, len(samples))}
 
-    if "start" not in results:
-        results["start"] = evaluate(scale.model, heldout, scale.max_tokens)
-        save()
+    timed("start", lambda: evaluate(scale.model, heldout, scale.max_tokens))
     rs_train = stage("rs_train", lambda: rs("train", train))
     if not Path(rs_train["pairs"]).read_text().strip():
         raise ValueError("rejection sampling gave no pair (no training prompt had both a verified and a failing "
@@ -253,11 +261,9 @@ def run_demo(out: Path, scale: DemoScale, seed: int = 0, sharegpt: Path | None =
     rs_heldout = stage("rs_heldout", lambda: rs("heldout", heldout))
     rm = stage("rm", lambda: {"model": _post_stage("rm", scale.model, [rs_train["pairs"]], out / "rm",
                                                    scale.rm_steps, scale.batch)})
-    if "reward_model" not in results:
-        results["reward_model"] = reward_model_report(rm["model"], rs_heldout, heldout, seed)
-        save()
+    timed("reward_model", lambda: reward_model_report(rm["model"], rs_heldout, heldout, seed))
     sft = stage("sft", lambda: {"model": _post_stage("sft", scale.model, [rs_train["sft"]], out / "sft",
-                                                     scale.sft_steps, scale.batch)})
+                                                     scale.sft_steps, scale.sft_rows)})
     variants = {"dpo_paper": {}, "dpo_plain": {"dpo": {"nll_weight": 0.0, "mask": "completion"}}}
     models = {"sft": sft["model"]}
     for name, extra in variants.items():
@@ -277,10 +283,8 @@ def run_demo(out: Path, scale: DemoScale, seed: int = 0, sharegpt: Path | None =
 
     models["average"] = stage("average", average)["model"]
     for name, model in models.items():
-        if name not in results:
-            results[name] = evaluate(model, heldout, scale.max_tokens)
-            save()
-    report = write_report(out, results, heldout)
+        timed(name, lambda model=model: evaluate(model, heldout, scale.max_tokens))
+    report = write_report(out, results, heldout, manifest)
     print(f"posttrain demo: report {report}", file=log)
     return results
 
@@ -367,7 +371,8 @@ def _fmt(metric: dict[str, Any] | None) -> str:
     return f"{metric['value']:.3f} [{low:.3f}, {high:.3f}] (n={metric['n']})"
 
 
-def write_report(out: Path, results: dict[str, Any], heldout: list[PromptRecord]) -> Path:
+def write_report(out: Path, results: dict[str, Any], heldout: list[PromptRecord], manifest: Manifest | None = None
+                 ) -> Path:
     from herd.eval.metrics import mean
 
     lines = ["# Post-training demo", "", ("Held-out prompts, greedy answers, verified by code (constraints, "
@@ -391,6 +396,12 @@ def write_report(out: Path, results: dict[str, Any], heldout: list[PromptRecord]
         lines += ["", "## Reward model", "", f"Held-out pair accuracy: {_fmt(rm['heldout_pair_accuracy'])}", "",
                   "| best of K chosen by | verified |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in rm["best_of_k"].items()]
+    times = [(f"evaluate {k}", v["seconds"]) for k, v in results.items() if isinstance(v, dict) and "seconds" in v]
+    if manifest is not None:
+        times += [(k, v["seconds"]) for k, v in manifest.data["stages"].items() if "seconds" in v]
+    if times:
+        lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in times] + [f"| total | {sum(v for _, v in times):.0f} |"]
     lines += ["", "## Answers side by side (first 3 held-out prompts)", ""]
     for i, record in enumerate(heldout[:3]):
         lines.append(f"**Prompt:** {record.messages[-1].content}")
