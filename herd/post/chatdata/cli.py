@@ -1,4 +1,4 @@
-"""`herd chatdata clean|score|dedup|mix`: the paper's chat-data curation steps as commands.
+"""`herd chatdata clean|score|topic|dedup|mix`: the paper's chat-data curation steps as commands.
 
 Each reads dialog files (herd `messages`, TRL, ShareGPT; malformed records counted and skipped), writes
 herd JSONL to --out (the records' other fields kept) and a JSON report (--report, default beside --out:
@@ -64,6 +64,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=8, help="dialogs per reward-model forward pass (default 8)")
     s.add_argument("--keep-high", action="store_true", help="write only high-quality dialogs")
     s.set_defaults(func=run_score)
+
+    t = sub.add_parser("topic", help="topic of each dialog (zero-shot on MiniLM embeddings), for mix --by topic",
+                       description="Adds topic, topic_score and topic_margin to each dialog: its user turns are "
+                                   "embedded with all-MiniLM-L6-v2 (offline, the [post] extra) and the topic is the "
+                                   "centroid of example requests they are most similar to (cosine); below --min-score it is 'other'. "
+                                   "Default taxonomy: herd.post.chatdata.topic.DEFAULT_TOPICS (math, code, "
+                                   "reasoning, writing, knowledge, advice, business, editing, translation, chat); "
+                                   "--topics FILE.json gives your own {name: [example requests]}.")
+    _common(t)
+    t.add_argument("--topics", default=None, help="JSON object {topic: [example requests]} (default: herd's coarse topics)")
+    t.add_argument("--min-score", type=float, default=0.1,
+                   help="cosine below which a dialog's topic is 'other' (default 0.1)")
+    t.add_argument("--batch-size", type=int, default=32, help="dialogs per embedding batch (default 32)")
+    t.add_argument("--device", default="cpu")
+    t.set_defaults(func=run_topic)
 
     d = sub.add_parser("dedup", help="semantic dedup: MiniLM embeddings, k-means, keep by quality x difficulty",
                        description="Embed each dialog with all-MiniLM-L6-v2 (offline, the [post] extra), cluster "
@@ -170,6 +185,21 @@ def run_score(args: argparse.Namespace) -> int:
     body["high_quality"] = high
     out = [r for r in rows if r.extra.get("high_quality")] if args.keep_high else rows
     return _finish(args, "score", out, read, body)
+
+
+def run_topic(args: argparse.Namespace) -> int:
+    from herd.post.chatdata.dedup import MiniLMEmbedder
+    from herd.post.chatdata.topic import classify_topics, load_topics, topic_report
+
+    topics = load_topics(args.topics)  # before the embedder loads
+    read = _read(args, "topic")
+    rows = read.records
+    embedder = MiniLMEmbedder(batch_size=args.batch_size, device=args.device, progress=True)
+    results = classify_topics(embedder, [r.messages for r in rows], topics, args.min_score)
+    for row, result in zip(rows, results):
+        row.extra.update(topic=result.topic, topic_score=result.score, topic_margin=result.margin)
+    return _finish(args, "topic", rows, read, {"embedder": "all-MiniLM-L6-v2", "taxonomy": topics,
+                                                 **topic_report(results)})
 
 
 def run_dedup(args: argparse.Namespace) -> int:
