@@ -92,9 +92,10 @@ def run_herd(prompts: list[Any], k: int, tokens: int, seed: int, rm_dir: Path, s
     loaded = load_model(str(HF_DIR), dtype=torch.float32)
     reward_model, _ = load_reward_model(rm_dir)
     fmt = loaded.chat_format
-    start = time.perf_counter()
-    engine = LLMEngine(loaded, EngineConfig(num_blocks=4096, max_num_seqs=64, enable_prefix_caching=shared))
     ids = [fmt.encode_dialog(r.messages, add_generation_prompt=True).tokens for r in prompts]
+    blocks = len(ids) * k * ((max(map(len, ids)) + tokens) // 16 + 2)  # room for every sample unshared
+    engine = LLMEngine(loaded, EngineConfig(num_blocks=blocks, max_num_seqs=max(64, k), enable_prefix_caching=shared))
+    start = time.perf_counter()  # the engine is built once per process, like the naive side's model
     params = dict(temperature=0.8, top_p=0.95, max_tokens=tokens, ignore_eos=True)
     if shared:
         outs = engine.generate(ids, [SamplingParams(n=k, seed=seed + j * k, **params) for j in range(len(ids))])
@@ -144,7 +145,8 @@ def run_naive(prompts: list[Any], k: int, tokens: int, seed: int, rm_dir: Path) 
             group = [fmt.tokenizer.decode(row[len(ids):].tolist()) for row in out]
             [verify_math(record, t) for t in group]
             gen_seconds += time.perf_counter() - t0
-            rows = [fmt.encode_dialog([*record.messages, Message("assistant", t)]).tokens for t in group]
+            rows = [fmt.encode_dialog([*record.messages, Message("assistant", t)], add_generation_prompt=False).tokens
+                    for t in group]
             width = max(map(len, rows))
             batch = torch.tensor([r + [0] * (width - len(r)) for r in rows])
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
@@ -170,7 +172,8 @@ def reward_agreement(result: dict[str, Any], prompts: list[Any], rm_dir: Path) -
     group = [Sample(t, 0, None, {}) for t in result["texts"][0][:2]]
     score_samples(reward_model, fmt, prompts[:1], [group])
     rm = AutoModelForSequenceClassification.from_pretrained(rm_dir, dtype=torch.float32).eval()
-    row = fmt.encode_dialog([*prompts[0].messages, Message("assistant", group[0].text)]).tokens
+    row = fmt.encode_dialog([*prompts[0].messages, Message("assistant", group[0].text)],
+                            add_generation_prompt=False).tokens
     with torch.no_grad():
         hidden = rm.model(input_ids=torch.tensor([row])).last_hidden_state
         reference = float(rm.score(hidden[0, -1]))
