@@ -1,0 +1,178 @@
+"""The multi-step tool loop (paper 4.3.5): call -> execute -> append the result -> continue.
+
+The model ends a turn with `<|eom_id|>` after a tool call (it expects the result) and with
+`<|eot_id|>` when it is done. `run_agent` asks the model for the next assistant message, runs each
+tool call it carries (built-in: `code_interpreter`, `wolfram_alpha`; custom: `herd.tools.function.Tool`),
+appends each result as an `ipython` message and asks again, until the model answers without a call
+(stop reason "eot"), the step budget runs out ("max_steps"), or a guard refuses a call ("guard").
+An unknown tool, bad arguments or a failing tool become error messages the model reads, never
+exceptions. Every step is recorded (and printed with `log=`): the call, the result, the time.
+
+The model is anything with `respond(messages) -> Message` (a parsed assistant message):
+`EngineAgentModel` drives a herd engine with the tools placed in the prompt as the chat format
+expects them; tests script the replies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from herd.tokenizer.chat import Message, ToolCall, ToolDefinition
+from herd.tools.function import Tool
+
+BUILTIN_DEFINITIONS = {
+    "code_interpreter": ToolDefinition("code_interpreter", "Run Python code in a sandbox and return its output.",
+                                       {"type": "object", "properties": {"code": {"type": "string"}},
+                                        "required": ["code"]}),
+    "wolfram_alpha": ToolDefinition("wolfram_alpha", "Compute a math query (integrals, equations, arithmetic).",
+                                    {"type": "object", "properties": {"query": {"type": "string"}},
+                                     "required": ["query"]}),
+}
+Guard = Callable[[ToolCall], str | None]  # a refusal reason, or None to allow the call
+
+
+class AgentModel(Protocol):
+    def respond(self, messages: Sequence[Message]) -> Message: ...
+
+
+@dataclass
+class AgentStep:
+    kind: str  # "model" or "tool"
+    text: str
+    seconds: float
+    call: ToolCall | None = None
+
+
+@dataclass
+class AgentResult:
+    messages: list[Message]
+    stop_reason: str  # eot, max_steps, guard
+    steps: list[AgentStep] = field(default_factory=list)
+
+    @property
+    def answer(self) -> str:
+        last = self.messages[-1]
+        return last.content if last.role == "assistant" else ""
+
+
+class Toolbox:
+    """The tools of one conversation: built-ins (one code interpreter with its working directory per
+    conversation, the math engine) and custom `Tool`s, by name."""
+
+    def __init__(self, builtin: Sequence[str] = (), custom: Sequence[Tool] = (), timeout_s: float = 10.0) -> None:
+        unknown = [b for b in builtin if b not in BUILTIN_DEFINITIONS]
+        if unknown:
+            raise ValueError(f"unknown built-in tools {unknown}; known: {', '.join(BUILTIN_DEFINITIONS)}")
+        self.builtin = list(builtin)
+        self.custom = {t.name: t for t in custom}
+        self.handlers: dict[str, Callable[[Mapping[str, Any]], str]] = {}
+        if "code_interpreter" in self.builtin:
+            from herd.tools.code_interpreter import CodeInterpreter
+
+            self.interpreter = CodeInterpreter(timeout_s=timeout_s)
+            self.handlers["code_interpreter"] = lambda args: self.interpreter(str(args.get("code", "")))
+        if "wolfram_alpha" in self.builtin:
+            from herd.tools.math_engine import MathEngine
+
+            engine = MathEngine(timeout_s=timeout_s)
+            self.handlers["wolfram_alpha"] = lambda args: engine(str(args.get("query", "")))
+
+    @property
+    def definitions(self) -> list[ToolDefinition]:
+        return [BUILTIN_DEFINITIONS[b] for b in self.builtin] + [t.definition for t in self.custom.values()]
+
+    def run(self, call: ToolCall) -> str:
+        if call.name in self.custom:
+            return self.custom[call.name].call(call.arguments)
+        handler = self.handlers.get(call.name)
+        if handler is None:
+            known = ", ".join([*self.builtin, *self.custom]) or "none"
+            return f"Error: there is no tool named {call.name!r} (tools: {known})"
+        arguments = call.arguments
+        if isinstance(arguments, str):  # a builtin called with raw text: the code or the query itself
+            arguments = {"code": arguments} if call.name == "code_interpreter" else {"query": arguments}
+        return handler(arguments)
+
+
+def run_agent(model: AgentModel, messages: Sequence[Message | dict[str, Any]], tools: Toolbox,
+              max_steps: int = 10, guards: Sequence[Guard] | None = None, log: Any = None) -> AgentResult:
+    """Run the loop from `messages` (the user's request, optionally a system prompt) until the model
+    stops calling tools or `max_steps` model turns have run."""
+    from herd.tokenizer.chat import as_message
+
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    dialog = [as_message(m) for m in messages]
+    steps: list[AgentStep] = []
+
+    def note(step: AgentStep) -> None:
+        steps.append(step)
+        if log is not None:
+            what = (f"call {step.call.name}({json.dumps(step.call.arguments, ensure_ascii=False)[:200]})"
+                    if step.kind == "model" and step.call else step.text[:300])
+            print(f"[{step.kind} {step.seconds:.2f}s] {what}", file=log, flush=True)
+
+    for _ in range(max_steps):
+        start = time.perf_counter()
+        reply = model.respond(dialog)
+        dialog.append(reply)
+        seconds = time.perf_counter() - start
+        if not reply.tool_calls:
+            note(AgentStep("model", reply.content, seconds))
+            return AgentResult(dialog, "eot", steps)
+        for call in reply.tool_calls:
+            note(AgentStep("model", reply.content, seconds, call))
+            refusal = next((r for r in (guard(call) for guard in guards or ()) if r), None)
+            if refusal:
+                dialog.append(Message("ipython", f"Error: the call was refused: {refusal}"))
+                return AgentResult(dialog, "guard", steps)
+            start = time.perf_counter()
+            result = tools.run(call)
+            dialog.append(Message("ipython", result))
+            note(AgentStep("tool", result, time.perf_counter() - start, call))
+    return AgentResult(dialog, "max_steps", steps)
+
+
+class EngineAgentModel:
+    """A herd model behind the loop: tools offered as the chat format expects, greedy by default."""
+
+    def __init__(self, loaded: Any, tools: Toolbox, max_tokens: int = 512, temperature: float = 0.0,
+                 engine: Any = None) -> None:
+        from herd.infer.engine import LLMEngine
+
+        self.loaded, self.tools = loaded, tools
+        self.engine = engine or LLMEngine(loaded)
+        self.max_tokens, self.temperature = max_tokens, temperature
+
+    def prompt(self, messages: Sequence[Message]) -> list[Message]:
+        from herd.tokenizer.tool_prompt import with_tools
+
+        fmt = self.loaded.chat_format
+        if fmt.name == "llama3" and self.tools.builtin:  # built-ins are named in the system prompt
+            from herd.tokenizer.llama3_chat import custom_tools_prompt, system_prompt_with_tools
+
+            system = messages[0].content if messages and messages[0].role == "system" else None
+            rest = list(messages[1:] if system is not None else messages)
+            custom = [t.definition for t in self.tools.custom.values()]
+            head = [Message("system", system_prompt_with_tools(self.tools.builtin, custom or None,
+                                                               instructions=system))]
+            if custom:
+                head.append(Message("user", custom_tools_prompt(custom, "json")))
+            return head + rest
+        return with_tools(fmt, list(messages), self.tools.definitions)
+
+    def respond(self, messages: Sequence[Message]) -> Message:
+        from herd.infer.sampling import SamplingParams
+
+        fmt = self.loaded.chat_format
+        ids = fmt.encode_dialog(self.prompt(messages), add_generation_prompt=True).tokens
+        (output,) = self.engine.generate([ids], SamplingParams(max_tokens=self.max_tokens,
+                                                               temperature=self.temperature, seed=0))
+        completion = output.outputs[0]
+        eom = getattr(fmt, "eom_id", None)
+        ended_with_eom = eom is not None and completion.token_ids[-1:] == [eom]
+        return fmt.parse_assistant(completion.text, end_of_message=ended_with_eom)
