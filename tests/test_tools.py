@@ -197,3 +197,37 @@ def test_agent_command_reads_a_tool_module_and_checks_its_flags(tmp_path: Path) 
         load_tool_module(str(tmp_path / "empty.py"))
     assert main(["agent", "--tools", "web", "--prompt", "hi"]) == 2
     assert main(["agent", "--tool-module", str(tmp_path / "missing.py"), "--prompt", "hi"]) != 0
+
+
+# ---- search ----------------------------------------------------------------------------------------------
+def test_search_finds_the_json_docs_in_the_standard_library_index(tmp_path: Path) -> None:
+    import json
+
+    from herd.tools.search import default_index
+
+    start = time.perf_counter()
+    index = default_index(tmp_path)
+    built = time.perf_counter() - start
+    assert len(index.documents) > 2000 and list((tmp_path / "search").glob("stdlib-*.pkl"))
+    results = index.search("serialize python object to JSON string with indentation", k=3)
+    assert any(r["title"].startswith("json") for r in results), results
+    assert set(results[0]) == {"title", "url", "description"} and results[0]["url"].startswith("https://docs.python.org/")
+    assert any(r["title"] == "list.sort" for r in index.search("sort a list in place", k=3))
+    again = default_index(tmp_path)  # read back from the cache
+    assert [d.title for d in again.documents[:50]] == [d.title for d in index.documents[:50]] and built > 0
+    box = Toolbox(["brave_search"], search_index=index)
+    answer = json.loads(box.run(ToolCall("brave_search", {"query": "csv reader"})))
+    assert answer and answer[0]["title"].startswith("csv")
+
+
+def test_search_over_your_own_documents() -> None:
+    from herd.tools import Document, SearchIndex
+    from herd.tools.search import stem
+
+    index = SearchIndex.build([Document("Oven manual", "file:///oven", "Preheat the oven to 200 degrees before baking."),
+                               Document("Bike manual", "file:///bike", "Inflate the tyres and oil the chain."),
+                               Document("Bread", "file:///bread", "Knead the dough, let it rise, then bake it.")])
+    assert [r["title"] for r in index.search("baking bread in the oven", k=2)] == ["Oven manual", "Bread"] or \
+        [r["title"] for r in index.search("baking bread in the oven", k=2)] == ["Bread", "Oven manual"]
+    assert index.search("quantum chromodynamics") == []
+    assert stem("indentation") == "indent" and stem("serialized") == stem("serialize") and stem("strings") == "str"

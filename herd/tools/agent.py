@@ -2,7 +2,7 @@
 
 The model ends a turn with `<|eom_id|>` after a tool call (it expects the result) and with
 `<|eot_id|>` when it is done. `run_agent` asks the model for the next assistant message, runs each
-tool call it carries (built-in: `code_interpreter`, `wolfram_alpha`; custom: `herd.tools.function.Tool`),
+tool call it carries (built-in: `code_interpreter`, `wolfram_alpha`, `brave_search`; custom: `herd.tools.function.Tool`),
 appends each result as an `ipython` message and asks again, until the model answers without a call
 (stop reason "eot"), the step budget runs out ("max_steps"), or a guard refuses a call ("guard").
 An unknown tool, bad arguments or a failing tool become error messages the model reads, never
@@ -28,6 +28,9 @@ BUILTIN_DEFINITIONS = {
     "code_interpreter": ToolDefinition("code_interpreter", "Run Python code in a sandbox and return its output.",
                                        {"type": "object", "properties": {"code": {"type": "string"}},
                                         "required": ["code"]}),
+    "brave_search": ToolDefinition("brave_search", "Search local documents; returns titles, URLs and descriptions.",
+                                   {"type": "object", "properties": {"query": {"type": "string"}},
+                                    "required": ["query"]}),
     "wolfram_alpha": ToolDefinition("wolfram_alpha", "Compute a math query (integrals, equations, arithmetic).",
                                     {"type": "object", "properties": {"query": {"type": "string"}},
                                      "required": ["query"]}),
@@ -63,7 +66,8 @@ class Toolbox:
     """The tools of one conversation: built-ins (one code interpreter with its working directory per
     conversation, the math engine) and custom `Tool`s, by name."""
 
-    def __init__(self, builtin: Sequence[str] = (), custom: Sequence[Tool] = (), timeout_s: float = 10.0) -> None:
+    def __init__(self, builtin: Sequence[str] = (), custom: Sequence[Tool] = (), timeout_s: float = 10.0,
+                 search_index: Any = None) -> None:
         unknown = [b for b in builtin if b not in BUILTIN_DEFINITIONS]
         if unknown:
             raise ValueError(f"unknown built-in tools {unknown}; known: {', '.join(BUILTIN_DEFINITIONS)}")
@@ -80,6 +84,11 @@ class Toolbox:
 
             engine = MathEngine(timeout_s=timeout_s)
             self.handlers["wolfram_alpha"] = lambda args: engine(str(args.get("query", "")))
+        if "brave_search" in self.builtin:
+            from herd.tools.search import SearchTool
+
+            search = SearchTool(search_index)  # the standard-library index unless one is given
+            self.handlers["brave_search"] = lambda args: search(str(args.get("query", "")))
 
     @property
     def definitions(self) -> list[ToolDefinition]:

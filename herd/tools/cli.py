@@ -10,7 +10,7 @@ from typing import Any
 
 from herd.cli_args import add_device_arg, add_dtype_arg, add_model_arg
 
-TOOL_NAMES = {"code": "code_interpreter", "math": "wolfram_alpha"}
+TOOL_NAMES = {"code": "code_interpreter", "math": "wolfram_alpha", "search": "brave_search"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "agent", help="multi-step tool use: the model calls tools, sees their results, answers",
         description="Run the paper's tool loop: the model calls a tool (ending its turn with eom), herd runs it "
                     "(code: Python in the sandbox with a working directory kept for the conversation; math: "
-                    "SymPy in the sandbox; custom: the @tool functions of --tool-module), appends the result "
+                    "SymPy in the sandbox; search: BM25 over the standard library's docs, offline; custom: the @tool functions of --tool-module), appends the result "
                     "and asks again until the model answers without a call or --max-steps turns have run. "
                     "Every step is printed with its time. Without --prompt: an interactive session "
                     "(/reset starts over, Ctrl-D quits). Example: herd agent --tools code,math "
@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arg(p)
     add_device_arg(p)
     add_dtype_arg(p, allow_auto=True)
-    p.add_argument("--tools", default="code,math", help="built-in tools: comma-separated subset of code,math "
-                   "(empty: none)")
+    p.add_argument("--tools", default="code,math,search", help="built-in tools: comma-separated subset of "
+                   "code,math,search (empty: none)")
     p.add_argument("--tool-module", default=None, metavar="FILE.py",
                    help="a Python file whose @herd.tools.tool functions are offered as custom tools")
     p.add_argument("--prompt", default=None, help="one request; without it, an interactive session")
