@@ -393,3 +393,41 @@ def test_smollm2_runs_bfcl_simple(smollm2, tmp_path):
     text = smollm2.tokenizer.decode(PromptBuilder(get_task("bfcl_simple"), [], smollm2.tokenizer, smollm2.chat_format,
                                                   PromptSettings()).tool_prompt(get_task("bfcl_simple").load()[0]))
     assert "<tools>" in text and "calculate_triangle_area" in text
+
+
+# ----------------------------------------------------------------------------------------- irrelevance
+
+
+def test_irrelevance_no_call_scores_everything_and_any_call_fails():
+    task = get_task("bfcl_irrelevance")
+    items = task.load()
+    assert len(items) == 240 and "Apache-2.0" in task.licence and "possible_answer" not in task.source
+    assert all(i.functions and i.possible_answer == () for i in items)
+    assert all(check(i.functions, [], i.possible_answer, "irrelevance").valid for i in items)  # no call: 100%
+    first = items[0].functions[0]
+    called = check(items[0].functions, [{first["name"]: {}}], (), "irrelevance")
+    assert not called.valid and called.error_type == "irrelevance_error:decoder_success"
+
+
+def test_forced_irrelevance_answers_score_exactly(tiny, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    task = get_task("bfcl_irrelevance")
+    chosen = task.load()[:4]
+    engine = LLMEngine(tiny, EngineConfig(kv_cache_bytes=16 << 20))
+
+    def fake_generate(batch, params, progress=False):  # type: ignore[no-untyped-def]
+        outs = []
+        for ids in batch:  # even items: a plain answer; odd items: a call of the offered function
+            item = _question_of(tiny, chosen, ids)
+            fn = item.functions[0]["name"]
+            text = encode_custom_call(ToolCall(fn, {})) if int(item.id.rsplit("_", 1)[1]) % 2 else \
+                "None of the functions can answer this."
+            outs.append(SimpleNamespace(outputs=[SimpleNamespace(text=text)]))
+        return outs
+
+    monkeypatch.setattr(engine, "generate", fake_generate)
+    summary = run_evaluation(engine, tiny, [task], tmp_path, limit=4, progress=False)
+    assert summary["tasks"]["bfcl_irrelevance"]["metrics"]["accuracy"]["value"] == 0.5
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [s["correct"] for s in samples] == [True, False, True, False]

@@ -23,7 +23,8 @@ empty string among the accepted values means the parameter may be left out. One 
 Categories: `simple` wants exactly one call; `multiple` exactly one, of the right function among
 several offered; `parallel` and `parallel_multiple` as many calls as expected, in any order, matched as
 BFCL does: each expected call in turn takes the first not yet matched call that fits it (greedy, not an
-optimal assignment, so a leaderboard number and ours agree item by item).
+optimal assignment, so a leaderboard number and ours agree item by item). `irrelevance` wants no call
+(none of the offered functions fits the question); any call is BFCL's `irrelevance_error:decoder_success`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple")
+CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple", "irrelevance")
 
 PYTHON_TYPES: dict[str, type] = {
     "string": str, "integer": int, "float": float, "boolean": bool, "array": list, "tuple": list,
@@ -224,6 +225,9 @@ def check(functions: Sequence[Mapping[str, Any]], calls: Sequence[Call], answers
     """The model's `calls` (in the order made) against the item's possible `answers`."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown BFCL category {category!r}; expected one of {', '.join(CATEGORIES)}")
+    if category == "irrelevance":
+        return OK if not calls else Check(False, f"{len(calls)} call(s) made where no function fits",
+                                          "irrelevance_error:decoder_success")
     if any(not isinstance(c, Mapping) or len(c) != 1 for c in calls):
         return Check(False, "each call must be one {name: {arguments}}", "format_error")
     if len(calls) != len(answers):

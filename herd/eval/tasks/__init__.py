@@ -53,14 +53,16 @@ REGISTRY: dict[str, Task] = {
         Task("niah_multikey", "1", "niah", "herd.eval.niah (generated)", "PSF (filler)",
              "needle in a haystack with 3 distractor needles under other keys (RULER multi-key)",
              partial(packaged.niah_grid, needles=4), max_tokens=8),
-        *(Task(f"bfcl_{cat}", "1", "tool_call", _BFCL + f"BFCL_v4_{bfcl.FILES[cat]}.json + possible_answer/",
+        *(Task(f"bfcl_{cat}", "1", "tool_call", _BFCL + f"BFCL_v4_{bfcl.FILES[cat]}.json"
+               + ("" if cat in bfcl.NO_CALL else " + possible_answer/"),
                "Apache-2.0 (BFCL, Gorilla project)", f"Berkeley Function Calling Leaderboard {what}; calls in the "
                "model's chat-format tool syntax, scored by BFCL's AST match", partial(bfcl.load, cat), stop=(), max_tokens=max_tokens)
           for cat, what, max_tokens in (
               ("simple", "simple_python: one function, one call, 400 items", 256),
               ("multiple", "multiple: the right one of 2-4 functions, 200 items", 256),
               ("parallel", "parallel: several calls of one function, 200 items", 512),
-              ("parallel_multiple", "parallel_multiple: several calls of several functions, 200 items", 512))),
+              ("parallel_multiple", "parallel_multiple: several calls of several functions, 200 items", 512),
+              ("irrelevance", "irrelevance: no offered function fits, right = no call, 240 items", 256))),
         Task("pydoc_lm", "1", "lm", "Python's pydoc_data.topics", "PSF", "per-item gold NLL and bits per byte "
              "of the first 1,000 characters of each long Python help topic (50 items)", packaged.pydoc_lm),
     )

@@ -86,15 +86,17 @@ class NIAHItem:
 class ToolCallItem:
     """A dialog, the functions offered to the model (BFCL's JSON-schema-like docs) and the calls that
     count as right: `possible_answer` is BFCL's ground truth, one `{name: {param: [accepted values]}}`
-    per expected call (an empty string among the values: the parameter may be left out)."""
+    per expected call (an empty string among the values: the parameter may be left out). An empty
+    `possible_answer` with `no_call` set means the right answer is no call (BFCL's irrelevance)."""
 
     id: str
     messages: tuple[dict, ...] = field(hash=False, compare=False)
     functions: tuple[dict, ...] = field(hash=False, compare=False)
     possible_answer: tuple[dict, ...] = field(hash=False, compare=False)
+    no_call: bool = False
 
     def __post_init__(self) -> None:
-        if not self.messages or not self.functions or not self.possible_answer:
+        if not self.messages or not self.functions or not (self.possible_answer or self.no_call):
             raise ValueError(f"item {self.id}: a tool-call item needs messages, functions and a possible answer")
 
 

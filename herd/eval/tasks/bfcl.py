@@ -9,6 +9,8 @@ only these files are read, and they are found without importing the package.
 Categories with possible answers, scored by herd.eval.bfcl_ast: `simple` (BFCL's `simple_python`, 400
 items, one function, one call), `multiple` (200: pick the right one of 2-4 functions), `parallel`
 (200: several calls of one function), `parallel_multiple` (200: several calls of several functions).
+`irrelevance` (240) offers functions that cannot answer the question: an item is right when the model
+calls none (BFCL's relevance rule; the category has no possible-answer file).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from herd.eval.tasks.packaged import TaskDataMissing, package_file
 
 # herd's category name -> BFCL's file stem (BFCL calls the Python simple set `simple_python`)
 FILES = {"simple": "simple_python", "multiple": "multiple", "parallel": "parallel",
-         "parallel_multiple": "parallel_multiple"}
+         "parallel_multiple": "parallel_multiple", "irrelevance": "irrelevance"}
+NO_CALL = ("irrelevance",)  # categories where the right answer is no call at all
 VERSION = "v4"
 
 
@@ -36,7 +39,8 @@ def load(category: str) -> list[Item]:
         raise ValueError(f"unknown BFCL category {category!r}; expected one of {', '.join(FILES)}")
     stem = f"BFCL_{VERSION}_{FILES[category]}.json"
     questions = _rows(package_file("bfcl_eval", f"data/{stem}"))
-    answers = {r["id"]: r["ground_truth"] for r in _rows(package_file("bfcl_eval", f"data/possible_answer/{stem}"))}
+    answers = ({row["id"]: [] for row in questions} if category in NO_CALL else
+               {r["id"]: r["ground_truth"] for r in _rows(package_file("bfcl_eval", f"data/possible_answer/{stem}"))})
     items: list[Item] = []
     for row in questions:
         if row["id"] not in answers:
@@ -44,7 +48,7 @@ def load(category: str) -> list[Item]:
         if len(row["question"]) != 1:
             raise ValueError(f"{row['id']}: {len(row['question'])} turns; the AST categories are single-turn")
         items.append(ToolCallItem(id=row["id"], messages=tuple(row["question"][0]), functions=tuple(row["function"]),
-                                  possible_answer=tuple(answers[row["id"]])))
+                                  possible_answer=tuple(answers[row["id"]]), no_call=category in NO_CALL))
     return items
 
 
