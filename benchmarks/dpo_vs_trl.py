@@ -289,18 +289,9 @@ def worker_herd_sft(a: argparse.Namespace) -> dict[str, Any]:
             "trained": [sum(e.loss_mask) for e in data.train]}
 
 
-def worker_trl_sft(a: argparse.Namespace) -> dict[str, Any]:
-    """One epoch of TRL SFTTrainer defaults (padded batches, no packing), completion-only loss."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
-
-    torch.set_num_threads(a.threads)
-    records = [json.loads(line) for line in Path(a.data).read_text().splitlines()]
-    tokenizer = AutoTokenizer.from_pretrained(a.hf_dir)
-    model = AutoModelForCausalLM.from_pretrained(a.hf_dir, dtype=torch.float32)
-    steps: list[dict[str, Any]] = []
+def loss_timer(steps: list[dict[str, Any]]) -> Any:
+    """A TrainerCallback appending each optimizer step's seconds and logged loss to `steps`."""
+    from transformers import TrainerCallback
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -313,6 +304,22 @@ def worker_trl_sft(a: argparse.Namespace) -> dict[str, Any]:
             if logs and "loss" in logs and steps and "loss" not in steps[-1]:
                 steps[-1]["loss"] = logs["loss"]
 
+    return Timer()
+
+
+def worker_trl_sft(a: argparse.Namespace) -> dict[str, Any]:
+    """One epoch of TRL SFTTrainer defaults (padded batches, no packing), completion-only loss."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    torch.set_num_threads(a.threads)
+    records = [json.loads(line) for line in Path(a.data).read_text().splitlines()]
+    tokenizer = AutoTokenizer.from_pretrained(a.hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(a.hf_dir, dtype=torch.float32)
+    steps: list[dict[str, Any]] = []
+
     args = SFTConfig(
         output_dir=str(Path(a.workdir) / f"trl-sft-run-{os.getpid()}"), per_device_train_batch_size=a.batch,
         gradient_accumulation_steps=1, max_steps=math.ceil(len(records) / a.batch), learning_rate=1e-5,
@@ -322,7 +329,7 @@ def worker_trl_sft(a: argparse.Namespace) -> dict[str, Any]:
         seed=0, bf16=False, fp16=False, dataloader_num_workers=0, disable_tqdm=True,
     )
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(records),
-                         callbacks=[Timer()])
+                         callbacks=[loss_timer(steps)])
     trainer.train()
     ds = trainer.train_dataset
     lengths = [len(x) for x in ds["input_ids"]]
@@ -376,7 +383,7 @@ def worker_trl_rm(a: argparse.Namespace) -> dict[str, Any]:
     """TRL RewardTrainer: chosen and rejected as separate padded sequences, score head zeroed."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
     torch.set_num_threads(a.threads)
@@ -387,17 +394,6 @@ def worker_trl_rm(a: argparse.Namespace) -> dict[str, Any]:
         model.score.weight.zero_()
     steps: list[dict[str, Any]] = []
 
-    class Timer(TrainerCallback):
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.start = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            steps.append({"seconds": time.perf_counter() - self.start})
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if logs and "loss" in logs and steps and "loss" not in steps[-1]:
-                steps[-1]["loss"] = logs["loss"]
-
     args = RewardConfig(
         output_dir=str(Path(a.workdir) / f"trl-rm-run-{os.getpid()}"), per_device_train_batch_size=a.batch,
         gradient_accumulation_steps=1, max_steps=a.steps, learning_rate=1e-5, lr_scheduler_type="constant",
@@ -407,7 +403,7 @@ def worker_trl_rm(a: argparse.Namespace) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
-                            train_dataset=Dataset.from_list(records), callbacks=[Timer()])
+                            train_dataset=Dataset.from_list(records), callbacks=[loss_timer(steps)])
     setup = time.perf_counter() - t0
     trainer.train()
     return {"setup_seconds": setup, "steps": steps, "peak_rss_mb": peak_rss_mb()}

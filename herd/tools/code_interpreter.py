@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+
+from herd.tools.sandboxed import SandboxedTool
 
 _ERROR_LINE = re.compile(r"^(\w+(?:\.\w+)*(?:Error|Exception|Exit|Interrupt|Warning)|\w+Error)\b[:]?", re.MULTILINE)
 
@@ -47,22 +48,11 @@ def _cap(text: str, limit: int) -> str:
 
 
 @dataclass
-class CodeInterpreter:
+class CodeInterpreter(SandboxedTool):
     """Runs code in the sandbox with a per-conversation working directory (`files`)."""
 
-    timeout_s: float = 10.0
-    memory_mb: int = 1024
     max_output_chars: int = 4000
     files: dict[str, bytes] = field(default_factory=dict)
-    _sandbox: Any = field(default=None, repr=False)
-
-    @property
-    def sandbox(self) -> Any:
-        if self._sandbox is None:
-            from herd.sandbox import Sandbox
-
-            self._sandbox = Sandbox(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
-        return self._sandbox
 
     def upload(self, name: str, data: str | bytes) -> None:
         """Place a user's file in the working directory (readable by the next call)."""

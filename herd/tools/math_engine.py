@@ -11,8 +11,9 @@ interpretation, result, decimal approximation. A computation past the time limit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+
+from herd.tools.sandboxed import SandboxedTool
 
 PROGRAM = r'''
 import re
@@ -106,20 +107,8 @@ show(str(expr), sp.simplify(expr) if not expr.is_Number else expr)
 
 
 @dataclass
-class MathEngine:
-    """Answers math queries with SymPy in the sandbox (one fresh sandbox per query)."""
-
-    timeout_s: float = 10.0
-    memory_mb: int = 1024
-    _sandbox: Any = field(default=None, repr=False)
-
-    @property
-    def sandbox(self) -> Any:
-        if self._sandbox is None:
-            from herd.sandbox import Sandbox
-
-            self._sandbox = Sandbox(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
-        return self._sandbox
+class MathEngine(SandboxedTool):
+    """Answers math queries with SymPy in the sandbox (one fresh sandbox run per query)."""
 
     def __call__(self, query: str) -> str:
         if not query.strip():
