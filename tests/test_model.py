@@ -212,3 +212,24 @@ def test_tied_head_stays_tied_through_meta_init_and_moves() -> None:
     assert "output.weight" not in dict(model.named_parameters())
     model = model.to(torch.bfloat16)
     assert model.output.weight is model.tok_embeddings.weight
+
+
+def test_rope_complex_form_equals_the_real_rotation_across_position_tables() -> None:
+    """apply_rope's complex multiply equals the real-arithmetic pair rotation bit for bit, and its cached
+    complex table follows the (cos, sin) objects, so a new position table is never served a stale one."""
+    import torch
+
+    from herd.model.rope import apply_rope, rope_cos_sin, rope_inv_freq, rope_table
+
+    inv = rope_inv_freq(16, 500_000.0, None)
+    x = torch.randn(2, 5, 3, 16)
+    for start in (0, 7, 0):
+        cos, sin = rope_cos_sin(torch.arange(start, start + 5), inv)
+        pairs = x.unflatten(-1, (-1, 2))
+        c, s = cos[None, :, None, :], sin[None, :, None, :]
+        real = torch.stack((pairs[..., 0] * c - pairs[..., 1] * s, pairs[..., 0] * s + pairs[..., 1] * c), -1)
+        assert torch.equal(apply_rope(x, cos, sin), real.flatten(-2))
+        assert rope_table(cos, sin) is rope_table(cos, sin)
+    batched = rope_cos_sin(torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]), inv)
+    one = rope_cos_sin(torch.arange(5, 10), inv)
+    assert torch.equal(apply_rope(x, *batched)[1], apply_rope(x[1:], *one)[0])

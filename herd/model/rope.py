@@ -36,6 +36,22 @@ def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch
     return angles.cos(), angles.sin()
 
 
+_TABLE: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (cos, sin, their complex table)
+
+
+def rope_table(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """cos + i sin as one complex64 table, built once per (cos, sin) pair: every layer's q and k of a
+    forward pass share it (autograd saves it for backward once, like cos and sin themselves). The last
+    pair is held by identity, never by address, so a new position table can never meet a stale one."""
+    global _TABLE
+    cached = _TABLE
+    if cached is not None and cached[0] is cos and cached[1] is sin:
+        return cached[2]
+    table = torch.complex(cos.float(), sin.float())
+    _TABLE = (cos, sin, table)
+    return table
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs (x[2i], x[2i+1]) of `x` [B, T, H, hd] by the given angles.
 
@@ -45,16 +61,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     even/odd views and the stack were a tenth of a training step); under torch.compile it is the real
     form, which Inductor fuses (it does not generate code for complex operators).
     """
+    pairs = x.float().unflatten(-1, (-1, 2))
+    if not torch.compiler.is_compiling():
+        table = rope_table(cos, sin)
+        table = table[None, :, None, :] if table.dim() == 2 else table[:, :, None, :]
+        if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]):
+            pairs = pairs.contiguous()
+        return torch.view_as_real(torch.view_as_complex(pairs) * table).flatten(-2).type_as(x)
     if cos.dim() == 2:
         cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     else:
         cos, sin = cos[:, :, None, :], sin[:, :, None, :]
-    pairs = x.float().unflatten(-1, (-1, 2))
-    if not torch.compiler.is_compiling():
-        if pairs.stride(-1) != 1 or any(s % 2 for s in pairs.stride()[:-1]):
-            pairs = pairs.contiguous()
-        rotated = torch.view_as_complex(pairs) * torch.complex(cos.float(), sin.float())
-        return torch.view_as_real(rotated).flatten(-2).type_as(x)
     even, odd = pairs[..., 0], pairs[..., 1]
     rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
     return rotated.flatten(-2).type_as(x)

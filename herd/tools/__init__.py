@@ -1,11 +1,24 @@
-"""Tools (paper 4.3.5): the code interpreter, math engine and offline search built-ins, zero-shot function calling
-(`@tool`), and the multi-step agent loop (`run_agent`)."""
+"""Tools (paper 4.3.5): the code interpreter, math engine and offline search built-ins, zero-shot
+function calling (`@tool`), and the multi-step agent loop (`run_agent`).
 
-from herd.tools.agent import AgentResult, EngineAgentModel, Toolbox, run_agent
-from herd.tools.code_interpreter import CodeInterpreter
-from herd.tools.function import Tool, tool, validate_arguments
-from herd.tools.math_engine import MathEngine
-from herd.tools.search import Document, SearchIndex, SearchTool
+Names are imported on first use, so `herd --help` (which imports `herd.tools.cli`) stays light."""
 
-__all__ = ["AgentResult", "CodeInterpreter", "Document", "EngineAgentModel", "MathEngine", "SearchIndex", "SearchTool",
-           "Tool", "Toolbox", "run_agent", "tool", "validate_arguments"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AgentResult": "herd.tools.agent", "EngineAgentModel": "herd.tools.agent", "Toolbox": "herd.tools.agent",
+    "run_agent": "herd.tools.agent", "CodeInterpreter": "herd.tools.code_interpreter",
+    "Tool": "herd.tools.function", "tool": "herd.tools.function", "validate_arguments": "herd.tools.function",
+    "MathEngine": "herd.tools.math_engine", "Document": "herd.tools.search", "SearchIndex": "herd.tools.search",
+    "SearchTool": "herd.tools.search",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'herd.tools' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
