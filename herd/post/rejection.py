@@ -330,8 +330,8 @@ def run_rejection_sampling(policy: str, prompt_files: Sequence[str | Path], conf
     if not prompts:
         raise ValueError(f"no usable prompts in {list(map(str, prompt_files))}")
     loaded = load_model(policy)
-    samples = sample_prompts(LLMEngine(loaded), loaded.chat_format, prompts, config, progress=True)
-    if reward_model_dir:
+    reward_model = None
+    if reward_model_dir:  # loaded (and checked) before sampling, so a bad path fails in seconds
         from herd.post.reward_model import load_reward_model
 
         reward_model, _ = load_reward_model(reward_model_dir)
@@ -339,5 +339,7 @@ def run_rejection_sampling(policy: str, prompt_files: Sequence[str | Path], conf
             raise ValueError(f"the reward model {reward_model_dir} has a vocabulary of "
                              f"{reward_model.config.vocab_size}, the policy {loaded.config.vocab_size}: they must "
                              "share a tokenizer")
+    samples = sample_prompts(LLMEngine(loaded), loaded.chat_format, prompts, config, progress=True)
+    if reward_model is not None:
         score_samples(reward_model, loaded.chat_format, prompts, samples)
     return write_outputs(out, prompts, samples, config.seed)
