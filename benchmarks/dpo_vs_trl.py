@@ -202,7 +202,7 @@ def worker_herd(a: argparse.Namespace) -> dict[str, Any]:
 def worker_trl(a: argparse.Namespace, precompute: bool) -> dict[str, Any]:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     torch.set_num_threads(a.threads)
@@ -210,17 +210,6 @@ def worker_trl(a: argparse.Namespace, precompute: bool) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(a.hf_dir)
     model = AutoModelForCausalLM.from_pretrained(a.hf_dir, dtype=torch.float32)
     steps: list[dict[str, Any]] = []
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            self.start = time.perf_counter()
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            steps.append({"seconds": time.perf_counter() - self.start})
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if logs and "loss" in logs and len(steps) >= 1 and "loss" not in steps[-1]:
-                steps[-1].update({k: logs[k] for k in ("loss", "logps/chosen", "logps/rejected") if k in logs})
 
     out_dir = Path(a.workdir) / f"trl-run-{os.getpid()}"
     args = DPOConfig(
@@ -233,7 +222,8 @@ def worker_trl(a: argparse.Namespace, precompute: bool) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     trainer = DPOTrainer(model=model, args=args, processing_class=tokenizer,
-                         train_dataset=Dataset.from_list(records), callbacks=[Timer()])
+                         train_dataset=Dataset.from_list(records),
+                         callbacks=[loss_timer(steps, ("loss", "logps/chosen", "logps/rejected"))])
     setup = time.perf_counter() - t0
     trainer.train()
     ds = trainer.train_dataset
@@ -289,8 +279,8 @@ def worker_herd_sft(a: argparse.Namespace) -> dict[str, Any]:
             "trained": [sum(e.loss_mask) for e in data.train]}
 
 
-def loss_timer(steps: list[dict[str, Any]]) -> Any:
-    """A TrainerCallback appending each optimizer step's seconds and logged loss to `steps`."""
+def loss_timer(steps: list[dict[str, Any]], keys: tuple[str, ...] = ("loss",)) -> Any:
+    """A TrainerCallback appending each optimizer step's seconds and its logged `keys` to `steps`."""
     from transformers import TrainerCallback
 
     class Timer(TrainerCallback):
@@ -302,7 +292,7 @@ def loss_timer(steps: list[dict[str, Any]]) -> Any:
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if logs and "loss" in logs and steps and "loss" not in steps[-1]:
-                steps[-1]["loss"] = logs["loss"]
+                steps[-1].update({k: logs[k] for k in keys if k in logs})
 
     return Timer()
 
@@ -364,7 +354,7 @@ def worker_herd_rm(a: argparse.Namespace, one_row: bool) -> dict[str, Any]:
         "checkpoint": {"interval": 0}, "eval": {"interval": 0},
     })
     t0 = time.perf_counter()
-    trainer, data = build_trainer(config, "rm")
+    trainer, _ = build_trainer(config, "rm")
     setup = time.perf_counter() - t0
     (model,) = [m for m in trainer.model.modules() if isinstance(m, RewardModel)]
     with torch.no_grad():

@@ -96,7 +96,7 @@ def run_herd(prompts: list[Any], k: int, tokens: int, seed: int, rm_dir: Path, s
     blocks = len(ids) * k * ((max(map(len, ids)) + tokens) // 16 + 2)  # room for every sample unshared
     engine = LLMEngine(loaded, EngineConfig(num_blocks=blocks, max_num_seqs=max(64, k), enable_prefix_caching=shared))
     start = time.perf_counter()  # the engine is built once per process, like the naive side's model
-    params = dict(temperature=0.8, top_p=0.95, max_tokens=tokens, ignore_eos=True)
+    params = {"temperature": 0.8, "top_p": 0.95, "max_tokens": tokens, "ignore_eos": True}
     if shared:
         outs = engine.generate(ids, [SamplingParams(n=k, seed=seed + j * k, **params) for j in range(len(ids))])
         texts = [[c.text for c in sorted(o.outputs, key=lambda c: c.index)] for o in outs]

@@ -15,7 +15,8 @@ _EXPORTS = {
     "MathEngine": "herd.tools.math_engine", "Document": "herd.tools.search", "SearchIndex": "herd.tools.search",
     "SearchTool": "herd.tools.search",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["AgentResult", "CodeInterpreter", "Document", "EngineAgentModel", "MathEngine", "SearchIndex",
+           "SearchTool", "Tool", "Toolbox", "run_agent", "tool", "validate_arguments"]
 
 
 def __getattr__(name: str) -> Any:

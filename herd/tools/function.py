@@ -117,7 +117,7 @@ class Tool:
             return f"Error calling {self.name}: " + "; ".join(problems)
         try:
             result = self.function(**arguments)
-        except Exception as exc:  # the tool's own failure is a result the model can react to
+        except Exception as exc:  # noqa: BLE001 - the tool's own failure is a result the model reads
             return f"Error: {self.name} raised {type(exc).__name__}: {exc}"
         if isinstance(result, str):
             return result

@@ -27,7 +27,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 _WORD = re.compile(r"[a-z0-9]+")
 STOP_WORDS = frozenset("""a an and are as at be but by for from has have if in into is it its of on or
@@ -243,7 +242,3 @@ class SearchTool:
         if not query.strip():
             return "Error: empty query"
         return json.dumps(self.index.search(query, self.k), ensure_ascii=False)
-
-
-def search_results(query: str, k: int = 5, index: SearchIndex | None = None) -> list[dict[str, Any]]:
-    return (index or default_index()).search(query, k)
