@@ -10,6 +10,7 @@
     served_model  the served model and the request checks both endpoints share
     protocol      the wire format: request models, response pieces, the error shape
     tools         tools and tool_choice per chat format
+    server_tools  built-in tools the server runs itself (--execute-builtin-tools)
     metrics       Prometheus metrics (prometheus_client, one registry per app)
 """
 
@@ -20,8 +21,9 @@ from typing import Any
 __all__ = ["create_app"]
 
 
-def create_app(engine: Any, loaded: Any, model_name: str, api_key: str | None = None) -> Any:
+def create_app(engine: Any, loaded: Any, model_name: str, api_key: str | None = None,
+               server_tools: Any = None) -> Any:
     # imported on use: `import herd.serve` (e.g. by the CLI's command table) must not load FastAPI
     from herd.serve.app import create_app as _create_app
 
-    return _create_app(engine, loaded, model_name, api_key)
+    return _create_app(engine, loaded, model_name, api_key, server_tools)

@@ -98,11 +98,13 @@ def engine_stats_fn(engine: Any) -> Callable[[], Any] | None:
     return None
 
 
-def create_app(engine: Any, loaded: Any, model_name: str, api_key: str | None = None) -> FastAPI:
-    """The server for `engine` (a herd.infer.async_engine.AsyncEngine) over `loaded` (LoadedModel)."""
+def create_app(engine: Any, loaded: Any, model_name: str, api_key: str | None = None,
+               server_tools: Any = None) -> FastAPI:
+    """The server for `engine` (a herd.infer.async_engine.AsyncEngine) over `loaded` (LoadedModel);
+    `server_tools` (herd.serve.server_tools.ServerTools) makes it run built-in tool calls itself."""
     app = FastAPI(title="herd", description="OpenAI-compatible API for herd models", docs_url="/docs", redoc_url=None)
     metrics = Metrics(engine_stats_fn(engine), model_name)
-    served = ServedModel(engine, loaded, model_name, metrics)
+    served = ServedModel(engine, loaded, model_name, metrics, server_tools)
     app.state.served = served
     app.state.metrics = metrics
     app.add_middleware(ServeMiddleware, metrics=metrics, api_key=api_key)

@@ -8,6 +8,8 @@ and any forced-call prefill per chat format), submits it, and answers as a strea
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,8 +29,11 @@ from herd.serve.protocol import (
     usage,
 )
 from herd.serve.served_model import ServedModel
+from herd.serve.server_tools import ServerTools
 from herd.serve.tools import ChatPlan, ChoiceParser, ChoiceResult, build_chat_prompt
 from herd.serve.transport import SSE_DONE, Generations, respond, sse, stream_error
+from herd.tokenizer.chat import Message, ToolCall
+from herd.tokenizer.tool_prompt import tool_result_message
 
 
 async def chat_completion(served: ServedModel, request: Request) -> Response:
@@ -37,18 +42,16 @@ async def chat_completion(served: ServedModel, request: Request) -> Response:
     served.check_model(req.model)
     if req.top_logprobs and not req.logprobs:
         raise OpenAIError("top_logprobs needs logprobs set to true", param="top_logprobs")
-    plan = build_chat_prompt(served.chat_format, req.messages, req.tools, req.tool_choice)
-    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-    params = served.sampling_params(
-        req, max_tokens, len(plan.prompt_ids), default_max=None, chat=True,
-        logprobs=req.logprobs, top_logprobs=req.top_logprobs or 0, what="messages",
-    )
+    server_tools = served.server_tools if req.tool_choice in (None, "auto") else None
+    if server_tools is not None and req.n != 1:
+        raise OpenAIError("n must be 1 when the server runs built-in tools (--execute-builtin-tools)", param="n")
+    builtin = server_tools.builtin if server_tools is not None else ()
+    plan = build_chat_prompt(served.chat_format, req.messages, req.tools, req.tool_choice, builtin)
     request_id = new_id("chatcmpl")
-    gens = Generations(served.engine, [plan.prompt_ids], params, request_id, "messages")
-    await gens.start()
+    run = ChatRun(served, req, plan, request_id, server_tools)
+    await run.start_round()
     served.metrics.observe_first_token(time.perf_counter() - started)
-    run = ChatRun(served, req, plan, request_id)
-    return await respond(request, req.stream, gens, lambda: run.stream(gens), lambda: run.collect(gens))
+    return await respond(request, req.stream, run.close, run.stream, run.collect)
 
 
 @dataclass
@@ -64,9 +67,15 @@ class ChatChoice:
 
 
 class ChatRun:
-    """One chat request's choices: engine outputs -> OpenAI chunks or one response body."""
+    """One chat request's choices: engine outputs -> OpenAI chunks or one response body.
 
-    def __init__(self, served: ServedModel, req: ChatCompletionRequest, plan: ChatPlan, request_id: str) -> None:
+    Usually one round of generation. With server-side tools (`herd.serve.server_tools`) a round whose
+    reply calls only built-ins is not reported: the server runs the calls, appends them and their
+    results to the dialog and starts the next round, whose text continues the same response.
+    """
+
+    def __init__(self, served: ServedModel, req: ChatCompletionRequest, plan: ChatPlan, request_id: str,
+                 server_tools: ServerTools | None = None) -> None:
         self.served = served
         self.req = req
         self.plan = plan
@@ -75,6 +84,70 @@ class ChatRun:
         self.top = req.top_logprobs or 0
         self.choices = [ChatChoice(ChoiceParser(served.chat_format, plan)) for _ in range(req.n)]
         self.include_usage = req.stream_options is not None and req.stream_options.include_usage
+        self.server_tools = server_tools
+        self.toolbox: Any = None
+        self.gens: Generations | None = None
+        self.rounds = 0
+        self.extra: list[Message] = []  # the server's tool rounds: the model's calls and their results
+        self.tool_runs: list[dict[str, Any]] = []
+        self.pending: list[ToolCall] = []  # built-in calls of the round that just ended
+        self.round_text: list[str] = []  # content of the current round
+        self.prompt_tokens = 0
+        self.done_tokens = 0  # completion tokens of finished rounds
+
+    async def start_round(self) -> None:
+        """Submit the current plan; an engine refusal (too long a prompt) is an OpenAIError here."""
+        max_tokens = self.req.max_completion_tokens if self.req.max_completion_tokens is not None else self.req.max_tokens
+        if max_tokens is not None:
+            max_tokens -= self.done_tokens  # the budget covers every round's tokens
+        params = self.served.sampling_params(
+            self.req, max_tokens, len(self.plan.prompt_ids), default_max=None, chat=True,
+            logprobs=self.req.logprobs, top_logprobs=self.top, what="messages",
+        )
+        self.rounds += 1
+        rid = self.id if self.rounds == 1 else f"{self.id}-r{self.rounds}"
+        self.gens = Generations(self.served.engine, [self.plan.prompt_ids], params, rid, "messages")
+        self.prompt_tokens += len(self.plan.prompt_ids)
+        await self.gens.start()
+
+    async def close(self) -> None:
+        if self.gens is not None:
+            await self.gens.close()
+
+    async def _run_tools(self) -> list[dict[str, Any]]:
+        """Run the pending built-in calls, extend the dialog, and start the next round."""
+        calls, self.pending = self.pending, []
+        st = self.choices[0]
+        fmt = self.served.chat_format
+        self.done_tokens += st.tokens
+        st.tokens = 0
+        self.extra.append(Message("assistant", "".join(self.round_text).strip(), tool_calls=calls,
+                                  end_of_message=True))
+        self.round_text = []
+        if self.toolbox is None:
+            self.toolbox = self.server_tools.toolbox()
+        runs = []
+        for call in calls:
+            started = time.perf_counter()
+            output = await asyncio.to_thread(self.toolbox.run, call)
+            self.extra.append(tool_result_message(fmt, output))
+            runs.append({"name": call.name, "arguments": call.arguments, "output": output,
+                         "seconds": round(time.perf_counter() - started, 3)})
+        self.tool_runs.extend(runs)
+        await self.close()
+        self.plan = build_chat_prompt(fmt, self.req.messages, self.req.tools, self.req.tool_choice,
+                                      self.server_tools.builtin, self.extra)
+        st.parser = ChoiceParser(fmt, self.plan)
+        st.logprobs_sent = 0
+        await self.start_round()
+        return runs
+
+    def _holds_tool_round(self, st: ChatChoice, finish: str | None) -> bool:
+        """True when this finished round's calls are the server's to run (and rounds are left)."""
+        tools = self.server_tools
+        if finish != "tool_calls" or tools is None or self.rounds > tools.max_steps:
+            return False
+        return tools.runs_all(st.parser.tool_calls)
 
     def _update(self, out: Any) -> list[tuple[int, list[Any], list[dict[str, Any]] | None, str | None]]:
         """Feed one RequestOutput: per changed choice (index, events, new logprob entries, finish)."""
@@ -96,7 +169,11 @@ class ChatRun:
             if parser.done or c.finish_reason is not None:
                 more, finish = parser.finish(None if parser.done else c.finish_reason)
                 events = events + more
+                if self._holds_tool_round(st, finish):
+                    self.pending = list(parser.tool_calls)
+                    events, finish = [e for e in events if isinstance(e, str)], None
                 st.finish_reason = finish
+            self.round_text.extend(e for e in events if isinstance(e, str))
             st.result.add(events)
             if events or entries or finish:
                 changes.append((c.index, events, entries, finish))
@@ -106,7 +183,19 @@ class ChatRun:
         return all(st.finish_reason is not None for st in self.choices)
 
     def usage(self) -> dict[str, int]:
-        return usage(len(self.plan.prompt_ids), sum(st.tokens for st in self.choices))
+        return usage(self.prompt_tokens, self.done_tokens + sum(st.tokens for st in self.choices))
+
+    async def _outputs(self) -> AsyncIterator[Any]:
+        """Engine outputs of every round; between rounds the tool runs, as a list of run records."""
+        while True:
+            assert self.gens is not None
+            async for _, out in self.gens:
+                yield out
+                if self.all_done() or self.pending:
+                    break
+            if not self.pending:
+                return
+            yield await self._run_tools()
 
     def _chunk(self, choices: list[dict[str, Any]], last: bool = False) -> dict[str, Any]:
         return stream_chunk(self.id, "chat.completion.chunk", self.created, self.served.model_name, choices,
@@ -123,35 +212,38 @@ class ChatRun:
             delta["tool_calls"] = calls
         return delta
 
-    async def stream(self, gens: Generations) -> AsyncIterator[str]:
+    async def stream(self) -> AsyncIterator[str]:
         try:
             yield sse(self._chunk([
                 {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
                 for i in range(self.req.n)
             ]))
-            async for _, out in gens:
+            async for out in self._outputs():
+                if isinstance(out, list):  # a server-side tool round: SSE comments, which clients skip
+                    for r in out:
+                        yield f": tool {r['name']} {r['seconds']}s {json.dumps(r['output'][:200], ensure_ascii=False)}\n\n"
+                    continue
                 for index, events, entries, finish in self._update(out):
                     delta = self._delta(events)
                     logprobs = {"content": entries} if entries is not None else None
+                    if finish is None and not delta and not logprobs:
+                        continue
                     if finish is not None and (delta or logprobs):
                         yield sse(self._chunk([{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None}]))
                         delta, logprobs = {}, None
                     yield sse(self._chunk([{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]))
-                if self.all_done():
-                    break
             if self.include_usage:
                 yield sse(self._chunk([], last=True))
         except Exception as exc:  # noqa: BLE001 - the status line is gone: report in the stream
             yield stream_error(exc)
         finally:
-            await gens.close()
+            await self.close()
         yield SSE_DONE
 
-    async def collect(self, gens: Generations) -> dict[str, Any]:
-        async for _, out in gens:
-            self._update(out)
-            if self.all_done():
-                break
+    async def collect(self) -> dict[str, Any]:
+        async for out in self._outputs():
+            if not isinstance(out, list):
+                self._update(out)
         choices = [
             {
                 "index": i,
@@ -161,7 +253,7 @@ class ChatRun:
             }
             for i, st in enumerate(self.choices)
         ]
-        return {
+        body = {
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
@@ -170,3 +262,6 @@ class ChatRun:
             "choices": choices,
             "usage": self.usage(),
         }
+        if self.server_tools is not None:
+            body["tool_runs"] = self.tool_runs
+        return body

@@ -36,6 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the decode step with torch.compile before serving (CPU: ~1 min the first time, "
                         "seconds from the on-disk cache; /health answers once it is ready)")
+    p.add_argument("--execute-builtin-tools", nargs="?", const="code,math,search", default=None, metavar="TOOLS",
+                   help="run built-in tool calls server-side (comma-separated subset of code,math,search; "
+                        "no value: all three): in auto tool mode the model is offered them, the server runs "
+                        "its calls (code and math in the sandbox, search over the offline index) and "
+                        "streams the final answer")
+    p.add_argument("--tool-timeout", type=float, default=10.0, help="seconds per server-side tool call (default 10)")
+    p.add_argument("--max-tool-rounds", type=int, default=5,
+                   help="most server-side tool rounds per request (default 5)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run_serve)
 
@@ -73,6 +81,15 @@ def run_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("herd.serve")
+    server_tools = None
+    if args.execute_builtin_tools is not None:
+        from herd.serve.server_tools import ServerTools
+        from herd.tools.agent import builtin_tool_names
+
+        server_tools = ServerTools(tuple(builtin_tool_names(args.execute_builtin_tools, "--execute-builtin-tools")),
+                                   timeout_s=args.tool_timeout, max_steps=args.max_tool_rounds)
+        server_tools.warm_up()
+        log.info("built-in tools run server-side: %s", ", ".join(server_tools.builtin))
     log.info("loading %s on %s", args.model, device)
     warn_if_slow_dtype(args.dtype, device)
     loaded = load_for_inference(args.model, args.dtype, device)[0]
@@ -84,7 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log.info("decode graphs ready in %.1f s", llm.warm_up())
     engine = AsyncEngine(llm)
     name = args.served_model_name or args.model
-    app = create_app(engine, loaded, name, api_key=args.api_key)
+    app = create_app(engine, loaded, name, api_key=args.api_key, server_tools=server_tools)
     shown_host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown_host}:{args.port}"
     log.info("serving %s at %s (web chat: %s/ , API: %s/v1)%s", name, url, url, url,

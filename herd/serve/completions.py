@@ -51,7 +51,7 @@ async def completion(served: ServedModel, request: Request) -> Response:
         gens = Generations(served.engine, [ids for ids, _ in prompts], params, request_id, "prompt")
         await gens.start()
         served.metrics.observe_first_token(time.perf_counter() - started)
-    return await respond(request, req.stream, gens, lambda: run.stream(gens), lambda: run.collect(gens))
+    return await respond(request, req.stream, gens.close, lambda: run.stream(gens), lambda: run.collect(gens))
 
 
 def completion_prompts(served: ServedModel, req: CompletionRequest) -> list[tuple[list[int], str]]:

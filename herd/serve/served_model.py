@@ -14,8 +14,10 @@ from herd.serve.protocol import MAX_TOP_LOGPROBS, OpenAIError, now
 
 
 class ServedModel:
-    def __init__(self, engine: Any, loaded: Any, model_name: str, metrics: Metrics) -> None:
+    def __init__(self, engine: Any, loaded: Any, model_name: str, metrics: Metrics,
+                 server_tools: Any = None) -> None:
         self.engine = engine
+        self.server_tools = server_tools  # herd.serve.server_tools.ServerTools: built-ins run server-side
         self.loaded = loaded
         self.model_name = model_name
         self.metrics = metrics

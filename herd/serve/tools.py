@@ -155,13 +155,21 @@ def build_chat_prompt(
     messages: Sequence[ChatMessageIn],
     tools: Sequence[ToolDefinitionIn] | None,
     tool_choice: str | NamedToolChoice | None,
+    builtin: Sequence[str] = (),
+    extra: Sequence[Message] = (),
 ) -> ChatPlan:
+    """The prompt for a chat request. `builtin` names the built-in tools the server runs itself
+    (`--execute-builtin-tools`; offered only in auto mode), `extra` the messages of the server's own
+    tool rounds so far (the model's calls and their results), which follow the client's messages."""
     fmt = chat_format.name
     defs = tool_definitions(tools)
     mode, forced_name = resolve_tool_choice(defs, tool_choice)
-    msgs = [_message(m, i, fmt) for i, m in enumerate(messages)]
+    if builtin and mode == "plain" and tool_choice in (None, "auto"):
+        mode = "auto"
+    builtin = builtin if mode == "auto" else ()
+    msgs = [_message(m, i, fmt) for i, m in enumerate(messages)] + list(extra)
     if mode != "plain":
-        msgs = with_tools(chat_format, msgs, defs)
+        msgs = with_tools(chat_format, msgs, defs, builtin=builtin)
     ids = chat_format.encode_dialog(msgs, add_generation_prompt=True, tool_format="json").tokens
     prefill = seed = args = ""
     if mode == "forced":
@@ -283,6 +291,7 @@ class ChoiceParser:
         self.full = ""  # all generated text fed so far
         self.done = False
         self.num_calls = 0
+        self.tool_calls: list[ToolCall] = []  # the calls parsed in auto mode (the server may run built-ins)
         # auto mode
         self._pending = ""  # text not yet sent (a possible marker start, trailing whitespace)
         self._hold_from: int | None = None  # offset in `full` from which everything is held
@@ -365,6 +374,7 @@ class ChoiceParser:
 
     def _calls(self, calls: Sequence[ToolCall]) -> list[Event]:
         events: list[Event] = []
+        self.tool_calls.extend(calls)
         for call in calls:
             events.append(CallDelta(self.num_calls, _arguments_text(call.arguments), new_tool_call_id(), call.name))
             self.num_calls += 1

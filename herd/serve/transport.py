@@ -176,16 +176,17 @@ async def run_watching_disconnect(request: Request, work: Coroutine[Any, Any, An
 async def respond(
     request: Request,
     stream: bool,
-    gens: Generations | None,
+    close: Callable[[], Coroutine[Any, Any, None]] | None,
     events: Callable[[], AsyncIterator[str]],
     collect: Callable[[], Coroutine[Any, Any, dict[str, Any]]],
 ) -> Response:
     """One run's response: SSE `events()` when `stream`, else the body `collect()` builds.
 
-    Either way `gens` is aborted when the client goes away (the stream closes it; a non-streaming
-    request watches the connection while it collects) or when the run ends.
+    Either way `close()` (aborting the run's engine requests: `Generations.close`) is called when
+    the client goes away (the stream closes it; a non-streaming request watches the connection while
+    it collects) or when the run ends.
     """
-    on_close = gens.close if gens is not None else None
+    on_close = close
     if stream:
         return SSEResponse(events(), on_close=on_close, headers=SSE_HEADERS)
     try:
@@ -193,8 +194,8 @@ async def respond(
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED)
     finally:
-        if gens is not None:
-            await gens.close()
+        if close is not None:
+            await close()
     return JSONResponse(body)
 
 

@@ -22,20 +22,21 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from herd.tokenizer.chat import Message, ToolCall, ToolDefinition
+from herd.tokenizer.tool_prompt import BUILTIN_DEFINITIONS
 from herd.tools.function import Tool
 
-BUILTIN_DEFINITIONS = {
-    "code_interpreter": ToolDefinition("code_interpreter", "Run Python code in a sandbox and return its output.",
-                                       {"type": "object", "properties": {"code": {"type": "string"}},
-                                        "required": ["code"]}),
-    "brave_search": ToolDefinition("brave_search", "Search local documents; returns titles, URLs and descriptions.",
-                                   {"type": "object", "properties": {"query": {"type": "string"}},
-                                    "required": ["query"]}),
-    "wolfram_alpha": ToolDefinition("wolfram_alpha", "Compute a math query (integrals, equations, arithmetic).",
-                                    {"type": "object", "properties": {"query": {"type": "string"}},
-                                     "required": ["query"]}),
-}
+# The short names the command line takes (`--tools code,math,search`) -> the built-in tools' names.
+TOOL_NAMES = {"code": "code_interpreter", "math": "wolfram_alpha", "search": "brave_search"}
 Guard = Callable[[ToolCall], str | None]  # a refusal reason, or None to allow the call
+
+
+def builtin_tool_names(spec: str, flag: str = "--tools") -> list[str]:
+    """`"code,math"` -> `["code_interpreter", "wolfram_alpha"]`; a ValueError naming `flag` for an unknown name."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TOOL_NAMES]
+    if unknown:
+        raise ValueError(f"{flag}: unknown {unknown}; choose from {', '.join(TOOL_NAMES)}")
+    return [TOOL_NAMES[n] for n in dict.fromkeys(names)]
 
 
 class AgentModel(Protocol):
@@ -158,21 +159,13 @@ class EngineAgentModel:
         self.max_tokens, self.temperature = max_tokens, temperature
 
     def prompt(self, messages: Sequence[Message]) -> list[Message]:
-        from herd.tokenizer.tool_prompt import with_tools
+        """The dialog as the model is prompted: tools placed per chat format, tool results wrapped."""
+        from herd.tokenizer.tool_prompt import tool_result_message, with_tools
 
         fmt = self.loaded.chat_format
-        if fmt.name == "llama3" and self.tools.builtin:  # built-ins are named in the system prompt
-            from herd.tokenizer.llama3_chat import custom_tools_prompt, system_prompt_with_tools
-
-            system = messages[0].content if messages and messages[0].role == "system" else None
-            rest = list(messages[1:] if system is not None else messages)
-            custom = [t.definition for t in self.tools.custom.values()]
-            head = [Message("system", system_prompt_with_tools(self.tools.builtin, custom or None,
-                                                               instructions=system))]
-            if custom:
-                head.append(Message("user", custom_tools_prompt(custom, "json")))
-            return head + rest
-        return with_tools(fmt, list(messages), self.tools.definitions)
+        dialog = [tool_result_message(fmt, m.content) if m.role == "ipython" else m for m in messages]
+        custom = [t.definition for t in self.tools.custom.values()]
+        return with_tools(fmt, dialog, custom, builtin=self.tools.builtin)
 
     def respond(self, messages: Sequence[Message]) -> Message:
         from herd.infer.sampling import SamplingParams

@@ -10,9 +10,6 @@ from typing import Any
 
 from herd.cli_args import add_device_arg, add_dtype_arg, add_model_arg
 
-TOOL_NAMES = {"code": "code_interpreter", "math": "wolfram_alpha", "search": "brave_search"}
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "agent", help="multi-step tool use: the model calls tools, sees their results, answers",
@@ -63,12 +60,9 @@ def run_agent_command(args: argparse.Namespace) -> int:
     from herd.cli_args import resolve_device
     from herd.infer.auto_dtype import load_for_inference
     from herd.tokenizer.chat import Message
-    from herd.tools.agent import EngineAgentModel, Toolbox, run_agent
+    from herd.tools.agent import EngineAgentModel, Toolbox, builtin_tool_names, run_agent
 
-    names = [n.strip() for n in args.tools.split(",") if n.strip()]
-    unknown = [n for n in names if n not in TOOL_NAMES]
-    if unknown:
-        raise ValueError(f"--tools: unknown {unknown}; choose from {', '.join(TOOL_NAMES)}")
+    builtin = builtin_tool_names(args.tools)
     if args.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {args.max_steps}")
     custom = load_tool_module(args.tool_module) if args.tool_module else []
@@ -81,7 +75,7 @@ def run_agent_command(args: argparse.Namespace) -> int:
     loaded = load_for_inference(args.model, args.dtype, device)[0]
 
     def new_toolbox() -> Toolbox:
-        box = Toolbox([TOOL_NAMES[n] for n in names], custom, timeout_s=args.timeout)
+        box = Toolbox(builtin, custom, timeout_s=args.timeout)
         if uploads and "code_interpreter" in box.builtin:
             for name, data in uploads.items():
                 box.interpreter.upload(name, data)
