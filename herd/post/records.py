@@ -20,7 +20,8 @@ Formats, detected per record (or forced with `format=`):
   sharegpt  `{"conversations": [{"from": "human"|"gpt"|"system"|..., "value": ...}]}`; preference
             (LLaMA-Factory's ranking layout) adds `"chosen"`/`"rejected"` as one `{"from", "value"}`.
 
-A message may also carry OpenAI-style `tool_calls` (read by `herd.tokenizer.chat.as_message`), and its
+A message may also carry OpenAI-style `tool_calls` (read by `herd.tokenizer.chat.as_message`) and
+OpenAI fine-tuning's `"weight": 0` (an assistant turn kept as context, out of the SFT loss), and its
 content may be a list of `{"type": "text", "text": ...}` parts (joined; other part types are skipped
 as records). Files are JSONL, or JSON (an array, or concatenated objects), optionally gzipped; a JSON
 array is decoded element by element so that a truncated file still yields every complete record.
@@ -431,6 +432,8 @@ def _message(value: Any) -> Message:
     except ValueError as exc:
         if "unknown message role" in str(exc):
             raise RecordError(f"unknown role {str(value['role'])[:24]!r}") from None
+        if "weight" in str(exc):
+            raise RecordError("weight not 0 or 1") from None
         raise RecordError("malformed message") from None
     except (TypeError, KeyError, AttributeError):
         raise RecordError("malformed message") from None
@@ -444,4 +447,4 @@ def _check_messages(messages: Sequence[Message], name: str) -> None:
 
 def _key(messages: Sequence[Message]) -> tuple[Any, ...]:
     """A hashable identity of messages (Message itself is a mutable, unhashable dataclass)."""
-    return tuple((m.role, m.content, repr(m.tool_calls), m.end_of_message) for m in messages)
+    return tuple((m.role, m.content, repr(m.tool_calls), m.end_of_message, m.train) for m in messages)

@@ -43,12 +43,15 @@ class ToolCall:
 @dataclass
 class Message:
     """One dialog turn. `end_of_message` marks an assistant turn that stops for a tool result
-    (Llama 3.1 closes it with `<|eom_id|>` instead of `<|eot_id|>`)."""
+    (Llama 3.1 closes it with `<|eom_id|>` instead of `<|eot_id|>`). `train=False` keeps an assistant
+    turn out of the SFT targets (a message-level mask: the wrong call a trajectory recovers from is
+    context, not a lesson); in JSON it is OpenAI fine-tuning's `"weight": 0`."""
 
     role: str
     content: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     end_of_message: bool = False
+    train: bool = True
 
     def __post_init__(self) -> None:
         role = ROLE_ALIASES.get(self.role, self.role)
@@ -108,11 +111,15 @@ def as_message(message: Message | dict[str, Any]) -> Message:
             continue
         fn = call.get("function", call)
         calls.append(ToolCall(name=fn["name"], arguments=fn.get("arguments", {}), call_id=call.get("id")))
+    weight = message.get("weight", 1)
+    if weight not in (0, 1):
+        raise ValueError(f"a message's weight must be 0 or 1, got {weight!r}")
     return Message(
         role=message["role"],
         content=message.get("content") or "",
         tool_calls=calls,
         end_of_message=bool(message.get("end_of_message", False)),
+        train=bool(weight),
     )
 
 

@@ -103,7 +103,7 @@ class ChatMLFormat(ChatFormat):
         body = message.content
         for call in message.tool_calls:
             body += ("\n" if body else "") + encode_hermes_call(call)
-        return self._turn(message.role, body, target=message.role == "assistant")
+        return self._turn(message.role, body, target=message.role == "assistant" and message.train)
 
     def dialog_prefix(self, messages: Sequence[Message]) -> list[Segment]:
         if self.default_system is None or not messages or messages[0].role == "system":

@@ -72,8 +72,8 @@ class Llama3ChatFormat(ChatFormat):
         end = self.eom_id if assistant and message.end_of_message else self.eot_id
         return [
             Segment(self.header(message.role), format=True),
-            Segment(body, target=assistant),
-            Segment([end], target=assistant, format=True),
+            Segment(body, target=assistant and message.train),
+            Segment([end], target=assistant and message.train, format=True),
         ]
 
     def dialog_prefix(self, messages: Sequence[Message]) -> list[Segment]:

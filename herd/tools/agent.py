@@ -39,6 +39,16 @@ def builtin_tool_names(spec: str, flag: str = "--tools") -> list[str]:
     return [TOOL_NAMES[n] for n in dict.fromkeys(names)]
 
 
+def prompt_dialog(chat_format: Any, messages: Sequence[Message], builtin: Sequence[str],
+                  custom: Sequence[ToolDefinition] = ()) -> list[Message]:
+    """The dialog as the model is prompted (and trained): tools placed per chat format, tool results
+    wrapped as the format expects (`herd.tokenizer.tool_prompt`)."""
+    from herd.tokenizer.tool_prompt import tool_result_message, with_tools
+
+    dialog = [tool_result_message(chat_format, m.content) if m.role == "ipython" else m for m in messages]
+    return with_tools(chat_format, dialog, list(custom), builtin=list(builtin))
+
+
 class AgentModel(Protocol):
     def respond(self, messages: Sequence[Message]) -> Message: ...
 
@@ -151,21 +161,16 @@ class EngineAgentModel:
     """A herd model behind the loop: tools offered as the chat format expects, greedy by default."""
 
     def __init__(self, loaded: Any, tools: Toolbox, max_tokens: int = 512, temperature: float = 0.0,
-                 engine: Any = None) -> None:
+                 engine: Any = None, seed: int = 0) -> None:
         from herd.infer.engine import LLMEngine
 
         self.loaded, self.tools = loaded, tools
         self.engine = engine or LLMEngine(loaded)
-        self.max_tokens, self.temperature = max_tokens, temperature
+        self.max_tokens, self.temperature, self.seed = max_tokens, temperature, seed
 
     def prompt(self, messages: Sequence[Message]) -> list[Message]:
-        """The dialog as the model is prompted: tools placed per chat format, tool results wrapped."""
-        from herd.tokenizer.tool_prompt import tool_result_message, with_tools
-
-        fmt = self.loaded.chat_format
-        dialog = [tool_result_message(fmt, m.content) if m.role == "ipython" else m for m in messages]
         custom = [t.definition for t in self.tools.custom.values()]
-        return with_tools(fmt, dialog, custom, builtin=self.tools.builtin)
+        return prompt_dialog(self.loaded.chat_format, messages, self.tools.builtin, custom)
 
     def respond(self, messages: Sequence[Message]) -> Message:
         from herd.infer.sampling import SamplingParams
@@ -173,7 +178,7 @@ class EngineAgentModel:
         fmt = self.loaded.chat_format
         ids = fmt.encode_dialog(self.prompt(messages), add_generation_prompt=True).tokens
         (output,) = self.engine.generate([ids], SamplingParams(max_tokens=self.max_tokens,
-                                                               temperature=self.temperature, seed=0))
+                                                               temperature=self.temperature, seed=self.seed))
         completion = output.outputs[0]
         eom = getattr(fmt, "eom_id", None)
         ended_with_eom = eom is not None and completion.token_ids[-1:] == [eom]

@@ -39,13 +39,15 @@ class Row:
 
 
 def message_json(message: Message) -> dict[str, Any]:
-    """herd's message dict: role and content, plus tool calls / end_of_message where present."""
+    """herd's message dict: role and content, plus tool calls / end_of_message / `weight: 0` where present."""
     out: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.tool_calls:
         out["tool_calls"] = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments},
                               **({"id": c.call_id} if c.call_id else {})} for c in message.tool_calls]
     if message.end_of_message:
         out["end_of_message"] = True
+    if not message.train:
+        out["weight"] = 0
     return out
 
 
