@@ -20,6 +20,12 @@ empty string among the accepted values means the parameter may be left out. One 
   by Python equality (so 5.0 == 5);
 - every parameter of the possible answer that is not optional was given.
 
+Java and JavaScript (`java`, `javascript`: BFCL's `simple_java`, `simple_javascript`) are simple
+categories whose argument values are source text (`"42L"`, `"[1, 2]"`): a value must be a string, is
+read by its declared Java/JavaScript type as BFCL reads it (`herd.eval.bfcl_values`; text without the
+type's form stays a string), and is then matched by the rules above with the type's Python counterpart
+(no int-for-float allowance).
+
 Categories: `simple` wants exactly one call; `multiple` exactly one, of the right function among
 several offered; `parallel` and `parallel_multiple` as many calls as expected, in any order, matched as
 BFCL does: each expected call in turn takes the first not yet matched call that fits it (greedy, not an
@@ -34,7 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple", "irrelevance")
+CATEGORIES = ("simple", "multiple", "parallel", "parallel_multiple", "irrelevance", "java", "javascript")
+LANGUAGE_CATEGORIES = ("java", "javascript")  # one call, like simple; values are source text
 
 PYTHON_TYPES: dict[str, type] = {
     "string": str, "integer": int, "float": float, "boolean": bool, "array": list, "tuple": list,
@@ -159,8 +166,29 @@ def _list_dict_check(param: str, value: Sequence[Any], accepted: Sequence[Any]) 
     return verdict
 
 
-def check_call(function: Mapping[str, Any], call: Call, answer: Call) -> Check:
-    """One call against one expected call; `function` is the expected function's doc."""
+def _source_value(language: str, param: str, value: Any, type_name: str,
+                  details: Mapping[str, Any]) -> tuple[Any, type, type | None, Check]:
+    """A Java/JavaScript argument (source text) as (Python value, expected type, item type, verdict)."""
+    from herd.eval.bfcl_values import COLLECTIONS, LANGUAGES, UnsupportedType
+
+    types, read = LANGUAGES[language]
+    if type_name not in types:
+        return value, str, None, Check(False, f"{param!r}: unsupported parameter type {type_name!r}", "type_error:unknown")
+    if type(value) is not str:
+        tag = "java" if language == "java" else "js"
+        return value, str, None, Check(False, f"{param!r} must be {language} source text (a string), got "
+                                              f"{type(value).__name__} {value!r}", f"type_error:{tag}")
+    item_type = (details.get("items") or {}).get("type") if type_name in COLLECTIONS else None
+    try:
+        converted = read(value, type_name, item_type)
+    except UnsupportedType as exc:
+        return value, str, None, Check(False, f"{param!r}: {exc}", "type_error:unknown")
+    return converted, types[type_name], types.get(item_type) if item_type else None, OK
+
+
+def check_call(function: Mapping[str, Any], call: Call, answer: Call, language: str = "python") -> Check:
+    """One call against one expected call; `function` is the expected function's doc. For `language`
+    java or javascript each value is source text, read by its declared type first (herd.eval.bfcl_values)."""
     name = function["name"]
     accepted_params: Mapping[str, Sequence[Any]] = next(iter(answer.values()))
     if name not in call:
@@ -178,17 +206,22 @@ def check_call(function: Mapping[str, Any], call: Call, answer: Call) -> Check:
             return Check(False, f"unexpected parameter {param!r}", "simple_function_checker:unexpected_param")
         accepted = accepted_params[param]
         type_name = details[param].get("type", "string")
-        expected = PYTHON_TYPES.get(type_name)
-        if expected is None:
-            return Check(False, f"{param!r}: unsupported parameter type {type_name!r}", "type_error:unknown")
-        nested = None
-        if type_name in NESTED:
-            item_type = (details[param].get("items") or {}).get("type")
-            nested = PYTHON_TYPES.get(item_type) if item_type is not None else None
+        if language != "python":
+            value, expected, nested, verdict = _source_value(language, param, value, type_name, details[param])
+            if not verdict.valid:
+                return verdict
+        else:
+            expected = PYTHON_TYPES.get(type_name)  # type: ignore[assignment]
+            if expected is None:
+                return Check(False, f"{param!r}: unsupported parameter type {type_name!r}", "type_error:unknown")
+            nested = None
+            if type_name in NESTED:
+                item_type = (details[param].get("items") or {}).get("type")
+                nested = PYTHON_TYPES.get(item_type) if item_type is not None else None
+            if type_name == "float" and type(value) is int:
+                value = float(value)
         if type_name == "tuple" and type(value) is tuple:
             value = list(value)
-        if type_name == "float" and type(value) is int:
-            value = float(value)
         verdict, is_variable = _type_check(param, value, accepted, type_name, expected, nested)
         if not verdict.valid:
             return verdict
@@ -234,6 +267,8 @@ def check(functions: Sequence[Mapping[str, Any]], calls: Sequence[Call], answers
         return Check(False, f"{len(calls)} calls made, {len(answers)} expected", f"{category}:wrong_count")
     if category == "simple":
         return check_call(functions[0], calls[0], answers[0])
+    if category in LANGUAGE_CATEGORIES:
+        return check_call(functions[0], calls[0], answers[0], category)
     if category == "multiple":
         doc = _doc(functions, next(iter(answers[0])))
         if doc is None:

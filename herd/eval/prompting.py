@@ -171,7 +171,7 @@ class PromptBuilder:
             raise ValueError(f"task {self.task.name} is zero-shot (the functions differ per item): drop --shots")
         messages = [Message(role="system", content=self.settings.system)] if self.settings.system else []
         messages += [Message(role=m["role"], content=m["content"]) for m in item.messages]
-        tools = [ToolDefinition(**tool_schema(f)) for f in item.functions]
+        tools = [ToolDefinition(**tool_schema(f, item.language)) for f in item.functions]
         dialog = with_tools(self.chat_format, messages, tools, date=TOOL_PROMPT_DATE)
         return self.chat_format.encode_dialog(dialog, add_generation_prompt=True, tool_format="json").tokens
 

@@ -62,7 +62,9 @@ REGISTRY: dict[str, Task] = {
               ("multiple", "multiple: the right one of 2-4 functions, 200 items", 256),
               ("parallel", "parallel: several calls of one function, 200 items", 512),
               ("parallel_multiple", "parallel_multiple: several calls of several functions, 200 items", 512),
-              ("irrelevance", "irrelevance: no offered function fits, right = no call, 240 items", 256))),
+              ("irrelevance", "irrelevance: no offered function fits, right = no call, 240 items", 256),
+              ("java", "simple_java: one Java function, values as Java source text, 100 items", 256),
+              ("javascript", "simple_javascript: one JavaScript function, values as source text, 50 items", 256))),
         Task("pydoc_lm", "1", "lm", "Python's pydoc_data.topics", "PSF", "per-item gold NLL and bits per byte "
              "of the first 1,000 characters of each long Python help topic (50 items)", packaged.pydoc_lm),
     )

@@ -94,6 +94,7 @@ class ToolCallItem:
     functions: tuple[dict, ...] = field(hash=False, compare=False)
     possible_answer: tuple[dict, ...] = field(hash=False, compare=False)
     no_call: bool = False
+    language: str = "python"  # BFCL's java/javascript sets: values are that language's source text
 
     def __post_init__(self) -> None:
         if not self.messages or not self.functions or not (self.possible_answer or self.no_call):

@@ -10,7 +10,10 @@ Categories with possible answers, scored by herd.eval.bfcl_ast: `simple` (BFCL's
 items, one function, one call), `multiple` (200: pick the right one of 2-4 functions), `parallel`
 (200: several calls of one function), `parallel_multiple` (200: several calls of several functions).
 `irrelevance` (240) offers functions that cannot answer the question: an item is right when the model
-calls none (BFCL's relevance rule; the category has no possible-answer file).
+calls none (BFCL's relevance rule; the category has no possible-answer file). `java` (100) and
+`javascript` (50) are BFCL's `simple_java` / `simple_javascript`: one function whose parameters are
+offered as strings holding Java / JavaScript source (BFCL's language hints in the descriptions), read
+back by their declared types when scored. BFCL v4 has no other language sets.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from herd.eval.tasks.packaged import TaskDataMissing, package_file
 
 # herd's category name -> BFCL's file stem (BFCL calls the Python simple set `simple_python`)
 FILES = {"simple": "simple_python", "multiple": "multiple", "parallel": "parallel",
-         "parallel_multiple": "parallel_multiple", "irrelevance": "irrelevance"}
+         "parallel_multiple": "parallel_multiple", "irrelevance": "irrelevance", "java": "simple_java",
+         "javascript": "simple_javascript"}
 NO_CALL = ("irrelevance",)  # categories where the right answer is no call at all
+LANGUAGES = {"java": "java", "javascript": "javascript"}  # categories whose functions are not Python
 VERSION = "v4"
 
 
@@ -48,7 +53,8 @@ def load(category: str) -> list[Item]:
         if len(row["question"]) != 1:
             raise ValueError(f"{row['id']}: {len(row['question'])} turns; the AST categories are single-turn")
         items.append(ToolCallItem(id=row["id"], messages=tuple(row["question"][0]), functions=tuple(row["function"]),
-                                  possible_answer=tuple(answers[row["id"]]), no_call=category in NO_CALL))
+                                  possible_answer=tuple(answers[row["id"]]), no_call=category in NO_CALL,
+                                  language=LANGUAGES.get(category, "python")))
     return items
 
 
@@ -65,6 +71,9 @@ OPENAPI_TYPES = {"integer": "integer", "float": "number", "number": "number", "s
                  "boolean": "boolean", "bool": "boolean", "array": "array", "list": "array", "tuple": "array",
                  "dict": "object", "object": "object", "any": "string"}
 PYTHON_HINT = " Note that the provided function is in Python 3 syntax."
+HINTS = {"python": PYTHON_HINT, "java": " Note that the provided function is in Java 8 SDK syntax.",
+         "javascript": " Note that the provided function is in JavaScript syntax."}
+LANGUAGE_NAMES = {"java": "Java", "javascript": "JavaScript"}
 
 
 def _openapi_properties(properties: dict) -> dict:
@@ -85,12 +94,41 @@ def _openapi_properties(properties: dict) -> dict:
     return out
 
 
-def tool_schema(function: dict) -> dict:
+def _source_text_properties(properties: dict, language: str) -> dict:
+    """BFCL's language pre-processing: every parameter offered as a string of Java/JavaScript source,
+    its declared type (and a collection's item type or a dict's schema) told in the description."""
+    name = LANGUAGE_NAMES[language]
+    out = {}
+    for key, spec in properties.items():
+        spec = dict(spec)
+        kind = spec.get("type", "any")
+        description = spec.get("description", "")
+        if kind == "any":
+            description += f" This parameter can be of any type of {name} object in string representation."
+        else:
+            description += f" This is {name} {kind} type parameter in string representation."
+        if kind in ("ArrayList", "Array") and language == "java" or kind == "array" and language == "javascript":
+            item = (spec.pop("items", None) or {}).get("type")
+            description += f" The list elements are of type {item}; they are not in string representation."
+        if kind == "dict" and language == "javascript" and "properties" in spec:
+            description += (" The dictionary entries have the following schema; they are not in string "
+                            f"representation. {json.dumps(spec.pop('properties'))}")
+        spec["description"] = description
+        spec["type"] = "string"
+        out[key] = spec
+    return out
+
+
+def tool_schema(function: dict, language: str = "python") -> dict:
     """One BFCL function doc as the tool a chat format offers: `{name, description, parameters}` with a
-    JSON-schema `parameters`, and BFCL's Python-syntax hint appended to the description as its
-    generation step does for every model."""
+    JSON-schema `parameters`, and BFCL's language hint appended to the description as its generation
+    step does for every model (Java/JavaScript parameters become source-text strings)."""
     params = dict(function.get("parameters") or {})
     params["type"] = "object"
-    params["properties"] = _openapi_properties(params.get("properties") or {})
-    return {"name": function["name"], "description": function.get("description", "") + PYTHON_HINT,
+    properties = params.get("properties") or {}
+    if language == "python":
+        params["properties"] = _openapi_properties(properties)
+    else:
+        params["properties"] = _openapi_properties(_source_text_properties(properties, language))
+    return {"name": function["name"], "description": function.get("description", "") + HINTS[language],
             "parameters": params}
