@@ -208,7 +208,7 @@ def test_search_finds_the_json_docs_in_the_standard_library_index(tmp_path: Path
     start = time.perf_counter()
     index = default_index(tmp_path)
     built = time.perf_counter() - start
-    assert len(index.documents) > 2000 and list((tmp_path / "search").glob("stdlib-*.pkl"))
+    assert len(index.documents) > 2000 and list((tmp_path / "search").glob("*.pkl"))
     results = index.search("serialize python object to JSON string with indentation", k=3)
     assert any(r["title"].startswith("json") for r in results), results
     assert set(results[0]) == {"title", "url", "description"} and results[0]["url"].startswith("https://docs.python.org/")
@@ -218,6 +218,56 @@ def test_search_finds_the_json_docs_in_the_standard_library_index(tmp_path: Path
     box = Toolbox(["brave_search"], search_index=index)
     answer = json.loads(box.run(ToolCall("brave_search", {"query": "csv reader"})))
     assert answer and answer[0]["title"].startswith("csv")
+
+
+LS_PAGE = r""".\" a page as Debian ships it (gzipped roff)
+.TH LS "1" "April 2024" "GNU coreutils 9.4" "User Commands"
+.SH NAME
+ls \- list directory contents
+.SH SYNOPSIS
+.B ls
+[\fI\,OPTION\/\fR]... [\fI\,FILE\/\fR]...
+.SH DESCRIPTION
+.\" Add any additional description here
+.PP
+List information about the FILEs (the current directory by default).
+Sort entries alphabetically if none of \fB\-cftuvSUX\fR nor \fB\-\-sort\fR is specified.
+.PP
+Mandatory arguments to long options are mandatory for short options too.
+.TP
+\fB\-a\fR, \fB\-\-all\fR
+do not ignore entries starting with .
+"""
+
+
+def test_man_pages_become_search_documents(tmp_path: Path) -> None:
+    import gzip
+
+    from herd.tools.man_pages import man_documents, roff_text
+    from herd.tools.search import SearchIndex
+
+    (tmp_path / "man1").mkdir()
+    (tmp_path / "man1" / "ls.1.gz").write_bytes(gzip.compress(LS_PAGE.encode()))
+    (tmp_path / "man1" / "dir.1.gz").write_bytes(gzip.compress(b".so man1/ls.1\n"))  # a pointer: skipped
+    (tmp_path / "man1" / "broken.1.gz").write_bytes(b"not gzip")
+    (doc,) = man_documents(tmp_path, ("1", "8"))
+    assert doc.title == "ls(1)" and doc.url == "man:ls(1)"
+    assert doc.text.startswith("ls - list directory contents\nList information about the FILEs")
+    assert "-cftuvSUX nor --sort is specified." in doc.text and "Mandatory" not in doc.text  # first paragraph
+    assert "\\f" not in doc.text and ".PP" not in doc.text
+    assert roff_text(".B grep\n\\fIpattern\\fR \\(em text") == "grep\npattern text"
+    index = SearchIndex.build([doc])
+    assert index.search("list the contents of a directory")[0]["title"] == "ls(1)"
+
+
+@pytest.mark.skipif(not Path("/usr/share/man/man1/ls.1.gz").is_file(), reason="this system ships no man pages")
+def test_the_local_index_finds_shell_commands_in_the_man_pages(tmp_path: Path) -> None:
+    from herd.tools.search import default_index
+
+    index = default_index(tmp_path, man=True)
+    assert "ls(1)" in [r["title"] for r in index.search("list directory contents", k=3)]
+    assert any(r["title"].startswith("json") for r in index.search(
+        "serialize python object to JSON string with indentation", k=3))
 
 
 def test_search_over_your_own_documents() -> None:

@@ -198,12 +198,19 @@ def _cache_key(files: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def default_index(cache_dir: str | Path | None = None) -> SearchIndex:
-    """The standard-library index, built on first use (a few seconds) and then read from the cache."""
+def default_index(cache_dir: str | Path | None = None, man: bool | None = None) -> SearchIndex:
+    """The local corpus's index: the standard library's docs and the man pages (sections 1 and 8, when
+    the system has them; `man=False` or HERD_SEARCH_MAN=0 leaves them out). Built on first use (a few
+    seconds) and then read from the cache, which is keyed on every source file's size and time."""
+    from herd.tools.man_pages import man_documents, man_files
+
     root = Path(sysconfig.get_paths()["stdlib"])
     files = stdlib_files(root)
+    if man is None:
+        man = os.environ.get("HERD_SEARCH_MAN", "1") != "0"
+    pages = man_files() if man else []
     cache = Path(cache_dir or os.environ.get("HERD_CACHE", Path.home() / ".cache" / "herd")) / "search"
-    path = cache / f"stdlib-{_cache_key(files)}.pkl"
+    path = cache / f"{'local' if pages else 'stdlib'}-{_cache_key(files + pages)}.pkl"
     if path.is_file():
         try:
             with path.open("rb") as f:
@@ -215,6 +222,8 @@ def default_index(cache_dir: str | Path | None = None) -> SearchIndex:
     docs = topic_documents() + builtin_documents()
     for file in files:
         docs += module_documents(file, root)
+    if pages:
+        docs += man_documents()
     index = SearchIndex.build(docs)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
