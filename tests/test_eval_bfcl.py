@@ -626,3 +626,21 @@ def test_java_and_javascript_verdicts_equal_bfcl_evals_own_checker(language_item
                 n += 1
                 valid += mine
     assert n == 10 * 150 and 0.2 < valid / n < 0.8
+
+
+def test_required_tool_choice_prefills_a_call_and_parses_the_whole_answer(smollm2, tmp_path):
+    task = get_task("bfcl_java")
+    item = task.load()[0]
+    settings = PromptSettings(tool_choice="required")
+    builder = PromptBuilder(task, [], smollm2.tokenizer, smollm2.chat_format, settings)
+    assert builder.tool_prefill() == '<tool_call>\n{"name": "'
+    assert smollm2.tokenizer.decode(builder.tool_prompt(item)).endswith('<|im_start|>assistant\n<tool_call>\n{"name": "')
+    engine = LLMEngine(smollm2, EngineConfig(kv_cache_bytes=256 << 20))
+    summary = run_evaluation(engine, smollm2, [task], tmp_path, settings, limit=2, progress=False, max_tokens=64)
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert summary["settings"]["tool_choice"] == "required"
+    for s in samples:  # the recorded response is the whole answer, prefill included
+        assert s["response"].startswith('<tool_call>\n{"name": "')
+        assert s["correct"] == (s["error"] is None)
+    with pytest.raises(ValueError, match="tool_choice"):
+        PromptSettings(tool_choice="any")

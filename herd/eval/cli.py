@@ -37,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--chat", action="store_true",
                    help="prompt through the model's chat format (few-shot as turns; implied for tool_call tasks)")
     r.add_argument("--system", default=None, help="system prompt (with --chat)")
+    r.add_argument("--tool-choice", default="auto", choices=["auto", "required"],
+                   help="tool_call tasks: auto (the model decides whether to call: BFCL's setting) or required "
+                        "(the answer starts with the format's call prefix, as herd serve does for "
+                        "tool_choice=required; the model still picks the function and arguments)")
     r.add_argument("--no-bos", action="store_true", help="no BOS token before the context (lm-eval's HF default)")
     r.add_argument("--seed", type=int, default=1234, help="seed of the few-shot draw")
     r.add_argument("--max-tokens", type=int, default=None, help="generation budget (default: the task's)")
@@ -105,7 +109,7 @@ def run_run(args: argparse.Namespace) -> int:
     except KeyError as exc:
         raise UsageError(str(exc.args[0])) from None
     settings = PromptSettings(shots=args.shots, seed=args.seed, bos=not args.no_bos, chat=args.chat,
-                              system=args.system, fixed_fewshot=args.fixed_fewshot)
+                              system=args.system, fixed_fewshot=args.fixed_fewshot, tool_choice=args.tool_choice)
     loaded, engine = _engine(args, args.quantization, args.kv_cache_mb)
     summary = run_evaluation(engine, loaded, tasks, args.out, settings, limit=args.limit,
                              progress=sys.stderr.isatty(), max_tokens=args.max_tokens, samples=args.samples,

@@ -314,7 +314,7 @@ class Evaluator:
             outs = self.engine.generate([p for _, p, _ in batch], params, progress=self.progress)
             records = []
             for (item, _, key), out in zip(batch, outs):
-                text = out.outputs[0].text
+                text = builder.tool_prefill() + out.outputs[0].text
                 calls = [{c.name: c.arguments} for c in chat_format.parse_assistant(text).tool_calls]
                 verdict = check(item.functions, calls, item.possible_answer, category)
                 # tuples (from a Python-list call) become lists, as the record reads back from JSON anyway

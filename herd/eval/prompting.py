@@ -48,10 +48,15 @@ class PromptSettings:
     chat: bool = False
     system: str | None = None
     fixed_fewshot: bool = False
+    tool_choice: str = "auto"  # tool_call tasks: "required" prefills the start of a call
+
+    def __post_init__(self) -> None:
+        if self.tool_choice not in ("auto", "required"):
+            raise ValueError(f"tool_choice must be 'auto' or 'required', got {self.tool_choice!r}")
 
     def as_dict(self) -> dict[str, object]:
         return {"shots": self.shots, "seed": self.seed, "bos": self.bos, "chat": self.chat, "system": self.system,
-                "fixed_fewshot": self.fixed_fewshot}
+                "fixed_fewshot": self.fixed_fewshot, "tool_choice": self.tool_choice}
 
 
 def fewshot_examples(item: Item, pool: list[Item], shots: int, seed: int, fixed: bool = False) -> list[Item]:
@@ -173,7 +178,18 @@ class PromptBuilder:
         messages += [Message(role=m["role"], content=m["content"]) for m in item.messages]
         tools = [ToolDefinition(**tool_schema(f, item.language)) for f in item.functions]
         dialog = with_tools(self.chat_format, messages, tools, date=TOOL_PROMPT_DATE)
-        return self.chat_format.encode_dialog(dialog, add_generation_prompt=True, tool_format="json").tokens
+        ids = self.chat_format.encode_dialog(dialog, add_generation_prompt=True, tool_format="json").tokens
+        prefill = self.tool_prefill()
+        return ids + self.tok.encode(prefill) if prefill else ids
+
+    def tool_prefill(self) -> str:
+        """The text an answer starts with before the model writes (tool_choice "required": the format's
+        call prefix up to the function name, which the model chooses); prepended before parsing."""
+        if self.settings.tool_choice != "required" or self.chat_format is None:
+            return ""
+        from herd.tokenizer.tool_prompt import call_prefill
+
+        return call_prefill(self.chat_format.name, None)[0]
 
     def text(self, text: str, prefix: str = "") -> tuple[list[int], list[int]]:
         """(context, scored ids) of an lm item: the text after `prefix`, after BOS (or end-of-text)."""

@@ -48,6 +48,7 @@ from herd.tokenizer.chat import ChatFormat, Message, ToolCall, ToolDefinition
 from herd.tokenizer.tool_calls import arguments_dict
 from herd.tokenizer.tool_prompt import (  # noqa: F401 - re-exported: serve's tool prompts live there
     DEFAULT_SYSTEM,
+    call_prefill,
     HERMES_TOOLS_HEAD,
     HERMES_TOOLS_TAIL,
     hermes_system_prompt,
@@ -137,17 +138,6 @@ def arguments_prefill(tool: ToolDefinition | None) -> str:
     schema = props.get(key) if isinstance(props, dict) else None
     quote = '"' if isinstance(schema, dict) and schema.get("type") == "string" and "enum" not in schema else ""
     return "{" + json.dumps(key, ensure_ascii=False) + ": " + quote
-
-
-def call_prefill(fmt: str, name: str | None, args_prefill: str = "") -> tuple[str, str]:
-    """(prefill text, its open-JSON part) that starts a call of `name` (any function when None)."""
-    if fmt == "llama3":
-        marker, key, head = "", "parameters", '{"type": "function", "name": '
-    else:
-        marker, key, head = "<tool_call>\n", "arguments", '{"name": '
-    if name is None:
-        return marker + head + '"', head + '"'
-    return marker + head + json.dumps(name, ensure_ascii=False) + f', "{key}": ' + args_prefill, args_prefill
 
 
 def build_chat_prompt(

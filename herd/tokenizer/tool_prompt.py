@@ -102,3 +102,14 @@ def with_tools(
     if system is None:
         system = getattr(chat_format, "default_system", None) or DEFAULT_SYSTEM
     return [Message(role="system", content=hermes_system_prompt(system, tools)), *rest]
+
+
+def call_prefill(fmt: str, name: str | None, args_prefill: str = "") -> tuple[str, str]:
+    """(prefill text, its open-JSON part) that starts a call of `name` (any function when None)."""
+    if fmt == "llama3":
+        marker, key, head = "", "parameters", '{"type": "function", "name": '
+    else:
+        marker, key, head = "<tool_call>\n", "arguments", '{"name": '
+    if name is None:
+        return marker + head + '"', head + '"'
+    return marker + head + json.dumps(name, ensure_ascii=False) + f', "{key}": ' + args_prefill, args_prefill
