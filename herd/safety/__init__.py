@@ -1,0 +1,8 @@
+"""Safety (paper 5.4): an input/output guard on the Llama Guard 3 taxonomy, the insecure-code shield,
+and violation / false-refusal measurement.
+
+    taxonomy      the hazard categories S1-S14: codes, model-card names, the names the guard prompt uses
+    guard_prompt  the Llama Guard 3 prompt (byte for byte, per-category exclusion) and its output parser
+    rates         violation rate and false refusal rate per setting (model alone, input/output guard, both)
+    code_shield   static insecure-code detection: YAML rules with CWE ids, regex prescan, AST matchers
+"""
