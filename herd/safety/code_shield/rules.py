@@ -88,11 +88,11 @@ def parse_rule(raw: Any, source: str = "<rules>", index: int = 0) -> Rule:
     for field in _REQUIRED:
         if field not in raw:
             raise RuleError(f"{source}: rule {name}: missing field {field!r}")
-        if field != "prescan" and (not isinstance(raw[field], str) or not raw[field].strip()):
+        if field not in ("prescan", "cwe_id") and (not isinstance(raw[field], str) or not raw[field].strip()):
             raise RuleError(f"{source}: rule {name}: field {field!r} must be a non-empty string")
     if not _PATTERN_ID.fullmatch(pid):
         raise RuleError(f"{source}: rule {name}: field 'pattern_id' must look like 'python.some-slug'")
-    if not _CWE.fullmatch(raw["cwe_id"]):
+    if not _CWE.fullmatch(str(raw["cwe_id"])):
         raise RuleError(f"{source}: rule {name}: field 'cwe_id' must look like 'CWE-78', got {raw['cwe_id']!r}")
     if raw["severity"] not in SEVERITIES:
         raise RuleError(f"{source}: rule {name}: field 'severity' must be one of {', '.join(SEVERITIES)}, "
