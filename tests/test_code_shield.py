@@ -384,6 +384,38 @@ def test_syntax_error_falls_back_to_regex_rules() -> None:
     assert "python.yaml-unsafe-load" not in _ids("def f(:\n    yaml.load(s, Loader=yaml.SafeLoader)\n", "python")
 
 
+# AST rules with a `fallback` regex: a hit in code that does not parse (the trailing `def f(:`)
+FALLBACK_FIXTURES: dict[str, tuple[str, str]] = {
+    "python.subprocess-shell-true": ("subprocess.run(cmd, shell=True)", "subprocess.run(cmd, shell=False)"),
+    "python.shell-call-dynamic": ("os.system('ls ' + d)", "os.system('ls')"),
+    "python.eval-exec-dynamic": ("eval(expr)", "eval('1 + 2')"),
+    "python.unsafe-deserialization": ("obj = pickle.loads(blob)", "blob = pickle.dumps(obj)"),
+    "python.yaml-unsafe-load": ("yaml.load(s)", "yaml.load(s, Loader=yaml.SafeLoader)"),
+    "python.weak-hash": ("hashlib.md5(pw)", "hashlib.md5(blob, usedforsecurity=False)"),
+    "python.hardcoded-password": ("password = 'hunter2'", "password = os.environ['PW']"),
+    "python.sql-string-format": ("cur.execute(f'SELECT * FROM t WHERE a = {a}')",
+                                 "cur.execute('SELECT * FROM t WHERE a = ?', (a,))"),
+    "python.tls-verify-disabled": ("requests.get(u, verify=False)", "requests.get(u, timeout=3)"),
+    "python.flask-debug": ("app.run(debug=True)", "app.run(debug=False)"),
+    "python.cleartext-protocol": ("tn = telnetlib.Telnet(host)", "ftp = ftplib.FTP_TLS(host)"),
+    "python.xml-untrusted-parse": ("root = ET.fromstring(body)", "root = ET.Element('r')"),
+    "python.chmod-world-writable": ("os.chmod(p, 0o777)", "os.chmod(p, 0o755)"),
+    "python.jinja2-autoescape-off": ("env = Environment(autoescape=False)", "env = Environment(autoescape=True)"),
+}
+
+
+def test_every_fallback_has_a_fixture() -> None:
+    assert {r.pattern_id for r in builtin_rules() if r.fallback is not None} == set(FALLBACK_FIXTURES)
+
+
+@pytest.mark.parametrize("pattern_id", sorted(FALLBACK_FIXTURES))
+def test_fallback_regex_on_unparsable_python(pattern_id: str) -> None:
+    bad, good = FALLBACK_FIXTURES[pattern_id]
+    flagged = [f for f in scan(f"x = 1\n{bad}\ndef f(:\n") if f.pattern_id == pattern_id]
+    assert [(f.line, f.fallback) for f in flagged] == [(2, True)]
+    assert pattern_id not in _ids(f"x = 1\n{good}\ndef f(:\n", "python")
+
+
 def test_comment_lines_are_not_findings() -> None:
     assert scan("# ctx.verify_mode = ssl.CERT_NONE is dangerous\nx = 1\n") == []
 
