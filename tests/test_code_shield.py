@@ -216,13 +216,16 @@ FIXTURES: dict[str, tuple[str, list[str], list[str]]] = {
         "from cryptography.hazmat.primitives.ciphers import algorithms\na = algorithms.ARC4(key)\n",
     ], [
         "from Crypto.Cipher import AES\nc = AES.new(key, AES.MODE_GCM)\n",
-        "from cryptography.hazmat.primitives.ciphers import algorithms, modes\nc = Cipher(algorithms.AES(k), modes.GCM(iv))\n",
+        "from cryptography.hazmat.primitives.ciphers import algorithms, modes\n"
+        "c = Cipher(algorithms.AES(k), modes.GCM(iv))\n",
     ]),
     "python.weak-key-size": ("python", [
-        "from cryptography.hazmat.primitives.asymmetric import rsa\nk = rsa.generate_private_key(public_exponent=65537, key_size=1024)\n",
+        "from cryptography.hazmat.primitives.asymmetric import rsa\n"
+        "k = rsa.generate_private_key(public_exponent=65537, key_size=1024)\n",
         "from Crypto.PublicKey import RSA\nk = RSA.generate(1024)\n",
     ], [
-        "from cryptography.hazmat.primitives.asymmetric import rsa\nk = rsa.generate_private_key(public_exponent=65537, key_size=4096)\n",
+        "from cryptography.hazmat.primitives.asymmetric import rsa\n"
+        "k = rsa.generate_private_key(public_exponent=65537, key_size=4096)\n",
         "from Crypto.PublicKey import RSA\nk = RSA.generate(2048)\n",
     ]),
     "python.requests-no-timeout": ("python", [

@@ -202,6 +202,7 @@ def hardcoded_password(ctx: PyContext) -> Iterator[ast.AST]:
 
 _SQL = re.compile(r"(?i)\b(?:select\s.+\sfrom|insert\s+into|update\s.+\sset|delete\s+from|where\s|"
                   r"drop\s+table|create\s+table|order\s+by)")
+_SQL_TEXT = ("sqlalchemy.text", "sqlalchemy.sql.text", "sqlalchemy.sql.expression.text")
 _EXECUTE = frozenset({"execute", "executemany", "executescript", "raw", "read_sql", "read_sql_query", "mogrify"})
 
 
@@ -241,7 +242,7 @@ def sql_string_format(ctx: PyContext) -> Iterator[ast.AST]:
         if query is None:
             continue
         is_exec = isinstance(func, ast.Attribute) and func.attr in _EXECUTE
-        is_text = ctx.call_name(call).endswith(("sqlalchemy.text", "sqlalchemy.sql.text", "sqlalchemy.sql.expression.text"))
+        is_text = ctx.call_name(call).endswith(_SQL_TEXT)
         if not (is_exec or is_text):
             continue
         if _dynamic_string(query) and (is_exec or _SQL.search(_text_of(query))):
