@@ -195,6 +195,35 @@ def run_bandit(bandit: str, folder: Path) -> tuple[dict[str, list[dict]], float]
     return issues, wall
 
 
+def agreement(bandit: str, folder: Path) -> None:
+    """On an unlabelled folder (e.g. bandit's own examples/, never committed here): the share of bandit's
+    medium+ findings that herd also reports on a line of the same statement, per bandit test id."""
+    proc = subprocess.run([bandit, "-q", "-r", "-f", "json", str(folder)], capture_output=True, text=True,
+                          timeout=600)
+    results = json.loads(proc.stdout)["results"]
+    herd_lines: dict[str, set[int]] = {}
+    for path in folder.rglob("*.py"):
+        src = path.read_text(encoding="utf-8", errors="replace")
+        herd_lines[str(path.resolve())] = {f.line for f in scan(src) if f.severity != "low"} | \
+            {-f.line for f in scan(src) if f.severity == "low"}
+    per_test: dict[str, list[int]] = {}
+    for issue in results:
+        if issue["issue_severity"] == "LOW":
+            continue
+        lines = herd_lines.get(str(Path(issue["filename"]).resolve()), set())
+        span = set(issue.get("line_range") or [issue["line_number"]])
+        hit = bool(span & {abs(x) for x in lines})
+        per_test.setdefault(f"{issue['test_id']} {issue['test_name']}", [0, 0])[hit] += 1
+    total = sum(sum(v) for v in per_test.values())
+    matched = sum(v[1] for v in per_test.values())
+    print(f"\nagreement on {folder} ({len(herd_lines)} files): herd reports {matched}/{total} = "
+          f"{matched / max(total, 1):.3f} of bandit's medium+ findings (same statement, any herd severity)")
+    for test, (miss, hit) in sorted(per_test.items()):
+        print(f"  {test}: {hit}/{hit + miss}")
+    herd_total = sum(len(v) for v in herd_lines.values())
+    print(f"  herd findings there: {herd_total} (unlabelled: not scored as right or wrong)")
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -204,6 +233,8 @@ def main() -> None:
     parser.add_argument("--bandit", default=str(ROOT / "benchmarks/.bandit-env/bin/bandit"))
     parser.add_argument("--reps", type=int, default=30, help="timed scans per sample")
     parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--agreement-dir", type=Path, help="also: coverage of bandit's medium+ findings on this "
+                        "unlabelled folder (e.g. a checkout of bandit's examples/)")
     args = parser.parse_args()
     print(f"host: {describe()}; load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     version = subprocess.run([args.bandit, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
@@ -282,6 +313,8 @@ def main() -> None:
           f"({slowest[1]} lines)")
     print(f"bandit, one process over all {len(data)} samples: {bandit_wall:.2f} s wall "
           f"({bandit_wall / len(data) * 1e3:.1f} ms/sample incl. start-up)")
+    if args.agreement_dir:
+        agreement(args.bandit, args.agreement_dir)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ FIXTURES: dict[str, tuple[str, list[str], list[str]]] = {
         "from pickle import load\nload(open(p, 'rb'))\n",
         "import torch\nsd = torch.load(path)\n",
         "import shelve\ndb = shelve.open('x')\n",
+        "import jsonpickle\nobj = jsonpickle.unpickler.decode(s)\n",
     ], [
         "import json\nobj = json.loads(data)\n",
         "import pickle\nblob = pickle.dumps(obj)\n",
@@ -111,6 +112,17 @@ FIXTURES: dict[str, tuple[str, list[str], list[str]]] = {
         "q = 'SELECT * FROM users'\ncur.execute(q)\n",
         "msg = f'SELECT is a keyword, {name}'\nprint(msg)\n",
     ]),
+    "python.sql-string-built": ("python", [
+        "query = \"SELECT * FROM foo WHERE id = '%s'\" % identifier\n",
+        "q = f\"\"\"\n    DELETE FROM orders\n    WHERE id = {oid}\"\"\"\n",
+        "sql = 'UPDATE users SET name = ' + name\n",
+        "run_query('INSERT INTO t VALUES ({})'.format(v))\n",
+    ], [
+        "query = 'SELECT * FROM foo WHERE id = %s'\ncur.execute(query, (identifier,))\n",
+        "msg = 'Please select a file from the list: %s' % name\n",
+        "label = f'Selected {n} rows from {table}'\n",
+        "cur.execute(f'SELECT * FROM t WHERE a = {a}')\n",  # reported once, by python.sql-string-format
+    ]),
     "python.tls-verify-disabled": ("python", [
         "import requests\nr = requests.get(url, verify=False, timeout=5)\n",
         "import httpx\nclient = httpx.Client(verify=False)\n",
@@ -129,10 +141,12 @@ FIXTURES: dict[str, tuple[str, list[str], list[str]]] = {
         "import ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLSv1)\n",
         "import ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_SSLv3)\n",
         "import ssl\nctx.minimum_version = ssl.TLSVersion.TLSv1_1\n",
+        "from OpenSSL import SSL\nctx = SSL.Context(method=SSL.TLSv1_METHOD)\n",
     ], [
         "import ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n",
         "import ssl\nctx = ssl.SSLContext(ssl.PROTOCOL_TLSv1_2)\n",
         "import ssl\nctx.minimum_version = ssl.TLSVersion.TLSv1_2\n",
+        "from OpenSSL import SSL\nctx = SSL.Context(SSL.TLS_CLIENT_METHOD)\n",
     ]),
     "python.flask-debug": ("python", [
         "from flask import Flask\napp = Flask(__name__)\napp.run(debug=True)\n",
@@ -214,6 +228,7 @@ FIXTURES: dict[str, tuple[str, list[str], list[str]]] = {
         "from Crypto.Cipher import DES\nc = DES.new(key, DES.MODE_CBC)\n",
         "from Crypto.Cipher import AES\nc = AES.new(key, AES.MODE_ECB)\n",
         "from cryptography.hazmat.primitives.ciphers import algorithms\na = algorithms.ARC4(key)\n",
+        "from Cryptodome.Cipher import ARC2 as rc2\nc = rc2.new(key, rc2.MODE_CFB, iv)\n",
     ], [
         "from Crypto.Cipher import AES\nc = AES.new(key, AES.MODE_GCM)\n",
         "from cryptography.hazmat.primitives.ciphers import algorithms, modes\n"
@@ -223,17 +238,22 @@ FIXTURES: dict[str, tuple[str, list[str], list[str]]] = {
         "from cryptography.hazmat.primitives.asymmetric import rsa\n"
         "k = rsa.generate_private_key(public_exponent=65537, key_size=1024)\n",
         "from Crypto.PublicKey import RSA\nk = RSA.generate(1024)\n",
+        "from Crypto.PublicKey import DSA as dsa\nk = dsa.generate(bits=1024)\n",
+        "from cryptography.hazmat.primitives.asymmetric import ec\nk = ec.generate_private_key(ec.SECT163R2())\n",
     ], [
         "from cryptography.hazmat.primitives.asymmetric import rsa\n"
         "k = rsa.generate_private_key(public_exponent=65537, key_size=4096)\n",
         "from Crypto.PublicKey import RSA\nk = RSA.generate(2048)\n",
+        "from cryptography.hazmat.primitives.asymmetric import ec\nk = ec.generate_private_key(ec.SECP384R1())\n",
     ]),
     "python.requests-no-timeout": ("python", [
         "import requests\nr = requests.get(url)\n",
         "from requests import post\npost(url, json=body)\n",
+        "import httpx\nr = httpx.get(url, timeout=None)\n",
     ], [
         "import requests\nr = requests.get(url, timeout=10)\n",
         "r = session.get(url)\n",
+        "import httpx\nr = httpx.get(url)\n",
     ]),
     "c.gets": ("c", [
         "#include <stdio.h>\nint main(void) { char b[16]; gets(b); }\n",
@@ -399,6 +419,8 @@ FALLBACK_FIXTURES: dict[str, tuple[str, str]] = {
     "python.sql-string-format": ("cur.execute(f'SELECT * FROM t WHERE a = {a}')",
                                  "cur.execute('SELECT * FROM t WHERE a = ?', (a,))"),
     "python.tls-verify-disabled": ("requests.get(u, verify=False)", "requests.get(u, timeout=3)"),
+    "python.sql-string-built": ("q = f'SELECT * FROM t WHERE a = {a}'", "q = 'SELECT * FROM t WHERE a = ?'"),
+    "python.weak-cipher": ("c = DES.new(key, DES.MODE_CBC)", "c = AES.new(key, AES.MODE_GCM)"),
     "python.flask-debug": ("app.run(debug=True)", "app.run(debug=False)"),
     "python.cleartext-protocol": ("tn = telnetlib.Telnet(host)", "ftp = ftplib.FTP_TLS(host)"),
     "python.xml-untrusted-parse": ("root = ET.fromstring(body)", "root = ET.Element('r')"),

@@ -76,7 +76,8 @@ def eval_exec_dynamic(ctx: PyContext) -> Iterator[ast.AST]:
 _DESERIALIZE = frozenset({
     "pickle.load", "pickle.loads", "pickle.Unpickler", "cPickle.load", "cPickle.loads", "_pickle.load",
     "_pickle.loads", "dill.load", "dill.loads", "shelve.open", "marshal.load", "marshal.loads",
-    "jsonpickle.decode", "pandas.read_pickle", "cloudpickle.load", "cloudpickle.loads"})
+    "jsonpickle.decode", "jsonpickle.unpickler.decode", "jsonpickle.unpickler.Unpickler", "dill.Unpickler",
+    "pandas.read_pickle", "cloudpickle.load", "cloudpickle.loads"})
 
 
 @matcher
@@ -222,6 +223,66 @@ def _dynamic_string(node: ast.AST) -> bool:
     return False
 
 
+_SQL_START = re.compile(r"(?is)^\s*(?:select\s.+\sfrom|insert\s+into|update\s+\w+\s+set|delete\s+from|"
+                        r"with\s+\w+\s+as\s*\(|drop\s+table|truncate\s)")
+
+
+def _leading_text(node: ast.AST) -> str:
+    """The literal text a dynamic string starts with (up to its first formatted value)."""
+    if isinstance(node, ast.JoinedStr):
+        text = ""
+        for part in node.values:
+            if not is_str(part):
+                break
+            text += part.value  # type: ignore[attr-defined]
+        return text
+    if isinstance(node, ast.BinOp):
+        return _leading_text(node.left)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return _leading_text(node.func.value)
+    return node.value if is_str(node) else ""  # type: ignore[attr-defined]
+
+
+@matcher
+def sql_string_built(ctx: PyContext) -> Iterator[ast.AST]:
+    """A string that starts as a SQL statement and splices values in by formatting: even when the
+    execute() call is elsewhere (another function, an ORM's raw()), it is an injection in waiting.
+    Strings passed straight to .execute() are left to sql_string_format (one finding per mistake)."""
+    for node in ctx.nodes:
+        parent = ctx.parents.get(node)
+        if isinstance(parent, (ast.BinOp, ast.JoinedStr)) or (
+                isinstance(parent, ast.Call) and isinstance(parent.func, ast.Attribute)
+                and parent.func.attr in _EXECUTE and node in parent.args):
+            continue
+        if isinstance(node, (ast.JoinedStr, ast.BinOp, ast.Call)) and _dynamic_string(node) \
+                and _SQL_START.search(_leading_text(node)):
+            yield node
+
+
+_WEAK_CIPHER_MODULES = ("Crypto.Cipher", "Cryptodome.Cipher")
+_WEAK_CIPHERS = frozenset({"DES", "DES3", "ARC2", "ARC4", "Blowfish", "XOR", "CAST"})
+_WEAK_ALGORITHMS = frozenset({"ARC4", "Blowfish", "IDEA", "TripleDES", "CAST5", "SEED"})
+
+
+@matcher
+def weak_cipher(ctx: PyContext) -> Iterator[ast.AST]:
+    """Broken ciphers (DES, 3DES, RC2, RC4, Blowfish, XOR, IDEA, CAST) however they were imported,
+    and ECB mode (equal blocks encrypt equally)."""
+    for call in ctx.calls:
+        name = ctx.call_name(call)
+        parts = name.split(".")
+        if len(parts) >= 2 and parts[-1] == "new" and parts[-2] in _WEAK_CIPHERS \
+                and name.startswith(_WEAK_CIPHER_MODULES):
+            yield call
+        elif len(parts) >= 2 and parts[-2] == "algorithms" and parts[-1] in _WEAK_ALGORITHMS:
+            yield call
+        elif len(parts) >= 2 and parts[-2] == "modes" and parts[-1] == "ECB":
+            yield call
+    for node in ctx.nodes:
+        if isinstance(node, ast.Attribute) and node.attr == "MODE_ECB":
+            yield node
+
+
 def _text_of(node: ast.AST) -> str:
     return " ".join(n.value for n in ast.walk(node) if is_str(n))  # type: ignore[attr-defined]
 
@@ -345,15 +406,17 @@ def tarfile_extractall(ctx: PyContext) -> Iterator[ast.AST]:
             yield call
 
 
-_REQUESTS = frozenset(f"requests.{m}" for m in ("get", "post", "put", "delete", "patch", "head", "options",
-                                                 "request"))
+_REQUESTS = frozenset(f"{lib}.{m}" for lib in ("requests", "httpx")
+                     for m in ("get", "post", "put", "delete", "patch", "head", "options", "request"))
 
 
 @matcher
 def requests_no_timeout(ctx: PyContext) -> Iterator[ast.AST]:
-    """requests.* without timeout= waits forever on a stalled server (resource exhaustion)."""
+    """requests.* without timeout= (or timeout=None) waits forever on a stalled server. httpx has a
+    default timeout, so only its explicit timeout=None is reported."""
     for call in _calls(ctx, _REQUESTS):
-        if keyword(call, "timeout") is None:
+        timeout = keyword(call, "timeout")
+        if is_const(timeout, None) or (timeout is None and ctx.call_name(call).startswith("requests.")):
             yield call
 
 
