@@ -6,7 +6,9 @@ The samples are written here, from templates: each insecure *core* (a few lines 
 labelled with the CWE it should trigger) and each secure *look-alike* (the safe spelling of the same
 task: list-form subprocess, yaml.safe_load, parameterised SQL, secrets, ...) is placed in a realistic
 module, alternately a request handler function and a service-class method, with the imports it needs.
-Both tools see the same files. Reported:
+The last five insecure cores are weaknesses that bandit has plugins for and herd's rule list (issue 17)
+does not name, added so that the set is not only what herd was written for. Both tools see the same
+files. Reported:
 
   recall (any severity)     insecure samples with at least one finding, any severity
   recall (CWE)              ... with a finding whose CWE is the label (or the peer's spelling of it,
@@ -99,6 +101,13 @@ INSECURE: list[tuple[str, str, str]] = [
     ("CWE-326", "from cryptography.hazmat.primitives.asymmetric import rsa",
      "key = rsa.generate_private_key(public_exponent=65537, key_size=1024)"),
     ("CWE-400", "import requests", "resp = requests.get(url)"),
+    # weaknesses bandit has plugins for and herd's rule list does not name (written to keep the table honest)
+    ("CWE-918", "import urllib.request", "body = urllib.request.urlopen(url).read()"),
+    ("CWE-89", "from django.db.models.expressions import RawSQL",
+     "qs = Entry.objects.annotate(v=RawSQL('SELECT col FROM t WHERE id = %s' % user, []))"),
+    ("CWE-79", "from mako.template import Template", "html = Template(data).render()"),
+    ("CWE-94", "import logging.config", "listener = logging.config.listen(9999)\nlistener.start()"),
+    ("CWE-494", "from transformers import AutoModel", "model = AutoModel.from_pretrained(path)"),
 ]
 
 SECURE: list[tuple[str, str]] = [
@@ -153,8 +162,10 @@ SECURE: list[tuple[str, str]] = [
 ]
 
 # the peer's CWE for the same weakness (bandit files yaml.load/XXE as CWE-20, jinja2 autoescape as CWE-94,
-# eval/exec as CWE-78): counted as a match, so the CWE column measures detection, not naming
-EQUIVALENT = {"CWE-95": {"CWE-78"}, "CWE-611": {"CWE-20"}, "CWE-502": {"CWE-20"}, "CWE-79": {"CWE-94"},
+# mako as CWE-80, eval/exec as CWE-78, urlopen as CWE-22): counted as a match, so the CWE column
+# measures detection, not naming
+EQUIVALENT = {"CWE-95": {"CWE-78"}, "CWE-918": {"CWE-22"}, "CWE-611": {"CWE-20"}, "CWE-502": {"CWE-20"},
+              "CWE-79": {"CWE-94", "CWE-80"},
               "CWE-259": {"CWE-798"},
               "CWE-330": {"CWE-338"}, "CWE-327": {"CWE-328", "CWE-326"}, "CWE-326": {"CWE-327"}}
 

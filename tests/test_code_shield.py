@@ -255,6 +255,32 @@ FIXTURES: dict[str, tuple[str, list[str], list[str]]] = {
         "r = session.get(url)\n",
         "import httpx\nr = httpx.get(url)\n",
     ]),
+    "python.urlopen-any-scheme": ("python", [
+        "import urllib.request\nbody = urllib.request.urlopen(url).read()\n",
+        "from urllib.request import urlopen\nurlopen('file:///etc/passwd')\n",
+    ], [
+        "import urllib.request\nbody = urllib.request.urlopen('https://example.com/feed').read()\n",
+        "import requests\nbody = requests.get(url, timeout=5).text\n",
+    ]),
+    "python.mako-no-escape": ("python", [
+        "from mako.template import Template\nhtml = Template(text).render(name=name)\n",
+        "from mako.lookup import TemplateLookup\nlookup = TemplateLookup(directories=['t'])\n",
+    ], [
+        "from mako.template import Template\nhtml = Template(text, default_filters=['h']).render(name=name)\n",
+    ]),
+    "python.logging-config-listen": ("python", [
+        "import logging.config\nt = logging.config.listen(9999)\n",
+    ], [
+        "import logging.config\nt = logging.config.listen(9999, verify=check_signature)\n",
+        "import socket\ns = socket.socket()\ns.listen(5)\n",
+    ]),
+    "python.hub-download-unpinned": ("python", [
+        "from transformers import AutoModel\nm = AutoModel.from_pretrained('org/model')\n",
+        "from huggingface_hub import hf_hub_download\np = hf_hub_download('org/model', 'w.bin', revision='main')\n",
+    ], [
+        "from transformers import AutoModel\nm = AutoModel.from_pretrained('org/model', revision='3f2a9c1')\n",
+        "m = load_model(path)\n",
+    ]),
     "c.gets": ("c", [
         "#include <stdio.h>\nint main(void) { char b[16]; gets(b); }\n",
     ], [

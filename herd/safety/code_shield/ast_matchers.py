@@ -429,3 +429,53 @@ def mark_safe_dynamic(ctx: PyContext) -> Iterator[ast.AST]:
             value = arg(call, 0)
             if value is not None and not is_str(value):
                 yield call
+
+
+_URLOPEN = frozenset({"urllib.request.urlopen", "urllib.urlopen", "urllib2.urlopen", "urllib.request.Request",
+                      "urllib.request.URLopener", "urllib.request.FancyURLopener", "urllib.request.urlretrieve",
+                      "urllib.urlretrieve", "six.moves.urllib.request.urlopen"})
+
+
+@matcher
+def urlopen_any_scheme(ctx: PyContext) -> Iterator[ast.AST]:
+    """urllib's openers follow file:// and other schemes: a URL from the user reads local files or
+    reaches internal hosts. A literal http(s) URL is fine."""
+    for call in _calls(ctx, _URLOPEN):
+        url = arg(call, 0, "url")
+        literal_web = is_str(url) and url.value.startswith(("https://", "http://"))  # type: ignore[union-attr]
+        if url is not None and not literal_web:
+            yield call
+
+
+@matcher
+def mako_no_escape(ctx: PyContext) -> Iterator[ast.AST]:
+    """Mako templates do not HTML-escape by default; without default_filters=['h'] user data is markup."""
+    for call in _calls(ctx, {"mako.template.Template", "mako.lookup.TemplateLookup"}):
+        if keyword(call, "default_filters") is None:
+            yield call
+
+
+@matcher
+def logging_config_listen(ctx: PyContext) -> Iterator[ast.AST]:
+    """logging.config.listen() accepts a logging configuration from the network, and configurations can
+    name classes to instantiate (code execution) unless a verify= callable checks them."""
+    for call in _calls(ctx, {"logging.config.listen"}):
+        if keyword(call, "verify") is None:
+            yield call
+
+
+_HUB_LOADS = ("from_pretrained", "hf_hub_download", "snapshot_download", "load_dataset")
+
+
+@matcher
+def hub_download_unpinned(ctx: PyContext) -> Iterator[ast.AST]:
+    """Hugging Face Hub downloads without a pinned revision= run whatever the repository holds today
+    (a changed model file or loading script)."""
+    for call in ctx.calls:
+        name = ctx.call_name(call)
+        if name.rsplit(".", 1)[-1] in _HUB_LOADS and (name.startswith(("transformers", "huggingface_hub",
+                                                                      "datasets", "diffusers"))
+                                                     or "from_pretrained" in name):
+            revision = keyword(call, "revision")
+            if revision is None or is_const(revision, "main", None):
+                yield call
