@@ -99,6 +99,7 @@ FIXTURES: dict[str, tuple[str, list[str], list[str]]] = {
         "password = ''\n",
         "password_prompt = 'Enter your password: '\n",
         "token_url = 'https://example.com/token'\n",
+        "SECRET = '<SECRET>'\npassword = '********'\napi_key = '${API_KEY}'\n",
     ]),
     "python.sql-string-format": ("python", [
         "cur.execute(f\"SELECT * FROM users WHERE name = '{name}'\")\n",

@@ -164,8 +164,15 @@ _SECRET_NAME = re.compile(r"(?i)^(?:.*_)?(?:pass(?:word|wd|phrase)?|pwd|secret(?
                           r"access_?key|private_?key|auth_?token|client_?secret|credentials?)$")
 
 
+_PLACEHOLDER = re.compile(r"^(?:<[^<>]*>|\*+|x+|X+|\{\{.*\}\}|\$\{.*\}|\$[A-Z_]+|%\(\w+\)s)$")
+
+
 def _literal_secret(node: ast.AST | None) -> bool:
-    return is_str(node) and bool(node.value.strip())  # type: ignore[union-attr]
+    """A non-empty literal that is not a placeholder ('<SECRET>', '***', '${TOKEN}', '{{ password }}')."""
+    if not is_str(node):
+        return False
+    value = node.value.strip()  # type: ignore[union-attr]
+    return bool(value) and not _PLACEHOLDER.match(value)
 
 
 @matcher
