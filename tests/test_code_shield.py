@@ -4,6 +4,8 @@ are scanned block by block, the policy decides as documented, and broken Python 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from herd.safety.code_shield import (Finding, Policy, RuleError, Treatment, builtin_rules, code_blocks, decide,
@@ -509,7 +511,7 @@ def test_custom_rules_load_and_scan(tmp_path) -> None:
 def test_malformed_rule_is_rejected_by_name_and_field(change: tuple[str, str], message: str) -> None:
     old, new = change
     assert old in GOOD
-    with pytest.raises(RuleError, match="^mine.yaml: " + __import__("re").escape(message)):
+    with pytest.raises(RuleError, match="^mine.yaml: " + re.escape(message)):
         parse_rules(GOOD.replace(old, new), "mine.yaml")
 
 
@@ -609,3 +611,13 @@ def test_real_answer_end_to_end() -> None:
     decision = decide(findings)
     assert decision.blocked
     assert {f.cwe_id for f in decision.findings} == {"CWE-78", "CWE-242", "CWE-502"}
+
+
+def test_package_usage_example_runs() -> None:
+    """The usage example in herd/safety/code_shield/__init__.py (also the README's) stays true."""
+    import doctest
+
+    import herd.safety.code_shield as code_shield
+
+    result = doctest.testmod(code_shield)
+    assert result.attempted >= 3 and result.failed == 0
