@@ -281,3 +281,19 @@ def test_search_over_your_own_documents() -> None:
         [r["title"] for r in index.search("baking bread in the oven", k=2)] == ["Bread", "Oven manual"]
     assert index.search("quantum chromodynamics") == []
     assert stem("indentation") == "indent" and stem("serialized") == stem("serialize") and stem("strings") == "str"
+
+
+def test_the_code_shield_screens_code_interpreter_calls() -> None:
+    from herd.safety.code_shield import Policy
+
+    blocking = Toolbox(["code_interpreter"], code_shield=Policy.from_mode("block"))
+    marker = f"/tmp/herd-shield-{uuid.uuid4().hex}"
+    code = f"import os\ncommand = 'touch ' + {marker!r}\nos.system(command)"  # a shell command built at run time
+    result = blocking.run(ToolCall("code_interpreter", {"code": code}))
+    assert result.startswith("Error: the code shield blocked this code: CWE-78") and "line 3" in result
+    assert not os.path.exists(marker)
+    warning = Toolbox(["code_interpreter"], code_shield=Policy.from_mode("warn"))
+    result = warning.run(ToolCall("code_interpreter", {"code": "import hashlib\nprint(hashlib.md5(b'x').hexdigest()[:6])"}))
+    assert result.startswith("warning: insecure code: CWE-") and "9dd4e4" in result
+    clean = blocking.run(ToolCall("code_interpreter", {"code": "print(6 * 7)"}))
+    assert clean.startswith("completed") and "42" in clean

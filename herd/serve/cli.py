@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tool-timeout", type=float, default=10.0, help="seconds per server-side tool call (default 10)")
     p.add_argument("--max-tool-rounds", type=int, default=5,
                    help="most server-side tool rounds per request (default 5)")
+    p.add_argument("--code-shield", default="block", choices=["block", "warn", "off"],
+                   help="with --execute-builtin-tools: scan code_interpreter calls with the insecure-code shield "
+                        "before they run (block: high/critical never run; default block)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run_serve)
 
@@ -86,8 +89,13 @@ def run_serve(args: argparse.Namespace) -> int:
         from herd.serve.server_tools import ServerTools
         from herd.tools.agent import builtin_tool_names
 
+        shield = None
+        if args.code_shield != "off":
+            from herd.safety.code_shield import Policy
+
+            shield = Policy.from_mode(args.code_shield)
         server_tools = ServerTools(tuple(builtin_tool_names(args.execute_builtin_tools, "--execute-builtin-tools")),
-                                   timeout_s=args.tool_timeout, max_steps=args.max_tool_rounds)
+                                   timeout_s=args.tool_timeout, max_steps=args.max_tool_rounds, code_shield=shield)
         server_tools.warm_up()
         log.info("built-in tools run server-side: %s", ", ".join(server_tools.builtin))
     log.info("loading %s on %s", args.model, device)

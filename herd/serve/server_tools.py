@@ -29,6 +29,7 @@ class ServerTools:
     timeout_s: float = 10.0
     max_steps: int = 5  # most tool rounds per request
     search_index: Any = None  # a herd.tools.search.SearchIndex; None: the standard-library index
+    code_shield: Any = None  # a herd.safety.code_shield.Policy applied to code_interpreter calls
 
     def __post_init__(self) -> None:
         if not self.builtin:
@@ -40,7 +41,8 @@ class ServerTools:
         """The tools of one request (a fresh code-interpreter working directory)."""
         from herd.tools.agent import Toolbox
 
-        return Toolbox(self.builtin, timeout_s=self.timeout_s, search_index=self.search_index)
+        return Toolbox(self.builtin, timeout_s=self.timeout_s, search_index=self.search_index,
+                       code_shield=self.code_shield)
 
     def warm_up(self) -> None:
         """Build (or read from the cache) the search index now, not on the first request that searches."""

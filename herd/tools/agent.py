@@ -78,7 +78,7 @@ class Toolbox:
     conversation, the math engine) and custom `Tool`s, by name."""
 
     def __init__(self, builtin: Sequence[str] = (), custom: Sequence[Tool] = (), timeout_s: float = 10.0,
-                 search_index: Any = None) -> None:
+                 search_index: Any = None, code_shield: Any = None) -> None:
         unknown = [b for b in builtin if b not in BUILTIN_DEFINITIONS]
         if unknown:
             raise ValueError(f"unknown built-in tools {unknown}; known: {', '.join(BUILTIN_DEFINITIONS)}")
@@ -89,7 +89,8 @@ class Toolbox:
             from herd.tools.code_interpreter import CodeInterpreter
 
             self.interpreter = CodeInterpreter(timeout_s=timeout_s)
-            self.handlers["code_interpreter"] = lambda args: self.interpreter(str(args.get("code", "")))
+            self.code_shield = code_shield  # a herd.safety.code_shield.Policy: scan each call before it runs
+            self.handlers["code_interpreter"] = lambda args: self._run_code(str(args.get("code", "")))
         if "wolfram_alpha" in self.builtin:
             from herd.tools.math_engine import MathEngine
 
@@ -100,6 +101,20 @@ class Toolbox:
 
             search = SearchTool(search_index)  # the standard-library index unless one is given
             self.handlers["brave_search"] = lambda args: search(str(args.get("query", "")))
+
+    def _run_code(self, code: str) -> str:
+        """The interpreter's result, after the code shield's verdict: a blocked call never runs (the model
+        reads why), a warned one runs with the warning above its result."""
+        if self.code_shield is None:
+            return self.interpreter(code)
+        from herd.safety.code_shield import Treatment, decide, scan
+
+        decision = decide(scan(code, "python"), self.code_shield)
+        reasons = "; ".join(f"{f.cwe_id} {f.description} (line {f.line})" for f in decision.findings)
+        if decision.blocked:
+            return f"Error: the code shield blocked this code: {reasons}"
+        result = self.interpreter(code)
+        return f"warning: insecure code: {reasons}\n{result}" if decision.action is Treatment.WARN else result
 
     @property
     def definitions(self) -> list[ToolDefinition]:

@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=512, help="most new tokens per model turn")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per tool call (default 10)")
+    p.add_argument("--code-shield", default="off", choices=["block", "warn", "off"],
+                   help="scan code_interpreter calls with herd's insecure-code shield before they run: block "
+                        "(high/critical findings never run; medium runs with a warning), warn, off (default)")
     p.set_defaults(func=run_agent_command)
 
 
@@ -71,11 +74,16 @@ def run_agent_command(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--upload {path}: no such file")
         uploads[Path(path).name] = Path(path).read_bytes()
+    shield = None
+    if args.code_shield != "off":
+        from herd.safety.code_shield import Policy
+
+        shield = Policy.from_mode(args.code_shield)
     device = resolve_device(args.device)
     loaded = load_for_inference(args.model, args.dtype, device)[0]
 
     def new_toolbox() -> Toolbox:
-        box = Toolbox(builtin, custom, timeout_s=args.timeout)
+        box = Toolbox(builtin, custom, timeout_s=args.timeout, code_shield=shield)
         if uploads and "code_interpreter" in box.builtin:
             for name, data in uploads.items():
                 box.interpreter.upload(name, data)
