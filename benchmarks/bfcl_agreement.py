@@ -58,6 +58,8 @@ def bfcl_python(given: str | None) -> str:
     if not python.is_file():
         venv.create(ENV, with_pip=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "bfcl-eval"], check=True)
+        # the checker itself needs nothing more; bfcl_eval.utils (the relevance rule) imports filelock
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "filelock"], check=True)
     return str(python)
 
 
