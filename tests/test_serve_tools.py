@@ -65,7 +65,7 @@ def always_calls(text: str) -> str:
 
 
 class ServerWithScript:
-    def __init__(self, script: Callable[[str], str], server_tools: ServerTools | None) -> None:
+    def __init__(self, script: Callable[[str], str], server_tools: ServerTools | None, guard: Any = None) -> None:
         import threading
 
         import uvicorn
@@ -74,7 +74,7 @@ class ServerWithScript:
 
         loaded = shared_model()
         self.engine = ScriptedEngine(loaded.tokenizer, script)
-        app = create_app(self.engine, loaded, "scripted", server_tools=server_tools)
+        app = create_app(self.engine, loaded, "scripted", server_tools=server_tools, guard=guard)
         port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)

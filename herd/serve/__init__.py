@@ -11,6 +11,8 @@
     protocol      the wire format: request models, response pieces, the error shape
     tools         tools and tool_choice per chat format
     server_tools  built-in tools the server runs itself (--execute-builtin-tools)
+    guarding      input/output guard, code shield on answers (--guard, --code-shield)
+    moderation    POST /v1/moderations
     metrics       Prometheus metrics (prometheus_client, one registry per app)
 """
 
@@ -22,8 +24,8 @@ __all__ = ["create_app"]
 
 
 def create_app(engine: Any, loaded: Any, model_name: str, api_key: str | None = None,
-               server_tools: Any = None) -> Any:
+               server_tools: Any = None, guard: Any = None) -> Any:
     # imported on use: `import herd.serve` (e.g. by the CLI's command table) must not load FastAPI
     from herd.serve.app import create_app as _create_app
 
-    return _create_app(engine, loaded, model_name, api_key, server_tools)
+    return _create_app(engine, loaded, model_name, api_key, server_tools, guard)

@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herd.serve.chat import chat_completion
+from herd.serve.moderation import moderation
 from herd.serve.completions import completion
 from herd.serve.metrics import CONTENT_TYPE, Metrics
 from herd.serve.protocol import error_body
@@ -32,7 +33,7 @@ from herd.serve.served_model import ServedModel
 from herd.serve.transport import install_error_handlers
 
 STATIC_DIR = Path(__file__).parent / "static"
-ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/version", "/")
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/moderations", "/v1/models", "/health", "/metrics", "/version", "/")
 
 
 def endpoint_label(path: str) -> str:
@@ -99,12 +100,12 @@ def engine_stats_fn(engine: Any) -> Callable[[], Any] | None:
 
 
 def create_app(engine: Any, loaded: Any, model_name: str, api_key: str | None = None,
-               server_tools: Any = None) -> FastAPI:
+               server_tools: Any = None, guard: Any = None) -> FastAPI:
     """The server for `engine` (a herd.infer.async_engine.AsyncEngine) over `loaded` (LoadedModel);
     `server_tools` (herd.serve.server_tools.ServerTools) makes it run built-in tool calls itself."""
     app = FastAPI(title="herd", description="OpenAI-compatible API for herd models", docs_url="/docs", redoc_url=None)
     metrics = Metrics(engine_stats_fn(engine), model_name)
-    served = ServedModel(engine, loaded, model_name, metrics, server_tools)
+    served = ServedModel(engine, loaded, model_name, metrics, server_tools, guard)
     app.state.served = served
     app.state.metrics = metrics
     app.add_middleware(ServeMiddleware, metrics=metrics, api_key=api_key)
@@ -113,6 +114,10 @@ def create_app(engine: Any, loaded: Any, model_name: str, api_key: str | None = 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await chat_completion(served, request)
+
+    @app.post("/v1/moderations")
+    async def moderations(request: Request) -> dict[str, Any]:
+        return await moderation(served, request)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:

@@ -28,11 +28,13 @@ from herd.serve.protocol import (
     stream_chunk,
     usage,
 )
+from herd.serve.guarding import conversation_of
 from herd.serve.served_model import ServedModel
 from herd.serve.server_tools import ServerTools
 from herd.serve.tools import ChatPlan, ChoiceParser, ChoiceResult, build_chat_prompt
 from herd.serve.transport import SSE_DONE, Generations, respond, sse, stream_error
 from herd.tokenizer.chat import Message, ToolCall
+from herd.safety.guard_prompt import CANNED_REFUSAL
 from herd.tokenizer.tool_prompt import tool_result_message
 
 
@@ -49,6 +51,9 @@ async def chat_completion(served: ServedModel, request: Request) -> Response:
     plan = build_chat_prompt(served.chat_format, req.messages, req.tools, req.tool_choice, builtin)
     request_id = new_id("chatcmpl")
     run = ChatRun(served, req, plan, request_id, server_tools)
+    if served.guard is not None and not (await served.guard.check_input(run.conversation)).safe:
+        served.metrics.observe_guard_block("input")  # the engine never sees the request
+        return await respond(request, req.stream, None, run.refused_stream, run.refused_body)
     await run.start_round()
     served.metrics.observe_first_token(time.perf_counter() - started)
     return await respond(request, req.stream, run.close, run.stream, run.collect)
@@ -64,6 +69,9 @@ class ChatChoice:
     tokens: int = 0
     finish_reason: str | None = None
     logprobs: list[dict[str, Any]] = field(default_factory=list)
+    sent: str = ""  # content released to a streaming client (guarded serving)
+    held: str = ""  # content generated but not yet passed by the output guard
+    blocked: bool = False
 
 
 class ChatRun:
@@ -94,6 +102,8 @@ class ChatRun:
         self.round_text: list[str] = []  # content of the current round
         self.prompt_tokens = 0
         self.done_tokens = 0  # completion tokens of finished rounds
+        self.guard = served.guard  # herd.serve.guarding.ServeGuard, or None
+        self.conversation = conversation_of(req.messages)
 
     async def start_round(self) -> None:
         """Submit the current plan; an engine refusal (too long a prompt) is an OpenAIError here."""
@@ -212,6 +222,47 @@ class ChatRun:
             delta["tool_calls"] = calls
         return delta
 
+    # ----- guarded serving
+    def _refusal_choices(self, delta: bool) -> list[dict[str, Any]]:
+        key = "delta" if delta else "message"
+        return [{"index": i, key: {"role": "assistant", "content": CANNED_REFUSAL}, "logprobs": None,
+                 "finish_reason": "content_filter"} for i in range(self.req.n)]
+
+    async def refused_body(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.served.model_name,
+                "system_fingerprint": None, "choices": self._refusal_choices(False), "usage": usage(0, 0)}
+
+    async def refused_stream(self) -> AsyncIterator[str]:
+        yield sse(self._chunk(self._refusal_choices(True)))
+        if self.include_usage:
+            yield sse(self._chunk([], last=True))
+        yield SSE_DONE
+
+    async def _guard_window(self, index: int, events: list[Any], finish: str | None) -> tuple[list[Any], str | None]:
+        """Hold a streamed choice's text until the output guard has passed it (a window at a time)."""
+        st = self.choices[index]
+        if st.blocked:
+            return [], None
+        st.held += "".join(e for e in events if isinstance(e, str))
+        calls = [e for e in events if not isinstance(e, str)]
+        if len(st.held) < self.guard.window_chars and finish is None:
+            return calls, None
+        if (await self.guard.check_output(self.conversation, st.sent + st.held)).safe:
+            released, st.sent, st.held = st.held, st.sent + st.held, ""
+            return ([released] if released else []) + calls, finish
+        self.served.metrics.observe_guard_block("output")
+        st.blocked, st.finish_reason = True, "content_filter"
+        return [("\n\n" if st.sent else "") + CANNED_REFUSAL], "content_filter"
+
+    async def _guard_answers(self) -> None:
+        """Judge each finished non-streamed answer; a flagged one becomes the canned refusal."""
+        for st in self.choices:
+            text = "".join(st.result.content)
+            if text and not (await self.guard.check_output(self.conversation, text)).safe:
+                self.served.metrics.observe_guard_block("output")
+                st.result = ChoiceResult(content=[CANNED_REFUSAL])
+                st.finish_reason = "content_filter"
+
     async def stream(self) -> AsyncIterator[str]:
         try:
             yield sse(self._chunk([
@@ -224,6 +275,8 @@ class ChatRun:
                         yield f": tool {r['name']} {r['seconds']}s {json.dumps(r['output'][:200], ensure_ascii=False)}\n\n"
                     continue
                 for index, events, entries, finish in self._update(out):
+                    if self.guard is not None:
+                        events, finish = await self._guard_window(index, events, finish)
                     delta = self._delta(events)
                     logprobs = {"content": entries} if entries is not None else None
                     if finish is None and not delta and not logprobs:
@@ -244,6 +297,8 @@ class ChatRun:
         async for out in self._outputs():
             if not isinstance(out, list):
                 self._update(out)
+        if self.guard is not None:
+            await self._guard_answers()
         choices = [
             {
                 "index": i,

@@ -44,9 +44,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tool-timeout", type=float, default=10.0, help="seconds per server-side tool call (default 10)")
     p.add_argument("--max-tool-rounds", type=int, default=5,
                    help="most server-side tool rounds per request (default 5)")
-    p.add_argument("--code-shield", default="block", choices=["block", "warn", "off"],
-                   help="with --execute-builtin-tools: scan code_interpreter calls with the insecure-code shield "
-                        "before they run (block: high/critical never run; default block)")
+    p.add_argument("--code-shield", default=None, choices=["block", "warn", "off"],
+                   help="the insecure-code shield: scans the fenced code of answers (block: a high/critical finding "
+                        "turns the answer into the canned refusal, finish_reason content_filter) and server-side "
+                        "code_interpreter calls (which it blocks by default even without this flag)")
+    p.add_argument("--guard", default=None, metavar="DIR",
+                   help="input/output guard: a herd probe guard directory (herd.safety.probe_guard.ProbeGuard.save); "
+                        "flagged requests never reach the model, flagged answers become the canned refusal "
+                        "(finish_reason content_filter; streams are checked in windows); enables /v1/moderations")
+    p.add_argument("--guard-exclude", default="", metavar="S6,S8",
+                   help="hazard categories this deployment allows (comma-separated S-codes)")
+    p.add_argument("--guard-window", type=int, default=200,
+                   help="characters of a streamed answer held back per output-guard check (default 200)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run_serve)
 
@@ -70,6 +79,40 @@ def engine_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return config
 
 
+def serve_guard(args: argparse.Namespace, loaded, log):  # type: ignore[no-untyped-def]
+    """The ServeGuard of --guard / --guard-exclude / --code-shield, or None."""
+    shield_mode = args.code_shield if args.code_shield in ("block", "warn") else None
+    if args.guard is None and shield_mode is None:
+        if args.guard_exclude:
+            raise ValueError("--guard-exclude needs --guard")
+        return None
+    from herd.safety.taxonomy import parse_codes
+    from herd.serve.guarding import ServeGuard
+
+    guard_model = None
+    if args.guard is not None:
+        import json
+        from pathlib import Path
+
+        from herd.loading import load_model
+        from herd.safety.probe_guard import ProbeGuard
+
+        meta_path = Path(args.guard) / "guard.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"--guard {args.guard}: no guard.json (save one with ProbeGuard.save)")
+        base = json.loads(meta_path.read_text())["base"]
+        base_model = loaded if str(loaded.source) == base else load_model(base)
+        guard_model = ProbeGuard.load(args.guard, base_model)
+        log.info("guard: %s on %s", args.guard, base)
+    shield = None
+    if shield_mode is not None:
+        from herd.safety.code_shield import Policy
+
+        shield = Policy.from_mode(shield_mode)
+    return ServeGuard(guard_model, tuple(parse_codes(args.guard_exclude, "--guard-exclude categories")),
+                      shield, args.guard_window)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from herd.cli_args import require_extra, resolve_device, warn_if_slow_dtype
 
@@ -90,10 +133,10 @@ def run_serve(args: argparse.Namespace) -> int:
         from herd.tools.agent import builtin_tool_names
 
         shield = None
-        if args.code_shield != "off":
+        if (args.code_shield or "block") != "off":
             from herd.safety.code_shield import Policy
 
-            shield = Policy.from_mode(args.code_shield)
+            shield = Policy.from_mode(args.code_shield or "block")
         server_tools = ServerTools(tuple(builtin_tool_names(args.execute_builtin_tools, "--execute-builtin-tools")),
                                    timeout_s=args.tool_timeout, max_steps=args.max_tool_rounds, code_shield=shield)
         server_tools.warm_up()
@@ -107,9 +150,10 @@ def run_serve(args: argparse.Namespace) -> int:
         # must not wait a minute for torch.compile
         log.info("compiling the decode step (or loading it from the cache) before serving")
         log.info("decode graphs ready in %.1f s", llm.warm_up())
+    guard = serve_guard(args, loaded, log)
     engine = AsyncEngine(llm)
     name = args.served_model_name or args.model
-    app = create_app(engine, loaded, name, api_key=args.api_key, server_tools=server_tools)
+    app = create_app(engine, loaded, name, api_key=args.api_key, server_tools=server_tools, guard=guard)
     shown_host = "localhost" if args.host in ("0.0.0.0", "::") else args.host
     url = f"http://{shown_host}:{args.port}"
     log.info("serving %s at %s (web chat: %s/ , API: %s/v1)%s", name, url, url, url,

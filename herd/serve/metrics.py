@@ -82,12 +82,17 @@ class Metrics:
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.ttft = Histogram("herd_time_to_first_token_seconds", "Time from request start to its first generated token.",
                               buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.guard_blocked = Counter("herd_guard_blocked", "Requests (input) and answers (output) the guard blocked.",
+                                     ["stage"], registry=self.registry)
         if engine_stats is not None:
             self.registry.register(EngineCollector(engine_stats, model_name))
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()
         self.latency.labels(endpoint=endpoint).observe(seconds)
+
+    def observe_guard_block(self, stage: str) -> None:
+        self.guard_blocked.labels(stage=stage).inc()
 
     def observe_first_token(self, seconds: float) -> None:
         self.ttft.observe(seconds)

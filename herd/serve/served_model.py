@@ -15,8 +15,9 @@ from herd.serve.protocol import MAX_TOP_LOGPROBS, OpenAIError, now
 
 class ServedModel:
     def __init__(self, engine: Any, loaded: Any, model_name: str, metrics: Metrics,
-                 server_tools: Any = None) -> None:
+                 server_tools: Any = None, guard: Any = None) -> None:
         self.engine = engine
+        self.guard = guard  # herd.serve.guarding.ServeGuard: input/output guard and code shield
         self.server_tools = server_tools  # herd.serve.server_tools.ServerTools: built-ins run server-side
         self.loaded = loaded
         self.model_name = model_name

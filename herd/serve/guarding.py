@@ -1,0 +1,102 @@
+"""Guarded serving (`herd serve --guard DIR`): the input and output guard and the code shield around chat.
+
+- The input guard judges the request's conversation before anything is submitted: a flagged request
+  never reaches the engine; it is answered with the canned refusal and `finish_reason:
+  "content_filter"` (counted in `herd_guard_blocked_total{stage="input"}`).
+- The output guard judges the answer: a non-streamed answer as a whole; a streamed one in windows of
+  `window_chars` characters, each window held back until the guard passed the text so far, so flagged
+  text is cut before it is sent (the choice then ends with the canned refusal and `content_filter`).
+- The code shield (`--code-shield`) scans the fenced code in answers; a block is handled as a flag.
+- `/v1/moderations` (OpenAI's shape) answers with the guard's verdict and P(unsafe) per input.
+
+The guard is anything with `classify(conversation, excluded) -> GuardVerdict` (herd.safety.guard_prompt)
+and `score(conversations) -> [P(unsafe)]`: herd.safety.probe_guard.ProbeGuard, or a test's stand-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from herd.safety.guard_prompt import CANNED_REFUSAL, GuardVerdict
+
+# Llama Guard codes -> OpenAI moderation categories (as llama-stack maps them, inverted)
+OPENAI_CATEGORIES = {
+    "S1": ("violence",), "S2": ("illicit",), "S3": ("sexual",), "S4": ("sexual/minors",), "S5": ("harassment",),
+    "S6": (), "S7": (), "S8": (), "S9": ("illicit/violent",), "S10": ("hate",), "S11": ("self-harm",),
+    "S12": ("sexual",), "S13": (), "S14": ("illicit",),
+}
+MODERATION_KEYS = sorted({c for cats in OPENAI_CATEGORIES.values() for c in cats})
+
+
+@dataclass
+class ServeGuard:
+    guard: Any = None
+    excluded: tuple[str, ...] = ()
+    code_shield: Any = None  # a herd.safety.code_shield.Policy for answers
+    window_chars: int = 200
+    blocked: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0})
+
+    def __post_init__(self) -> None:
+        if self.guard is None and self.code_shield is None:
+            raise ValueError("guarded serving needs a guard (--guard) or the code shield (--code-shield)")
+        if self.window_chars < 1:
+            raise ValueError(f"the output guard's window must be >= 1 character, got {self.window_chars}")
+
+    def _judge(self, conversation: Sequence[dict[str, str]], answer: str | None) -> GuardVerdict:
+        if answer is not None and self.code_shield is not None:
+            from herd.safety.code_shield import decide, scan_output
+
+            if decide(scan_output(answer), self.code_shield).blocked:
+                return GuardVerdict(False, ("S14",))
+        if self.guard is None:
+            return GuardVerdict(True)
+        dialog = list(conversation) + ([{"role": "assistant", "content": answer}] if answer is not None else [])
+        return self.guard.classify(dialog, excluded=self.excluded)
+
+    async def check_input(self, conversation: Sequence[dict[str, str]]) -> GuardVerdict:
+        if self.guard is None:
+            return GuardVerdict(True)
+        verdict = await asyncio.to_thread(self._judge, conversation, None)
+        if not verdict.safe:
+            self.blocked["input"] += 1
+        return verdict
+
+    async def check_output(self, conversation: Sequence[dict[str, str]], answer: str) -> GuardVerdict:
+        verdict = await asyncio.to_thread(self._judge, conversation, answer)
+        if not verdict.safe:
+            self.blocked["output"] += 1
+        return verdict
+
+    async def moderate(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """OpenAI moderation results, one per input text (judged as a user message)."""
+        if self.guard is None:
+            raise ValueError("/v1/moderations needs a guard model (--guard)")
+        verdicts = await asyncio.to_thread(lambda: [self.guard.classify(t, excluded=self.excluded) for t in texts])
+        scores = await asyncio.to_thread(self.guard.score, list(texts))
+        results = []
+        for verdict, score in zip(verdicts, scores, strict=True):
+            flagged_keys = {c for code in verdict.categories for c in OPENAI_CATEGORIES.get(code, ())} \
+                if not verdict.safe else set()
+            results.append({
+                "flagged": not verdict.safe,
+                "categories": {k: k in flagged_keys for k in MODERATION_KEYS},
+                "category_scores": {k: (score if k in flagged_keys else 0.0) for k in MODERATION_KEYS},
+                "llama_guard": {"answer": verdict.label, "unsafe_score": score},
+            })
+        return results
+
+
+def conversation_of(messages: Sequence[Any]) -> list[dict[str, str]]:
+    """The request's user/assistant/tool turns as the guard reads them (system prompts are not judged)."""
+    out = []
+    for m in messages:
+        role = "user" if m.role == "developer" else m.role
+        if role in ("user", "assistant", "tool", "ipython"):
+            out.append({"role": role, "content": m.text()})
+    return out or [{"role": "user", "content": ""}]
+
+
+CANNED = CANNED_REFUSAL
