@@ -644,3 +644,25 @@ def test_required_tool_choice_prefills_a_call_and_parses_the_whole_answer(smollm
         assert s["correct"] == (s["error"] is None)
     with pytest.raises(ValueError, match="tool_choice"):
         PromptSettings(tool_choice="any")
+
+
+def test_an_unparsable_call_is_its_own_error_class(smollm2, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from herd.eval.bfcl_ast import DECODER_FAILED, attempted_call
+
+    assert attempted_call("chatml", 'x <tool_call>\n{"name": "f", "arguments": [1]}\n</tool_call>')
+    assert attempted_call("llama3", ' {"name": "f"') and not attempted_call("chatml", "The answer is 4.")
+    task = get_task("bfcl_simple")
+    engine = LLMEngine(smollm2, EngineConfig(kv_cache_bytes=64 << 20))
+    texts = iter(['<tool_call>\n{"name": "calculate_triangle_area", "arguments": [10, 5]}\n</tool_call>',
+                  "The area is 25."])
+
+    def fake_generate(batch, params, progress=False):  # type: ignore[no-untyped-def]
+        return [SimpleNamespace(outputs=[SimpleNamespace(text=next(texts))]) for _ in batch]
+
+    monkeypatch.setattr(engine, "generate", fake_generate)
+    run_evaluation(engine, smollm2, [task], tmp_path, limit=2, progress=False)
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert [s["error"] for s in samples] == [DECODER_FAILED, "simple:wrong_count"]
+    assert not any(s["correct"] for s in samples)

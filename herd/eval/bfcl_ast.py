@@ -63,6 +63,17 @@ class Check:
 
 
 OK = Check(True)
+DECODER_FAILED = "ast_decoder:decoder_failed"  # BFCL's name for an answer whose call cannot be decoded
+# Text that starts a call in each chat format's tool syntax (a Llama 3 JSON call may also open the reply).
+CALL_MARKERS = {"chatml": ("<tool_call>",), "llama3": ("<|python_tag|>", "<function=")}
+
+
+def attempted_call(format_name: str, text: str) -> bool:
+    """Whether `text` tries to call a function in the format's syntax (so a parse failure is an error of its
+    own kind, not an answer without a call)."""
+    if any(marker in text for marker in CALL_MARKERS.get(format_name, ())):
+        return True
+    return format_name == "llama3" and text.lstrip()[:1] in ("{", "[")
 
 
 def standardize_string(text: str) -> str:

@@ -295,7 +295,7 @@ class Evaluator:
 
     def _tool_call(self, task: Task, items: list[ToolCallItem], builder: PromptBuilder, store: SampleStore,
                    on_batch: Callable[[], None]) -> tuple[list[dict[str, Any]], int]:
-        from herd.eval.bfcl_ast import check
+        from herd.eval.bfcl_ast import DECODER_FAILED, Check, attempted_call, check
         from herd.eval.tasks.bfcl import category_of
         from herd.infer.sampling import SamplingParams
 
@@ -317,6 +317,10 @@ class Evaluator:
                 text = builder.tool_prefill() + out.outputs[0].text
                 calls = [{c.name: c.arguments} for c in chat_format.parse_assistant(text).tool_calls]
                 verdict = check(item.functions, calls, item.possible_answer, category)
+                if not calls and category != "irrelevance" and attempted_call(chat_format.name, text):
+                    # a call the format's parser cannot read is its own error class (BFCL's decoder failure),
+                    # not a silent "no call"; irrelevance counts it as no call, as BFCL's relevance rule does
+                    verdict = Check(False, "the answer starts a call that does not parse", DECODER_FAILED)
                 # tuples (from a Python-list call) become lists, as the record reads back from JSON anyway
                 pred = json.loads(json.dumps(calls, ensure_ascii=False, default=str))
                 records.append({"key": key, "task": task.name, "id": item.id, "gold": list(item.possible_answer),
