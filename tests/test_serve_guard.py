@@ -20,14 +20,15 @@ from herd.serve.metrics import parse_metrics
 class KeywordGuard:
     """Unsafe (S1) when the judged turn mentions a bomb."""
 
-    def classify(self, conversation, excluded=()):  # type: ignore[no-untyped-def]
-        last = conversation if isinstance(conversation, str) else conversation[-1]["content"]
-        if "bomb" in last.lower():
-            return GuardVerdict(True, ("S1",)) if "S1" in excluded else GuardVerdict(False, ("S1",))
-        return GuardVerdict(True)
-
-    def score(self, texts):  # type: ignore[no-untyped-def]
-        return [0.97 if "bomb" in t.lower() else 0.02 for t in texts]
+    def judge(self, conversations, excluded=()):  # type: ignore[no-untyped-def]
+        out = []
+        for conversation in conversations:
+            last = conversation if isinstance(conversation, str) else conversation[-1]["content"]
+            if "bomb" not in last.lower():
+                out.append((GuardVerdict(True), 0.02))
+            else:
+                out.append((GuardVerdict(True, ("S1",)) if "S1" in excluded else GuardVerdict(False, ("S1",)), 0.97))
+        return out
 
 
 STORY = "Once upon a time a baker made bread every morning for the whole village, " \

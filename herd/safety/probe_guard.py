@@ -153,11 +153,22 @@ class ProbeGuard:
             answers.append("unsafe\n" + ",".join(codes))
         return answers
 
+    def judge(self, conversations: Sequence[Sequence[Any] | str], excluded: Iterable[str] = (),
+              threshold: float = 0.5) -> list[tuple[GuardVerdict, float]]:
+        """(verdict, P(unsafe)) on each conversation's last turn from one forward pass per conversation,
+        with this deployment's excluded categories."""
+        if not conversations:
+            return []
+        x = self.features(conversations)
+        excluded = list(excluded)
+        answers = self.answer_from_features(x, threshold)
+        return [(parse_guard_output(a, excluded), p)
+                for a, p in zip(answers, self.scores_from_features(x), strict=True)]
+
     def classify(self, conversation: Sequence[Any] | str, excluded: Iterable[str] = (),
                  threshold: float = 0.5) -> GuardVerdict:
         """The verdict on the conversation's last turn, with this deployment's excluded categories."""
-        (answer,) = self.answer_from_features(self.features([conversation]), threshold)
-        return parse_guard_output(answer, excluded)
+        return self.judge([conversation], excluded, threshold)[0][0]
 
     # ----- files
     def save(self, directory: str | Path) -> Path:

@@ -25,9 +25,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herd.serve.chat import chat_completion
-from herd.serve.moderation import moderation
 from herd.serve.completions import completion
 from herd.serve.metrics import CONTENT_TYPE, Metrics
+from herd.serve.moderation import moderation
 from herd.serve.protocol import error_body
 from herd.serve.served_model import ServedModel
 from herd.serve.transport import install_error_handlers

@@ -18,6 +18,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from herd.safety.guard_prompt import CANNED_REFUSAL
+from herd.serve.guarding import conversation_of
 from herd.serve.protocol import (
     ChatCompletionRequest,
     OpenAIError,
@@ -28,13 +30,11 @@ from herd.serve.protocol import (
     stream_chunk,
     usage,
 )
-from herd.serve.guarding import conversation_of
 from herd.serve.served_model import ServedModel
 from herd.serve.server_tools import ServerTools
 from herd.serve.tools import ChatPlan, ChoiceParser, ChoiceResult, build_chat_prompt
 from herd.serve.transport import SSE_DONE, Generations, respond, sse, stream_error
 from herd.tokenizer.chat import Message, ToolCall
-from herd.safety.guard_prompt import CANNED_REFUSAL
 from herd.tokenizer.tool_prompt import tool_result_message
 
 

@@ -121,8 +121,8 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from herd.infer.async_engine import AsyncEngine
-    from herd.infer.engine import LLMEngine
     from herd.infer.auto_dtype import load_for_inference
+    from herd.infer.engine import LLMEngine
     from herd.serve.app import create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

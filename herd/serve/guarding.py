@@ -9,8 +9,8 @@
 - The code shield (`--code-shield`) scans the fenced code in answers; a block is handled as a flag.
 - `/v1/moderations` (OpenAI's shape) answers with the guard's verdict and P(unsafe) per input.
 
-The guard is anything with `classify(conversation, excluded) -> GuardVerdict` (herd.safety.guard_prompt)
-and `score(conversations) -> [P(unsafe)]`: herd.safety.probe_guard.ProbeGuard, or a test's stand-in.
+The guard is anything with `judge(conversations, excluded) -> [(GuardVerdict, P(unsafe))]` (verdicts as
+herd.safety.guard_prompt reads them): herd.safety.probe_guard.ProbeGuard, or a test's stand-in.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from herd.safety.guard_prompt import CANNED_REFUSAL, GuardVerdict
+from herd.safety.guard_prompt import GuardVerdict
 
 # Llama Guard codes -> OpenAI moderation categories (as llama-stack maps them, inverted)
 OPENAI_CATEGORIES = {
@@ -54,7 +54,7 @@ class ServeGuard:
         if self.guard is None:
             return GuardVerdict(True)
         dialog = list(conversation) + ([{"role": "assistant", "content": answer}] if answer is not None else [])
-        return self.guard.classify(dialog, excluded=self.excluded)
+        return self.guard.judge([dialog], self.excluded)[0][0]
 
     async def check_input(self, conversation: Sequence[dict[str, str]]) -> GuardVerdict:
         if self.guard is None:
@@ -74,10 +74,9 @@ class ServeGuard:
         """OpenAI moderation results, one per input text (judged as a user message)."""
         if self.guard is None:
             raise ValueError("/v1/moderations needs a guard model (--guard)")
-        verdicts = await asyncio.to_thread(lambda: [self.guard.classify(t, excluded=self.excluded) for t in texts])
-        scores = await asyncio.to_thread(self.guard.score, list(texts))
+        judged = await asyncio.to_thread(self.guard.judge, list(texts), self.excluded)
         results = []
-        for verdict, score in zip(verdicts, scores, strict=True):
+        for verdict, score in judged:
             flagged_keys = {c for code in verdict.categories for c in OPENAI_CATEGORIES.get(code, ())} \
                 if not verdict.safe else set()
             results.append({
@@ -98,5 +97,3 @@ def conversation_of(messages: Sequence[Any]) -> list[dict[str, str]]:
             out.append({"role": role, "content": m.text()})
     return out or [{"role": "user", "content": ""}]
 
-
-CANNED = CANNED_REFUSAL

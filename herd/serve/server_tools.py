@@ -21,7 +21,7 @@ from typing import Any
 from herd.tokenizer.chat import ToolCall
 
 
-@dataclass(frozen=True)
+@dataclass
 class ServerTools:
     """Which built-in tools the server runs, and its limits per call and per request."""
 
@@ -49,7 +49,7 @@ class ServerTools:
         if "brave_search" in self.builtin and self.search_index is None:
             from herd.tools.search import default_index
 
-            object.__setattr__(self, "search_index", default_index())
+            self.search_index = default_index()
 
     def runs_all(self, calls: Sequence[ToolCall]) -> bool:
         """True when every call is a built-in this server runs (a client function goes back to the client)."""

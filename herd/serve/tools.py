@@ -48,9 +48,9 @@ from herd.tokenizer.chat import ChatFormat, Message, ToolCall, ToolDefinition
 from herd.tokenizer.tool_calls import arguments_dict
 from herd.tokenizer.tool_prompt import (  # noqa: F401 - re-exported: serve's tool prompts live there
     DEFAULT_SYSTEM,
-    call_prefill,
     HERMES_TOOLS_HEAD,
     HERMES_TOOLS_TAIL,
+    call_prefill,
     hermes_system_prompt,
     with_tools,
 )

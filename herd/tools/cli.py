@@ -10,6 +10,7 @@ from typing import Any
 
 from herd.cli_args import add_device_arg, add_dtype_arg, add_model_arg
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "agent", help="multi-step tool use: the model calls tools, sees their results, answers",
