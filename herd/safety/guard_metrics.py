@@ -7,6 +7,7 @@ precision (the area under the precision-recall step curve, as scikit-learn compu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,3 +53,17 @@ def guard_report(scores: Sequence[float], kinds: Sequence[str], threshold: float
             report[f"fpr_{kind}"] = sum(members) / len(members)
             report[f"n_{kind}"] = len(members)
     return report
+
+
+def tpr_at_fpr(positive_scores: Sequence[float], negative_scores: Sequence[float], max_fpr: float
+               ) -> tuple[float, float]:
+    """(TPR, threshold) at the lowest threshold whose false-positive rate on the negatives is <= max_fpr
+    (flagged = score >= threshold); the threshold is just above the negative allowed to pass."""
+    if not positive_scores or not negative_scores:
+        raise ValueError("tpr_at_fpr needs positive and negative scores")
+    allowed = int(max_fpr * len(negative_scores))  # negatives that may be flagged
+    ranked = sorted(negative_scores, reverse=True)
+    threshold = ranked[allowed] if allowed < len(ranked) else float("-inf")
+    threshold = math.nextafter(threshold, math.inf)
+    tpr = sum(s >= threshold for s in positive_scores) / len(positive_scores)
+    return tpr, threshold

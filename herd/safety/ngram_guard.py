@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -23,6 +23,19 @@ def ngram_ids(text: str, buckets: int) -> list[int]:
     return sorted({zlib.crc32(g.encode()) % buckets for g in grams})
 
 
+def hashed_matrix(texts: Sequence[str], buckets: int, featurize: Callable[[str, int], list[int]] = ngram_ids
+                  ) -> torch.Tensor:
+    """Binary (texts x buckets) sparse matrix of each text's hashed feature ids."""
+    rows, cols = [], []
+    for i, text in enumerate(texts):
+        ids = featurize(text, buckets)
+        rows += [i] * len(ids)
+        cols += ids
+    values = torch.ones(len(rows))
+    return torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1), values,
+                                   (len(texts), buckets), check_invariants=False).coalesce()
+
+
 class NgramGuard:
     def __init__(self, buckets: int = 1 << 18, l2: float = 1e-4, steps: int = 300, lr: float = 0.05) -> None:
         self.buckets, self.l2, self.steps, self.lr = buckets, l2, steps, lr
@@ -30,14 +43,7 @@ class NgramGuard:
         self.bias = torch.zeros(())
 
     def _matrix(self, texts: Sequence[str]) -> torch.Tensor:
-        rows, cols = [], []
-        for i, text in enumerate(texts):
-            ids = ngram_ids(text, self.buckets)
-            rows += [i] * len(ids)
-            cols += ids
-        values = torch.ones(len(rows))
-        return torch.sparse_coo_tensor(torch.tensor([rows, cols]), values, (len(texts), self.buckets),
-                                       check_invariants=False).coalesce()
+        return hashed_matrix(texts, self.buckets)
 
     def fit(self, texts: Sequence[str], unsafe: Sequence[bool]) -> NgramGuard:
         if not texts or len(texts) != len(unsafe):

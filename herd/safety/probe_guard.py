@@ -202,3 +202,17 @@ class ProbeGuard:
         guard.unsafe_head = (t["unsafe.w"], t["unsafe.b"][0])
         guard.category_heads = {c: (t[f"{c}.w"], t[f"{c}.b"][0]) for c in meta["categories"]}
         return guard
+
+
+def load_guard(directory: str | Path, loaded: Any = None) -> ProbeGuard:
+    """A saved probe guard on its base model: `loaded` when that is the base (a server's own model is
+    shared), else the base named in guard.json, loaded here."""
+    meta_path = Path(directory) / "guard.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{directory}: no guard.json (train one with `herd guard train --out DIR`)")
+    base = json.loads(meta_path.read_text())["base"]
+    if loaded is None or str(loaded.source) != base:
+        from herd.loading import load_model
+
+        loaded = load_model(base)
+    return ProbeGuard.load(directory, loaded)

@@ -54,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(finish_reason content_filter; streams are checked in windows); enables /v1/moderations")
     p.add_argument("--guard-exclude", default="", metavar="S6,S8",
                    help="hazard categories this deployment allows (comma-separated S-codes)")
+    p.add_argument("--prompt-guard", default=None, metavar="DIR",
+                   help="the prompt-attack classifier (`herd guard train --kind attack`): a request whose last user "
+                        "turn is a jailbreak, or whose tool results carry an injection, is blocked like a "
+                        "guard-flagged one; server-side tool results it flags are withheld from the model")
     p.add_argument("--guard-window", type=int, default=200,
                    help="characters of a streamed answer held back per output-guard check (default 200)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -79,10 +83,21 @@ def engine_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return config
 
 
-def serve_guard(args: argparse.Namespace, loaded, log):  # type: ignore[no-untyped-def]
-    """The ServeGuard of --guard / --guard-exclude / --code-shield, or None."""
+def load_prompt_guard(args: argparse.Namespace, log):  # type: ignore[no-untyped-def]
+    """The classifier of --prompt-guard, or None."""
+    if getattr(args, "prompt_guard", None) is None:
+        return None
+    from herd.safety.prompt_attack import PromptAttackClassifier
+
+    classifier = PromptAttackClassifier.load(args.prompt_guard)
+    log.info("prompt-attack classifier: %s (threshold %.2f)", args.prompt_guard, classifier.threshold)
+    return classifier
+
+
+def serve_guard(args: argparse.Namespace, loaded, log, prompt_attack=None):  # type: ignore[no-untyped-def]
+    """The ServeGuard of --guard / --guard-exclude / --code-shield / --prompt-guard, or None."""
     shield_mode = args.code_shield if args.code_shield in ("block", "warn") else None
-    if args.guard is None and shield_mode is None:
+    if args.guard is None and shield_mode is None and prompt_attack is None:
         if args.guard_exclude:
             raise ValueError("--guard-exclude needs --guard")
         return None
@@ -91,26 +106,17 @@ def serve_guard(args: argparse.Namespace, loaded, log):  # type: ignore[no-untyp
 
     guard_model = None
     if args.guard is not None:
-        import json
-        from pathlib import Path
+        from herd.safety.probe_guard import load_guard
 
-        from herd.loading import load_model
-        from herd.safety.probe_guard import ProbeGuard
-
-        meta_path = Path(args.guard) / "guard.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"--guard {args.guard}: no guard.json (save one with ProbeGuard.save)")
-        base = json.loads(meta_path.read_text())["base"]
-        base_model = loaded if str(loaded.source) == base else load_model(base)
-        guard_model = ProbeGuard.load(args.guard, base_model)
-        log.info("guard: %s on %s", args.guard, base)
+        guard_model = load_guard(args.guard, loaded)
+        log.info("guard: %s on %s", args.guard, guard_model.loaded.source)
     shield = None
     if shield_mode is not None:
         from herd.safety.code_shield import Policy
 
         shield = Policy.from_mode(shield_mode)
     return ServeGuard(guard_model, tuple(parse_codes(args.guard_exclude, "--guard-exclude categories")),
-                      shield, args.guard_window)
+                      shield, args.guard_window, prompt_attack)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -128,6 +134,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("herd.serve")
     server_tools = None
+    prompt_attack = load_prompt_guard(args, log)
     if args.execute_builtin_tools is not None:
         from herd.serve.server_tools import ServerTools
         from herd.tools.agent import builtin_tool_names
@@ -138,7 +145,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
             shield = Policy.from_mode(args.code_shield or "block")
         server_tools = ServerTools(tuple(builtin_tool_names(args.execute_builtin_tools, "--execute-builtin-tools")),
-                                   timeout_s=args.tool_timeout, max_steps=args.max_tool_rounds, code_shield=shield)
+                                   timeout_s=args.tool_timeout, max_steps=args.max_tool_rounds, code_shield=shield,
+                                   prompt_guard=prompt_attack)
         server_tools.warm_up()
         log.info("built-in tools run server-side: %s", ", ".join(server_tools.builtin))
     log.info("loading %s on %s", args.model, device)
@@ -150,7 +158,7 @@ def run_serve(args: argparse.Namespace) -> int:
         # must not wait a minute for torch.compile
         log.info("compiling the decode step (or loading it from the cache) before serving")
         log.info("decode graphs ready in %.1f s", llm.warm_up())
-    guard = serve_guard(args, loaded, log)
+    guard = serve_guard(args, loaded, log, prompt_attack)
     engine = AsyncEngine(llm)
     name = args.served_model_name or args.model
     app = create_app(engine, loaded, name, api_key=args.api_key, server_tools=server_tools, guard=guard)

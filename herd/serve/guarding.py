@@ -8,6 +8,10 @@
   text is cut before it is sent (the choice then ends with the canned refusal and `content_filter`).
 - The code shield (`--code-shield`) scans the fenced code in answers; a block is handled as a flag.
 - `/v1/moderations` (OpenAI's shape) answers with the guard's verdict and P(unsafe) per input.
+- The prompt-attack classifier (`--prompt-guard DIR`) checks the request before the input guard, as
+  Prompt Guard is used: the last user turn for jailbreaks, tool results in it for injections and
+  jailbreaks; a flagged request is blocked like a guard-flagged one. (Tool results the server produces
+  itself are scanned by the toolbox: herd.tools.agent.Toolbox.)
 
 The guard is anything with `judge(conversations, excluded) -> [(GuardVerdict, P(unsafe))]` (verdicts as
 herd.safety.guard_prompt reads them): herd.safety.probe_guard.ProbeGuard, or a test's stand-in.
@@ -37,11 +41,13 @@ class ServeGuard:
     excluded: tuple[str, ...] = ()
     code_shield: Any = None  # a herd.safety.code_shield.Policy for answers
     window_chars: int = 200
+    prompt_attack: Any = None  # a herd.safety.prompt_attack.PromptAttackClassifier
     blocked: dict[str, int] = field(default_factory=lambda: {"input": 0, "output": 0})
 
     def __post_init__(self) -> None:
-        if self.guard is None and self.code_shield is None:
-            raise ValueError("guarded serving needs a guard (--guard) or the code shield (--code-shield)")
+        if self.guard is None and self.code_shield is None and self.prompt_attack is None:
+            raise ValueError("guarded serving needs a guard (--guard), the prompt-attack classifier "
+                             "(--prompt-guard) or the code shield (--code-shield)")
         if self.window_chars < 1:
             raise ValueError(f"the output guard's window must be >= 1 character, got {self.window_chars}")
 
@@ -56,7 +62,21 @@ class ServeGuard:
         dialog = list(conversation) + ([{"role": "assistant", "content": answer}] if answer is not None else [])
         return self.guard.judge([dialog], self.excluded)[0][0]
 
+    def attack_in(self, conversation: Sequence[dict[str, str]]) -> bool:
+        """True when the prompt-attack classifier flags the last user turn (jailbreak) or a tool result
+        after it (injection or jailbreak)."""
+        if self.prompt_attack is None:
+            return False
+        last_user = max((i for i, m in enumerate(conversation) if m["role"] == "user"), default=-1)
+        user = [conversation[last_user]["content"]] if last_user >= 0 else []
+        tools = [m["content"] for m in conversation[last_user + 1:] if m["role"] in ("tool", "ipython")]
+        verdicts = self.prompt_attack.judge(user, "user") + self.prompt_attack.judge(tools, "third_party")
+        return any(v.flagged for v in verdicts)
+
     async def check_input(self, conversation: Sequence[dict[str, str]]) -> GuardVerdict:
+        if await asyncio.to_thread(self.attack_in, conversation):
+            self.blocked["input"] += 1
+            return GuardVerdict(False)
         if self.guard is None:
             return GuardVerdict(True)
         verdict = await asyncio.to_thread(self._judge, conversation, None)

@@ -30,6 +30,7 @@ class ServerTools:
     max_steps: int = 5  # most tool rounds per request
     search_index: Any = None  # a herd.tools.search.SearchIndex; None: the standard-library index
     code_shield: Any = None  # a herd.safety.code_shield.Policy applied to code_interpreter calls
+    prompt_guard: Any = None  # a herd.safety.prompt_attack.PromptAttackClassifier scanning tool results
 
     def __post_init__(self) -> None:
         if not self.builtin:
@@ -42,7 +43,7 @@ class ServerTools:
         from herd.tools.agent import Toolbox
 
         return Toolbox(self.builtin, timeout_s=self.timeout_s, search_index=self.search_index,
-                       code_shield=self.code_shield)
+                       code_shield=self.code_shield, prompt_guard=self.prompt_guard)
 
     def warm_up(self) -> None:
         """Build (or read from the cache) the search index now, not on the first request that searches."""

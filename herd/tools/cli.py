@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--code-shield", default="off", choices=["block", "warn", "off"],
                    help="scan code_interpreter calls with herd's insecure-code shield before they run: block "
                         "(high/critical findings never run; medium runs with a warning), warn, off (default)")
+    p.add_argument("--prompt-guard", default=None, metavar="DIR",
+                   help="scan every tool result with a prompt-attack classifier (`herd guard train --kind attack`): "
+                        "a result flagged as an injection or jailbreak is withheld from the model")
     p.set_defaults(func=run_agent_command)
 
 
@@ -80,11 +83,16 @@ def run_agent_command(args: argparse.Namespace) -> int:
         from herd.safety.code_shield import Policy
 
         shield = Policy.from_mode(args.code_shield)
+    prompt_guard = None
+    if args.prompt_guard is not None:
+        from herd.safety.prompt_attack import PromptAttackClassifier
+
+        prompt_guard = PromptAttackClassifier.load(args.prompt_guard)
     device = resolve_device(args.device)
     loaded = load_for_inference(args.model, args.dtype, device)[0]
 
     def new_toolbox() -> Toolbox:
-        box = Toolbox(builtin, custom, timeout_s=args.timeout, code_shield=shield)
+        box = Toolbox(builtin, custom, timeout_s=args.timeout, code_shield=shield, prompt_guard=prompt_guard)
         if uploads and "code_interpreter" in box.builtin:
             for name, data in uploads.items():
                 box.interpreter.upload(name, data)

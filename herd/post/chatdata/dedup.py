@@ -61,16 +61,21 @@ class MiniLMEmbedder:
         from herd.post.chatdata.rows import progress as bar
 
         parts = []
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of similar length pad little
         starts = range(0, len(texts), self.batch_size)
         with torch.no_grad():
             for start in bar(starts, len(starts), "embedding", self.progress):
-                batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
-                                       max_length=self.max_length, return_tensors="pt").to(self.device)
+                batch = self.tokenizer([texts[i] for i in order[start:start + self.batch_size]], padding=True,
+                                       truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
                 hidden = self.model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 parts.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
-        return torch.cat(parts) if parts else torch.zeros(0, 384)
+        if not parts:
+            return torch.zeros(0, 384)
+        out = torch.empty(len(texts), parts[0].shape[1])
+        out[torch.tensor(order)] = torch.cat(parts)
+        return out
 
 
 def kmeans(x: torch.Tensor, k: int, seed: int = 0, iterations: int = 50) -> torch.Tensor:
