@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          description="The paper's Table 25 (section 5.4.7): violation rate on adversarial prompts "
                                      "(AdvBench, HarmBench, PyRIT objectives) and false refusal rate on borderline "
                                      "prompts, for the model alone, with the input guard, the output guard and "
-                                     "both, with 95%% intervals and per hazard category. Writes safety.json, "
+                                     "both, with 95% intervals and per hazard category. Writes safety.json, "
                                      "safety.md and samples.jsonl to --out. Example: herd eval safety --model "
                                      "smollm2-135m-instruct --guard runs/guard --limit 100 --out runs/safety")
     _add_model_args(saf)

