@@ -92,6 +92,16 @@ def test_the_response_head_judges_answers(guard, tmp_path):
         guard.fit_responses([[{"role": "user", "content": request}]], [True])
 
 
+def test_int8_features_keep_the_verdicts(guard):
+    q = ProbeGuard(guard.loaded, guard.layers, quantization="int8")
+    q.mean, q.std, q.unsafe_head, q.category_heads = guard.mean, guard.std, guard.unsafe_head, guard.category_heads
+    texts = [t for t, _ in UNSAFE] + SAFE
+    fp32, int8 = guard.features(texts[:2]), q.features(texts[:2])
+    assert not torch.equal(fp32, int8) and torch.nn.functional.cosine_similarity(fp32, int8).min() > 0.99
+    assert [s > 0.5 for s in q.score(texts)] == [s > 0.5 for s in guard.score(texts)]
+    assert not any(type(m).__name__.startswith("Int8") for m in guard.loaded.model.modules())  # caller's model untouched
+
+
 def test_auroc():
     from herd.safety.guard_metrics import auroc
 

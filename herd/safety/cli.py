@@ -37,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("guard", metavar="DIR")
     e.add_argument("--limit", type=int, default=None, help="a random N of the test prompts")
     e.add_argument("--threshold", type=float, default=0.5)
+    e.add_argument("--quantization", default=None, choices=["int8", "fp8", "int4"],
+                   help="compute the probe's features on the engine's quantized copy of the model (same heads)")
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=run_eval)
 
@@ -95,7 +97,7 @@ def run_eval(args: argparse.Namespace) -> int:
         report = attack_report(PromptAttackClassifier.load(args.guard), args.seed)
         print(json.dumps(_rounded(report), indent=1))
         return 0
-    guard = load_guard(args.guard)
+    guard = load_guard(args.guard, quantization=args.quantization)
     test = _subset(guard_split("test"), args.limit, args.seed)
     report = guard_report(guard.score([e.text for e in test]), [e.kind for e in test], args.threshold)
     answers = _subset(scored_responses("objective"), args.limit, args.seed)

@@ -58,12 +58,16 @@ def _is_response(conversation: Sequence[Any] | str) -> bool:
 
 
 class ProbeGuard:
-    def __init__(self, loaded: Any, layers: Sequence[int] = LAYERS, max_tokens: int = 256, batch_size: int = 16) -> None:
+    def __init__(self, loaded: Any, layers: Sequence[int] = LAYERS, max_tokens: int = 256, batch_size: int = 16,
+                 quantization: str | None = None) -> None:
         n_layers = loaded.config.n_layers
         if any(not 1 <= layer <= n_layers for layer in layers):
             raise ValueError(f"probe layers must be within 1..{n_layers}, got {list(layers)}")
         self.loaded, self.layers = loaded, tuple(layers)
         self.max_tokens, self.batch_size = max_tokens, batch_size
+        # "int8" (or "fp8", "int4"): the features come from the engine's quantized copy of the model
+        # (herd.infer.prepare.prepare_for_inference); the heads are the same
+        self.quantization = quantization
         self.mean = self.std = None  # feature standardisation
         self.unsafe_head: tuple[torch.Tensor, torch.Tensor] | None = None
         self.category_heads: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -86,6 +90,10 @@ class ProbeGuard:
         from herd.model.transformer import CAUSAL
 
         model = self.loaded.model
+        if self.quantization is not None:
+            from herd.infer.prepare import prepare_for_inference
+
+            model = prepare_for_inference(model, quantization=self.quantization)
         encoded = [self._ids([{"role": "user", "content": c}] if isinstance(c, str) else c) for c in conversations]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         rows: list[torch.Tensor | None] = [None] * len(encoded)
@@ -224,14 +232,14 @@ class ProbeGuard:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, loaded: Any) -> ProbeGuard:
+    def load(cls, directory: str | Path, loaded: Any, quantization: str | None = None) -> ProbeGuard:
         from safetensors.torch import load_file
 
         directory = Path(directory)
         meta = json.loads((directory / "guard.json").read_text())
         if meta.get("kind") != "herd-probe-guard":
             raise ValueError(f"{directory}: not a herd probe guard (guard.json kind {meta.get('kind')!r})")
-        guard = cls(loaded, meta["layers"], meta["max_tokens"])
+        guard = cls(loaded, meta["layers"], meta["max_tokens"], quantization=quantization)
         t = load_file(str(directory / "probe.safetensors"))
         guard.mean, guard.std = t["mean"], t["std"]
         guard.unsafe_head = (t["unsafe.w"], t["unsafe.b"][0])
@@ -241,7 +249,7 @@ class ProbeGuard:
         return guard
 
 
-def load_guard(directory: str | Path, loaded: Any = None) -> ProbeGuard:
+def load_guard(directory: str | Path, loaded: Any = None, quantization: str | None = None) -> ProbeGuard:
     """A saved probe guard on its base model: `loaded` when that is the base (a server's own model is
     shared), else the base named in guard.json, loaded here."""
     meta_path = Path(directory) / "guard.json"
@@ -252,4 +260,4 @@ def load_guard(directory: str | Path, loaded: Any = None) -> ProbeGuard:
         from herd.loading import load_model
 
         loaded = load_model(base)
-    return ProbeGuard.load(directory, loaded)
+    return ProbeGuard.load(directory, loaded, quantization)
