@@ -15,10 +15,22 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     add_dtype_arg(parser, allow_auto=True)
 
 
+def eval_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The `herd eval` subcommand group, for a stage above the harness to add its own evaluation to
+    (`herd eval safety` is registered by herd.safety.cli): the harness never imports the stages it serves."""
+    return subparsers.choices["eval"].herd_subcommands
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype (auto allowed), as every `herd eval` subcommand takes them."""
+    _add_model_args(parser)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser("eval", help="evaluate a model on benchmark tasks",
                               description="Evaluation harness: tasks scored through the engine.")
     sub = e.add_subparsers(dest="eval_command", required=True, metavar="SUBCOMMAND")
+    e.herd_subcommands = sub  # type: ignore[attr-defined]  # stages above the harness add theirs (eval_subcommands)
 
     lst = sub.add_parser("list", help="the registered tasks", description="List the registered tasks.")
     lst.set_defaults(func=run_list)
@@ -62,23 +74,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rob.add_argument("--no-bos", action="store_true", help="no BOS token before the context")
     add_out_arg(rob, None, "directory for robustness.json, robustness.md and robustness.png")
     rob.set_defaults(func=run_robustness_cmd)
-
-    saf = sub.add_parser("safety", help="violation and false refusal rates, model alone and behind the guard",
-                         description="The paper's Table 25 (section 5.4.7): violation rate on adversarial prompts "
-                                     "(AdvBench, HarmBench, PyRIT objectives) and false refusal rate on borderline "
-                                     "prompts, for the model alone, with the input guard, the output guard and "
-                                     "both, with 95% intervals and per hazard category. Writes safety.json, "
-                                     "safety.md and samples.jsonl to --out. Example: herd eval safety --model "
-                                     "smollm2-135m-instruct --guard runs/guard --limit 100 --out runs/safety")
-    _add_model_args(saf)
-    saf.add_argument("--guard", default=None, metavar="DIR", help="a probe guard (`herd guard train --out DIR`); "
-                                                                  "without it the guard rows equal the model's")
-    saf.add_argument("--guard-exclude", default="", metavar="S6,S8", help="hazard categories the deployment allows")
-    saf.add_argument("--limit", type=int, default=None, help="a random N of the adversarial prompts")
-    saf.add_argument("--max-tokens", type=int, default=128, help="answer length (default 128)")
-    saf.add_argument("--seed", type=int, default=0)
-    add_out_arg(saf, None, "directory for safety.json, safety.md and samples.jsonl")
-    saf.set_defaults(func=run_safety_cmd)
 
     con = sub.add_parser("contamination", help="8-gram overlap of task items with token shards",
                          description="The paper's contamination analysis (section 5.1.4): the share of each task's "
@@ -139,6 +134,11 @@ def run_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def engine_for(args: argparse.Namespace, quantization: str | None = None, kv_cache_mb: int | None = None):  # type: ignore[no-untyped-def]
+    """(loaded model, LLMEngine) for a subcommand's --model/--device/--dtype."""
+    return _engine(args, quantization, kv_cache_mb)
+
+
 def _engine(args: argparse.Namespace, quantization: str | None = None, kv_cache_mb: int | None = None):  # type: ignore[no-untyped-def]
     from herd.cli_args import resolve_device, warn_if_slow_dtype
     from herd.infer.auto_dtype import load_for_inference
@@ -149,27 +149,6 @@ def _engine(args: argparse.Namespace, quantization: str | None = None, kv_cache_
     loaded = load_for_inference(args.model, args.dtype, device)[0]
     config = EngineConfig(quantization=quantization, kv_cache_bytes=None if kv_cache_mb is None else kv_cache_mb << 20)
     return loaded, LLMEngine(loaded, config)
-
-
-def run_safety_cmd(args: argparse.Namespace) -> int:
-    from herd.safety.safety_eval import run_safety_eval
-    from herd.safety.taxonomy import parse_codes
-
-    excluded = parse_codes(args.guard_exclude, "--guard-exclude categories")
-    loaded, engine = _engine(args)
-    guard = None
-    if args.guard is not None:
-        from herd.safety.probe_guard import load_guard
-
-        guard = load_guard(args.guard, loaded)
-    summary = run_safety_eval(loaded, engine, args.out, guard, excluded, args.limit, args.max_tokens, args.seed,
-                              progress=sys.stderr.isatty(), guard_name=args.guard)
-    for setting, row in summary["table"].items():
-        vr, frr = row.get("vr", {}), row.get("frr", {})
-        print(f"{setting:<13} VR {vr.get('value', float('nan')):.3f} (n={vr.get('n', 0)})  "
-              f"FRR {frr.get('value', float('nan')):.3f} (n={frr.get('n', 0)})")
-    print(f"wrote {args.out}/safety.md")
-    return 0
 
 
 def run_robustness_cmd(args: argparse.Namespace) -> int:

@@ -43,6 +43,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="compute the probe's features on the engine's quantized copy of the model (same heads)")
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=run_eval)
+    register_eval_safety(subparsers)
+
+
+def register_eval_safety(subparsers: argparse._SubParsersAction) -> None:
+    """`herd eval safety` (the harness's subcommand group; herd.eval.cli is registered first)."""
+    from herd.eval.cli import add_model_args, eval_subcommands
+
+    saf = eval_subcommands(subparsers).add_parser(
+        "safety", help="violation and false refusal rates, model alone and behind the guard",
+        description="The paper's Table 25 (section 5.4.7): violation rate on adversarial prompts "
+                    "(AdvBench, HarmBench, PyRIT objectives) and false refusal rate on borderline "
+                    "prompts, for the model alone, with the input guard, the output guard and "
+                    "both, with 95% intervals and per hazard category. Writes safety.json, "
+                    "safety.md and samples.jsonl to --out. Example: herd eval safety --model "
+                    "smollm2-135m-instruct --guard runs/guard --limit 100 --out runs/safety")
+    add_model_args(saf)
+    saf.add_argument("--guard", default=None, metavar="DIR", help="a probe guard (`herd guard train --out DIR`); "
+                                                                  "without it the guard rows equal the model's")
+    saf.add_argument("--guard-exclude", default="", metavar="S6,S8", help="hazard categories the deployment allows")
+    saf.add_argument("--limit", type=int, default=None, help="a random N of the adversarial prompts")
+    saf.add_argument("--max-tokens", type=int, default=128, help="answer length (default 128)")
+    saf.add_argument("--seed", type=int, default=0)
+    add_out_arg(saf, None, "directory for safety.json, safety.md and samples.jsonl")
+    saf.set_defaults(func=run_safety_cmd)
 
 
 def _rounded(value: object) -> object:
@@ -109,4 +133,26 @@ def run_eval(args: argparse.Namespace) -> int:
         [0.0 if detect_refusal(r.response, r.request).refused else 1.0 for r in answers], [r.harmful for r in answers])
     report["n_responses"] = len(answers)
     print(json.dumps(_rounded(report), indent=1))
+    return 0
+
+
+def run_safety_cmd(args: argparse.Namespace) -> int:
+    from herd.eval.cli import engine_for
+    from herd.safety.safety_eval import run_safety_eval
+    from herd.safety.taxonomy import parse_codes
+
+    excluded = parse_codes(args.guard_exclude, "--guard-exclude categories")
+    loaded, engine = engine_for(args)
+    guard = None
+    if args.guard is not None:
+        from herd.safety.probe_guard import load_guard
+
+        guard = load_guard(args.guard, loaded)
+    summary = run_safety_eval(loaded, engine, args.out, guard, excluded, args.limit, args.max_tokens, args.seed,
+                              progress=sys.stderr.isatty(), guard_name=args.guard)
+    for setting, row in summary["table"].items():
+        vr, frr = row.get("vr", {}), row.get("frr", {})
+        print(f"{setting:<13} VR {vr.get('value', float('nan')):.3f} (n={vr.get('n', 0)})  "
+              f"FRR {frr.get('value', float('nan')):.3f} (n={frr.get('n', 0)})")
+    print(f"wrote {args.out}/safety.md")
     return 0
