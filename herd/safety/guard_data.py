@@ -162,11 +162,12 @@ class ScoredResponse:
         return [{"role": "user", "content": self.request}, {"role": "assistant", "content": self.response}]
 
 
-def scored_responses(subset: str) -> list[ScoredResponse]:
+def scored_responses(subset: str, harmless_exchanges: int = 0) -> list[ScoredResponse]:
     """PyRIT's human-scored answers: `harm` (graded harm scores, first rater, harmful at >= 0.5; the
-    guard's response head trains on it, with 400 harmless ShareGPT exchanges) or `objective` (did the
-    answer achieve the harmful objective, 0/1; held out for the response AUROC). An answer found in both
-    is kept only in `objective`."""
+    guard's response head trains on it, plus `harmless_exchanges` ShareGPT exchanges if asked: 400 of
+    them cost the held-out AUROC 0.866 -> 0.794, so none by default) or `objective` (did the answer
+    achieve the harmful objective, 0/1; held out for the response AUROC). An answer found in both is
+    kept only in `objective`."""
     if subset not in ("harm", "objective"):
         raise ValueError(f"subset must be 'harm' or 'objective', got {subset!r}")
 
@@ -185,7 +186,7 @@ def scored_responses(subset: str) -> list[ScoredResponse]:
     if subset == "objective":
         return held_out
     seen = {r.response for r in held_out}
-    return [r for r in read("harm") if r.response not in seen] + list(sharegpt_exchanges(400))
+    return [r for r in read("harm") if r.response not in seen] + list(sharegpt_exchanges(harmless_exchanges))
 
 
 def sharegpt_exchanges(count: int) -> Iterator[ScoredResponse]:
