@@ -8,7 +8,7 @@ import sys
 from herd.cli_args import add_device_arg, add_dtype_arg, add_model_arg, add_out_arg
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The model a subcommand runs: --model, --device, --dtype (auto allowed)."""
     add_model_arg(parser)
     add_device_arg(parser)
@@ -19,11 +19,6 @@ def eval_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubPar
     """The `herd eval` subcommand group, for a stage above the harness to add its own evaluation to
     (`herd eval safety` is registered by herd.safety.cli): the harness never imports the stages it serves."""
     return subparsers.choices["eval"].herd_subcommands
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype (auto allowed), as every `herd eval` subcommand takes them."""
-    _add_model_args(parser)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="score a model on tasks",
                        description="Score a model on tasks; results.json + samples.jsonl go to --out. "
                                    "A rerun into the same --out recomputes only missing items.")
-    _add_model_args(r)
+    add_model_args(r)
     r.add_argument("--task", action="append", default=[], metavar="NAME", help="a registered task (repeatable)")
     r.add_argument("--task-file", action="append", default=[], metavar="FILE.jsonl",
                    help="an ad-hoc task: {query, choices, gold} or {prompt, answer} lines (repeatable)")
@@ -67,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rob = sub.add_parser("robustness", help="the paper's multiple-choice robustness study",
                          description="Accuracy under label variants, answer orders, prompt formats and few-shot "
                                      "label bias (paper section 5.1.2); writes robustness.{json,md,png} to --out.")
-    _add_model_args(rob)
+    add_model_args(rob)
     rob.add_argument("--task", required=True, help="a multiple-choice task (see `herd eval list`)")
     rob.add_argument("--limit", type=int, default=None, help="only the first N items")
     rob.add_argument("--shots", type=int, default=0, help="few-shot examples (> 0 adds the label-bias study)")
@@ -122,7 +117,7 @@ def run_run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc.args[0])) from None
     settings = PromptSettings(shots=args.shots, seed=args.seed, bos=not args.no_bos, chat=args.chat,
                               system=args.system, fixed_fewshot=args.fixed_fewshot, tool_choice=args.tool_choice)
-    loaded, engine = _engine(args, args.quantization, args.kv_cache_mb)
+    loaded, engine = engine_for(args, args.quantization, args.kv_cache_mb)
     summary = run_evaluation(engine, loaded, tasks, args.out, settings, limit=args.limit,
                              progress=sys.stderr.isatty(), max_tokens=args.max_tokens, samples=args.samples,
                              temperature=args.temperature)
@@ -136,10 +131,6 @@ def run_run(args: argparse.Namespace) -> int:
 
 def engine_for(args: argparse.Namespace, quantization: str | None = None, kv_cache_mb: int | None = None):  # type: ignore[no-untyped-def]
     """(loaded model, LLMEngine) for a subcommand's --model/--device/--dtype."""
-    return _engine(args, quantization, kv_cache_mb)
-
-
-def _engine(args: argparse.Namespace, quantization: str | None = None, kv_cache_mb: int | None = None):  # type: ignore[no-untyped-def]
     from herd.cli_args import resolve_device, warn_if_slow_dtype
     from herd.infer.auto_dtype import load_for_inference
     from herd.infer.engine import EngineConfig, LLMEngine
@@ -163,7 +154,7 @@ def run_robustness_cmd(args: argparse.Namespace) -> int:
     if task.kind != "mc":
         raise UsageError(f"--task {task.name} is a {task.kind} task; the robustness study needs a multiple-choice task")
     task.load()
-    loaded, engine = _engine(args)
+    loaded, engine = engine_for(args)
     summary = run_robustness(engine, loaded, task, args.out, limit=args.limit, shots=args.shots, bos=not args.no_bos,
                              progress=sys.stderr.isatty())
     for r in summary["variants"]:
