@@ -26,11 +26,12 @@ EXTRA_OF_MODULE = {
     "fastapi": "serve", "uvicorn": "serve", "starlette": "serve", "anyio": "serve", "prometheus_client": "serve",
     "datatrove": "data", "selectolax": "data", "fasttext": "data", "pyarrow": "data", "xxhash": "data",
     "orjson": "data", "ray": "ray",
-    "tensorboard": "train", "matplotlib": "train",
+    "tensorboard": "train", "matplotlib": "train", "scipy": "scaling",
 }
 # The extra a command needs, named when one of its modules is missing (matplotlib, say, is in several).
 EXTRA_OF_COMMAND = {"serve": "serve", "corpus": "data", "tokenize": "data", "curate": "data", "pretrain": "train",
-                    "judge-data": "train", "demo": "all"}
+                    "judge-data": "train", "demo": "all",
+                    "scaling": "scaling"}
 
 
 class UsageError(Exception):

@@ -109,3 +109,24 @@ def test_masked_rows_are_gathered_out_before_the_head(monkeypatch: pytest.Monkey
     torch.testing.assert_close(h.grad, ref_h, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(w.grad, ref_w, rtol=1e-5, atol=1e-6)
     assert float(h.grad[~answer].abs().sum()) == 0.0
+
+
+def test_chunks_grow_as_the_vocabulary_shrinks():
+    from herd.train.fused_loss import DEFAULT_CHUNK_TOKENS, chunk_tokens
+
+    assert chunk_tokens(128_256) == DEFAULT_CHUNK_TOKENS  # Llama 3's head: unchanged
+    assert chunk_tokens(1024) == DEFAULT_CHUNK_TOKENS * 128_256 // 1024  # a whole small batch in one chunk
+    assert chunk_tokens(10**7) == DEFAULT_CHUNK_TOKENS  # never below the default
+    # the default chunk for a small head gives the same loss and gradients as explicit small chunks
+    torch.manual_seed(0)
+    h = torch.randn(300, 8, requires_grad=True)
+    w = torch.randn(40, 8, requires_grad=True)
+    t = torch.randint(0, 40, (300,))
+    fused_linear_cross_entropy_sum(h, w, t).backward()
+    g_default = (h.grad.clone(), w.grad.clone())
+    h.grad = w.grad = None
+    loss = fused_linear_cross_entropy_sum(h, w, t, chunk=7)
+    loss.backward()
+    torch.testing.assert_close(fused_linear_cross_entropy_sum(h, w, t), loss)
+    torch.testing.assert_close(h.grad, g_default[0])
+    torch.testing.assert_close(w.grad, g_default[1])

@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 
 from herd.scaling.forecast import Sigmoid, fit_linear, fit_sigmoid, forecast
-from herd.scaling.laws import (FLAG_DOWNWARD, FLAG_EDGE, PAPER_FIGURE, PAPER_TEXT, IsoFlopCurve, ParametricLaw,
-                               fit_parametric, fit_power_law, fit_quadratic, fit_sweep)
+from herd.scaling.laws import (
+    FLAG_DOWNWARD,
+    FLAG_EDGE,
+    PAPER_FIGURE,
+    PAPER_TEXT,
+    IsoFlopCurve,
+    ParametricLaw,
+    fit_parametric,
+    fit_power_law,
+    fit_quadratic,
+    fit_sweep,
+)
 
 # Chinchilla's published approach-3 constants: a known law to recover
 TRUE = ParametricLaw(E=1.69, A=406.4, B=410.7, a=0.34, b=0.28)
@@ -101,14 +111,27 @@ def test_linear_and_sigmoid_come_back():
 
 
 def test_forecast_composes_the_two_steps():
-    truth_line = lambda lc: 5.0 - 0.3 * lc  # noqa: E731
+    truth_line = lambda lc: 5.0 - 0.3 * lc
     truth_sig = Sigmoid(k=5.0, x0=0.8, chance=0.25)
     flops = np.logspace(12, 15, 8)
     nll = truth_line(np.log10(flops))
-    result = forecast(flops, nll, truth_sig(nll), chance=0.25, target_flops=1e17, bootstrap=50)
+    result = forecast(flops, nll, nll, truth_sig(nll), chance=0.25, target_flops=1e17, bootstrap=50)
     expected_nll = truth_line(17.0)
     assert result.nll == pytest.approx(expected_nll, abs=1e-6)
     assert result.accuracy == pytest.approx(float(truth_sig(expected_nll)), abs=1e-4)
     lo, hi = result.accuracy_interval
     assert lo <= result.accuracy + 1e-9 and result.accuracy <= hi + 1e-9
     assert math.isfinite(result.as_dict()["nll_ci"][0])
+
+
+def test_optimal_values_read_each_curve_at_its_optimum():
+    from herd.scaling.laws import optimal_values
+
+    runs = synthetic_runs(TRUE)
+    for r in runs:  # a task NLL that is a known quadratic in log D around each budget's optimum
+        r["nll"] = 2.0 - 0.1 * math.log10(r["C"]) + 0.05 * (math.log(r["D"]) - math.log(TRUE.optimum(r["C"])[1])) ** 2
+    fit = fit_sweep(runs, bootstrap=0)
+    points = optimal_values(fit.curves, runs, lambda r: r["nll"])
+    for (c, value), curve in zip(points, fit.curves):
+        expected = 2.0 - 0.1 * math.log10(c) + 0.05 * (math.log(curve.tokens_opt) - math.log(TRUE.optimum(c)[1])) ** 2
+        assert value == pytest.approx(expected, abs=1e-9)

@@ -73,7 +73,7 @@ def fit_sigmoid(nll: Sequence[float], accuracy: Sequence[float], chance: float,
     best = None
     for k, x0 in starts:
         result = least_squares(residual, np.array([k, x0]), bounds=([0.0, -np.inf], [np.inf, np.inf]),
-                               xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=5000)
+                               xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=200)
         if best is None or result.cost < best.cost:
             best = result
     assert best is not None
@@ -97,30 +97,29 @@ class Forecast:
                 "sigmoid": {"k": self.sigmoid.k, "x0": self.sigmoid.x0, "chance": self.sigmoid.chance}}
 
 
-def forecast(flops: Sequence[float], nll: Sequence[float], accuracy: Sequence[float], chance: float,
-             target_flops: float, *, line_flops_max: float | None = None, bootstrap: int = 500, seed: int = 0,
+def forecast(line_flops: Sequence[float], line_nll: Sequence[float], nll: Sequence[float], accuracy: Sequence[float],
+             chance: float, target_flops: float, *, bootstrap: int = 500, seed: int = 0,
              level: float = 0.95) -> Forecast:
-    """Step 1 on the runs with C <= `line_flops_max` (all runs when None), step 2 on every run, composed
-    at `target_flops`; bootstrap intervals redraw the runs of both steps."""
-    c = np.asarray(flops, dtype=np.float64)
-    x = np.log10(c)
+    """Step 1 on (`line_flops`, `line_nll`) -- the compute-optimal models' gold NLL per budget, or any
+    points the caller picks -- step 2 on every (`nll`, `accuracy`) run, composed at `target_flops`.
+    Intervals: a residual bootstrap of the line (few points) and a pairs bootstrap of the sigmoid."""
+    x = np.log10(np.asarray(line_flops, dtype=np.float64))
+    y_line = np.asarray(line_nll, dtype=np.float64)
     y_nll = np.asarray(nll, dtype=np.float64)
     y_acc = np.asarray(accuracy, dtype=np.float64)
-    small = np.ones_like(c, dtype=bool) if line_flops_max is None else c <= line_flops_max
-    line = fit_linear(x[small], y_nll[small])
+    line = fit_linear(x, y_line)
     sig = fit_sigmoid(y_nll, y_acc, chance)
     target = math.log10(target_flops)
     point_nll = float(line(target))
     point_acc = float(sig(point_nll))
     rng = np.random.default_rng(seed)
+    residuals = y_line - line(x)
     nlls, accs = [], []
-    small_idx, all_idx = np.flatnonzero(small), np.arange(len(c))
     for _ in range(bootstrap):
-        i = rng.choice(small_idx, len(small_idx))
-        j = rng.choice(all_idx, len(all_idx))
-        if len(np.unique(x[i])) < 2 or len(np.unique(y_nll[j])) < 2:
+        j = rng.choice(len(y_nll), len(y_nll))
+        if len(np.unique(y_nll[j])) < 2:
             continue
-        b_line = fit_linear(x[i], y_nll[i])
+        b_line = fit_linear(x, line(x) + rng.choice(residuals, len(residuals)))
         b_sig = fit_sigmoid(y_nll[j], y_acc[j], chance, start=sig)
         b_nll = float(b_line(target))
         nlls.append(b_nll)
@@ -132,3 +131,24 @@ def forecast(flops: Sequence[float], nll: Sequence[float], accuracy: Sequence[fl
     else:
         nll_iv, acc_iv = (point_nll, point_nll), (point_acc, point_acc)
     return Forecast(float(target_flops), point_nll, point_acc, nll_iv, acc_iv, line, sig)  # type: ignore[arg-type]
+
+
+def forecast_task(runs: Sequence[dict[str, Any]], curves: Sequence[Any], task: str, target_flops: float, *,
+                  all_runs: bool = False, bootstrap: int = 500) -> tuple[Forecast, list[tuple[float, float]]]:
+    """The forecast for a sweep's `task`: step 1 on the compute-optimal gold NLL of each unflagged IsoFLOP
+    curve (herd.scaling.laws.optimal_values), or on every run with `all_runs`; step 2 on every run.
+    Returns the forecast and step 1's (C, NLL) points."""
+    from herd.scaling.laws import optimal_values
+
+    def gold_nll(r: dict[str, Any]) -> float:
+        return float(r["tasks"][task]["gold_nll_per_char"])
+
+    good = [c for c in curves if c.ok]
+    if all_runs or len(good) < 2:
+        points = [(float(r["C_actual"]), gold_nll(r)) for r in runs]
+    else:
+        points = optimal_values(good, runs, gold_nll)
+    result = forecast([c for c, _ in points], [v for _, v in points], [gold_nll(r) for r in runs],
+                      [float(r["tasks"][task]["accuracy"]) for r in runs], float(runs[0]["tasks"][task]["chance"]),
+                      target_flops, bootstrap=bootstrap)
+    return result, points

@@ -136,22 +136,24 @@ def fit_power_law(flops: Sequence[float], tokens: Sequence[float]) -> PowerLaw:
 
 def bootstrap_power_law(curves: Sequence[IsoFlopCurve], samples: int = 1000, seed: int = 0,
                         level: float = 0.95) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Percentile intervals of (alpha, A): each resample redraws every curve's runs with replacement,
-    refits its quadratic and the power law through the new optima (draws that leave a curve without 3
-    distinct sizes, or with a flagged fit, are redrawn)."""
+    """Percentile intervals of (alpha, A) by a residual bootstrap: each resample adds every curve's
+    quadratic-fit residuals, redrawn with replacement, to its fitted losses, refits the quadratics and the
+    power law through the new optima. (Redrawing the runs themselves is degenerate with five runs per
+    budget: a draw often keeps three sizes on one side of the minimum.) Draws whose curve opens downward
+    are redrawn."""
     rng = np.random.default_rng(seed)
     alphas, amps = [], []
     tries = 0
+    prepared = []
+    for curve in curves:
+        x = np.log(np.asarray(curve.tokens, dtype=np.float64))
+        fitted = curve.in_tokens(x)
+        prepared.append((x, fitted, np.asarray(curve.losses, dtype=np.float64) - fitted))
     while len(alphas) < samples and tries < samples * 20:
         tries += 1
         optima = []
-        for curve in curves:
-            idx = rng.integers(0, len(curve.tokens), len(curve.tokens))
-            x = np.log(np.asarray(curve.tokens)[idx])
-            if len(np.unique(x)) < 3:
-                break
-            y = np.asarray(curve.losses)[idx]
-            quad = fit_quadratic(x, y)
+        for x, fitted, residuals in prepared:
+            quad = fit_quadratic(x, fitted + rng.choice(residuals, len(residuals)))
             if quad.a <= 0:
                 break
             optima.append(math.exp(quad.vertex[0]))
@@ -165,6 +167,19 @@ def bootstrap_power_law(curves: Sequence[IsoFlopCurve], samples: int = 1000, see
     lo_a, hi_a = np.percentile(alphas, [tail, 100 - tail])
     lo_A, hi_A = np.percentile(amps, [tail, 100 - tail])
     return (float(lo_a), float(hi_a)), (float(lo_A), float(hi_A))
+
+
+def optimal_values(curves: Sequence[IsoFlopCurve], runs: Sequence[dict[str, Any]], value: Any) -> list[tuple[float, float]]:
+    """(C, value at the compute-optimal point) per curve: `value(run)` (a task's gold NLL, say) fitted by a
+    quadratic in log tokens over the budget's runs and read at that budget's D* -- the paper's step 1
+    uses compute-optimal models, not every run of the grid."""
+    points = []
+    for curve in curves:
+        rs = sorted((r for r in runs if float(r["C"]) == curve.flops), key=lambda r: r["D"])
+        x = np.log([float(r["D"]) for r in rs])
+        quad = fit_quadratic(x, [float(value(r)) for r in rs])
+        points.append((curve.flops, float(quad(math.log(curve.tokens_opt)))))
+    return points
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -27,6 +27,15 @@ import torch
 
 IGNORE_INDEX = -100
 DEFAULT_CHUNK_TOKENS = 256
+# A chunk holds at most this many logits: 256 tokens of Llama 3's 128,256-token vocabulary (~131 MB in
+# float32). Small vocabularies (scaling-law models) get longer chunks, so a step is not a Python loop of
+# tiny matmuls: with 1,024 tokens a whole 8 x 128 batch is one chunk.
+CHUNK_LOGITS = DEFAULT_CHUNK_TOKENS * 128_256
+
+
+def chunk_tokens(vocab_size: int) -> int:
+    """Tokens per chunk for a head of `vocab_size` rows (at least DEFAULT_CHUNK_TOKENS)."""
+    return max(DEFAULT_CHUNK_TOKENS, CHUNK_LOGITS // max(vocab_size, 1))
 
 
 def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
@@ -79,12 +88,15 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
 
 
 def fused_linear_cross_entropy_sum(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                                   chunk: int = DEFAULT_CHUNK_TOKENS) -> torch.Tensor:
-    """Float32 sum of cross-entropy(h @ weight.T, targets) over targets != -100, chunk tokens at a time.
+                                   chunk: int | None = None) -> torch.Tensor:
+    """Float32 sum of cross-entropy(h @ weight.T, targets) over targets != -100, chunk tokens at a time
+    (default: `chunk_tokens` of the head's vocabulary).
 
     `h` is [..., dim] (the normed final hidden states), `targets` the matching [...] token ids.
     Differentiable in `h` and `weight`.
     """
+    if chunk is None:
+        chunk = chunk_tokens(weight.shape[0])
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     flat_h = h.reshape(-1, h.shape[-1])

@@ -65,6 +65,12 @@ REGISTRY: dict[str, Task] = {
               ("irrelevance", "irrelevance: no offered function fits, right = no call, 240 items", 256),
               ("java", "simple_java: one Java function, values as Java source text, 100 items", 256),
               ("javascript", "simple_javascript: one JavaScript function, values as source text, 50 items", 256))),
+        Task("arith_mc", "1", "mc", "herd.data.synthetic_math (generated)", "Apache-2.0 (herd)",
+             "word problems with worked solutions, the right answer among 4 numbers, 200 items (chance 1/4)",
+             packaged.arith_mc),
+        Task("stdlib_names", "1", "mc", "Python's standard library (docstrings read with ast)", "PSF",
+             "a function's docstring summary -> its name among 4 standard-library names, 200 items (chance 1/4)",
+             packaged.stdlib_names),
         Task("pydoc_lm", "1", "lm", "Python's pydoc_data.topics", "PSF", "per-item gold NLL and bits per byte "
              "of the first 1,000 characters of each long Python help topic (50 items)", packaged.pydoc_lm),
     )

@@ -13,6 +13,7 @@ numbers can be compared with its reports.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import random
@@ -133,3 +134,84 @@ def niah_grid(lengths: tuple[int, ...] = (256, 512, 1024, 2048, 4096), needles: 
 
     return [NIAHItem(f"niah{needles}-{length}-{depth:.2f}-{c}", length, depth, needles, seed=1000 * c + 7)
             for length in lengths for depth in DEFAULT_DEPTHS for c in range(cases)]
+
+
+def arith_mc(count: int = 200, seed: int = 4321) -> list[Item]:
+    """Multiple choice over herd's synthetic word problems: the worked solution up to "Answer:", then the
+    right number against three distractors of the same number of digits that appear nowhere in the problem.
+
+    The answer is the solution's last result, so the skill measured is carrying the right number forward
+    from the context -- something small models acquire gradually (chance is 1/4, a model that copies the
+    computed number scores near 1), which is what a scaling-law forecast needs. The seed differs from the
+    local corpus's, so the problems are fresh draws of the same templates."""
+    from herd.data.synthetic_math import word_problem
+
+    rng = random.Random(seed)
+    items: list[Item] = []
+    while len(items) < count:
+        text = word_problem(rng)
+        context, _, answer = text.rpartition("Answer:")
+        answer = answer.strip()
+        if not re.fullmatch(r"\d+", answer):
+            continue  # keep non-negative integer answers: distractors are drawn like them
+        gold = int(answer)
+        seen = {int(n) for n in re.findall(r"\d+", context)}
+        lo, hi = (0, 9) if gold < 10 else (10 ** (len(answer) - 1), 10 ** len(answer) - 1)
+        if hi - lo + 1 - len(seen & set(range(lo, hi + 1))) < 4:
+            continue
+        distractors: list[int] = []
+        while len(distractors) < 3:
+            n = rng.randint(lo, hi)
+            if n not in seen and n not in distractors:
+                distractors.append(n)
+        choices = [gold, *distractors]
+        rng.shuffle(choices)
+        items.append(MCItem(id=f"arith-mc-{len(items):04d}", query=f"{context}Answer:",
+                            choices=tuple(f" {n}" for n in choices), gold=choices.index(gold)))
+    return items
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_functions() -> tuple[tuple[str, str], ...]:
+    """(name, first docstring line) of public top-level functions of the standard library, read with `ast`."""
+    import ast
+
+    from herd.data.local_corpus import stdlib_sources
+
+    seen: set[str] = set()
+    found: list[tuple[str, str]] = []
+    for path in stdlib_sources():
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError, UnicodeDecodeError):
+            continue
+        for node in tree.body:
+            if not isinstance(node, ast.FunctionDef) or node.name.startswith("_") or node.name in seen:
+                continue
+            doc = (ast.get_docstring(node) or "").strip().split("\n")[0].strip()
+            if 20 <= len(doc) <= 100 and node.name.lower() not in doc.lower():
+                seen.add(node.name)
+                found.append((node.name, doc))
+    return tuple(found)
+
+
+def stdlib_names(count: int = 200, seed: int = 4321) -> list[Item]:
+    """Docstring -> function name multiple choice over the standard library: the first line of a public
+    function's docstring, then its name against three names of other functions (items whose docstring
+    spells out the name are left out). Chance is 1/4."""
+    functions = _stdlib_functions()
+    rng = random.Random(seed)
+    picked = rng.sample(functions, min(count, len(functions)))
+    names = [name for name, _ in functions]
+    items: list[Item] = []
+    for name, doc in picked:
+        distractors = []
+        while len(distractors) < 3:
+            other = rng.choice(names)
+            if other != name and other not in distractors:
+                distractors.append(other)
+        choices = [name, *distractors]
+        rng.shuffle(choices)
+        items.append(MCItem(id=f"stdlib-names-{len(items):04d}", query=f"{doc}\nFunction:",
+                            choices=tuple(f" {c}" for c in choices), gold=choices.index(name)))
+    return items
