@@ -373,7 +373,8 @@ def test_cycles_are_caught_between_packages_and_train_parallel(tmp_path: Path) -
 # ---- packaging: every third-party import is installed by the core dependencies or the package's extra ----
 
 EXTRA_OF_PACKAGE = {"herd.serve": "serve", "herd.data": "data", "herd.train": "train", "herd.eval": "eval",
-                    "herd.post.chatdata": "post", "herd.post.demo": "post", "herd.safety": "safety"}
+                    "herd.post.chatdata": "post", "herd.post.demo": "post", "herd.safety": "safety",
+                    "herd.scaling": "scaling"}
 
 
 def _requirement_name(requirement: str) -> str:
