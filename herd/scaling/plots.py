@@ -21,6 +21,17 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save(fig, path: str | Path) -> Path:  # type: ignore[no-untyped-def]
+    """Legend, layout, write the PNG, free the figure."""
+    for ax in fig.axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def plot_isoflops(fit: ScalingFit, path: str | Path) -> Path:
     """Figure 2: validation loss against training tokens per budget, each with its quadratic and minimum."""
     plt = _pyplot()
@@ -38,11 +49,7 @@ def plot_isoflops(fit: ScalingFit, path: str | Path) -> Path:
     ax.set_xlabel("training tokens")
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title("IsoFLOP curves (stars: compute-optimal)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_optimal_tokens(fit: ScalingFit, path: str | Path, extra: list[tuple[float, float, str]] = ()) -> Path:  # type: ignore[assignment]
@@ -71,11 +78,7 @@ def plot_optimal_tokens(fit: ScalingFit, path: str | Path, extra: list[tuple[flo
     ax.set_yscale("log")
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("compute-optimal training tokens")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def plot_forecast(runs: list[dict[str, Any]], task: str, result: Forecast, path: str | Path,
@@ -112,9 +115,4 @@ def plot_forecast(runs: list[dict[str, Any]], task: str, result: Forecast, path:
     right.set_ylabel("accuracy")
     right.axhline(result.sigmoid.chance, color="gray", ls=":", lw=1)
     right.invert_xaxis()
-    for ax in (left, right):
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)

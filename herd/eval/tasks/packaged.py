@@ -18,6 +18,7 @@ import importlib.util
 import json
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from herd.eval.tasks.base import CodeItem, GenerateItem, Item, LMItem, MCItem, NIAHItem
@@ -143,7 +144,8 @@ def arith_mc(count: int = 200, seed: int = 4321) -> list[Item]:
     The answer is the solution's last result, so the skill measured is carrying the right number forward
     from the context -- something small models acquire gradually (chance is 1/4, a model that copies the
     computed number scores near 1), which is what a scaling-law forecast needs. The seed differs from the
-    local corpus's, so the problems are fresh draws of the same templates."""
+    local corpus's, so the problems are fresh draws of the same templates (the templates' ranges are small:
+    8 of the 200 repeat one of the corpus's 20,000 problems verbatim)."""
     from herd.data.synthetic_math import word_problem
 
     rng = random.Random(seed)
@@ -159,16 +161,22 @@ def arith_mc(count: int = 200, seed: int = 4321) -> list[Item]:
         lo, hi = (0, 9) if gold < 10 else (10 ** (len(answer) - 1), 10 ** len(answer) - 1)
         if hi - lo + 1 - len(seen & set(range(lo, hi + 1))) < 4:
             continue
-        distractors: list[int] = []
-        while len(distractors) < 3:
-            n = rng.randint(lo, hi)
-            if n not in seen and n not in distractors:
-                distractors.append(n)
-        choices = [gold, *distractors]
-        rng.shuffle(choices)
-        items.append(MCItem(id=f"arith-mc-{len(items):04d}", query=f"{context}Answer:",
-                            choices=tuple(f" {n}" for n in choices), gold=choices.index(gold)))
+        items.append(_mc_item(f"arith-mc-{len(items):04d}", f"{context}Answer:", gold,
+                              lambda: rng.randint(lo, hi), seen, rng))  # noqa: B023 - called right away
     return items
+
+
+def _mc_item(item_id: str, query: str, gold: object, draw: Callable[[], object], exclude: set,  # type: ignore[type-arg]
+             rng: random.Random) -> MCItem:
+    """An item with `gold` and three distinct distractors from `draw()` (none in `exclude`), in shuffled order."""
+    distractors: list[object] = []
+    while len(distractors) < 3:
+        other = draw()
+        if other != gold and other not in exclude and other not in distractors:
+            distractors.append(other)
+    choices = [gold, *distractors]
+    rng.shuffle(choices)
+    return MCItem(id=item_id, query=query, choices=tuple(f" {c}" for c in choices), gold=choices.index(gold))
 
 
 @functools.lru_cache(maxsize=1)
@@ -205,13 +213,6 @@ def stdlib_names(count: int = 200, seed: int = 4321) -> list[Item]:
     names = [name for name, _ in functions]
     items: list[Item] = []
     for name, doc in picked:
-        distractors = []
-        while len(distractors) < 3:
-            other = rng.choice(names)
-            if other != name and other not in distractors:
-                distractors.append(other)
-        choices = [name, *distractors]
-        rng.shuffle(choices)
-        items.append(MCItem(id=f"stdlib-names-{len(items):04d}", query=f"{doc}\nFunction:",
-                            choices=tuple(f" {c}" for c in choices), gold=choices.index(name)))
+        items.append(_mc_item(f"stdlib-names-{len(items):04d}", f"{doc}\nFunction:", name,
+                              lambda: rng.choice(names), set(), rng))
     return items
