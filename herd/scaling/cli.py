@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from herd.cli_args import add_out_arg
-from herd.config import add_recipe_arguments
+from herd.config import add_recipe_arguments, add_set_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,10 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser("demo", help="3 budgets x 5 sizes on the local corpus, then predict and train the "
                                     "optimum at 3x the largest budget (<= 20 min on 2 CPU cores)")
-    d.add_argument("--recipe", default=None, help="scaling recipe (default: configs/scaling/demo.toml's contents)")
+    d.add_argument("--recipe", default=None, help="scaling recipe (default: herd/scaling/demo.toml, shipped with herd)")
     add_out_arg(d, "runs/scaling-demo", "demo directory")
-    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe key, e.g. --set sweep.task_limit=50")
+    add_set_argument(d, "sweep.task_limit=50")
     d.set_defaults(func=run_demo_cmd)
 
 
