@@ -95,6 +95,13 @@ def test_fit_and_forecast_commands(sweep_dir):
     assert bad.returncode == 2 and "nope" in bad.stderr and "arith_mc" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_relaunch_with_other_data_is_refused(sweep_dir):
+    with pytest.raises(ValueError, match=r"vocab_size differ"):
+        run_sweep(scaling_recipe_from_dict(TINY, ["data.vocab_size=400"]), sweep_dir, log=lambda m: None)
+    with pytest.raises(ValueError, match=r"sweep.seq_len differ"):
+        run_sweep(scaling_recipe_from_dict(TINY, ["sweep.seq_len=64"]), sweep_dir, log=lambda m: None)
+
+
 def test_recipe_errors_are_reported_together():
     bad = {"sweep": {**TINY["sweep"], "budgets": [-1.0], "sizes": TINY["sweep"]["sizes"][:2], "lr": [1e-3]},
            "data": TINY["data"]}

@@ -305,6 +305,27 @@ def run_plan(plan: RunPlan, tokenizer: Any, recipe: ScalingRecipe, log: Callable
     }
 
 
+def check_same_data(recipe: ScalingRecipe, out: Path) -> None:
+    """A relaunch may add budgets or sizes, but its runs must share the data and vocabulary of the runs
+    already in `out`: a changed [data] section (or sequence length) would mix incomparable losses."""
+    from dataclasses import asdict
+
+    from herd.config.loader import read_toml
+
+    previous = out / "recipe.toml"
+    if not previous.is_file():
+        return
+    old = read_toml(previous)
+    new = {"data": asdict(recipe.data), "seq_len": recipe.sweep.seq_len}
+    before = {"data": {**asdict(type(recipe.data)()), **old.get("data", {})},
+              "seq_len": old.get("sweep", {}).get("seq_len", recipe.sweep.seq_len)}
+    if before != new:
+        changed = sorted(k for k in new["data"] if new["data"][k] != before["data"].get(k))
+        changed += ["sweep.seq_len"] if new["seq_len"] != before["seq_len"] else []
+        raise ValueError(f"{out} holds a sweep with other data settings ({', '.join(changed)} differ from "
+                         f"{previous}); use a new --out for them, or the recipe it was started with")
+
+
 def run_sweep(recipe: ScalingRecipe, out: str | Path, *, log: Callable[[str], None] = print,
               only: Callable[[RunPlan], bool] | None = None) -> list[dict[str, Any]]:
     """Run every grid point not yet in runs.jsonl; returns all records (old and new)."""
@@ -313,6 +334,7 @@ def run_sweep(recipe: ScalingRecipe, out: str | Path, *, log: Callable[[str], No
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    check_same_data(recipe, out)
     write_toml(out / "recipe.toml", recipe, "# the scaling recipe this sweep ran (herd scaling sweep)\n")
     tokenizer, sources = prepare_data(recipe, out, log)
     import torch
