@@ -45,8 +45,6 @@ def sweep_dir(tmp_path_factory):
 
 
 def test_records_hold_what_the_fit_needs(sweep_dir):
-    from herd.model.flops import flops_per_token  # noqa: F401 - the module the token counts come from
-
     runs = read_runs(sweep_dir)
     for r in runs:
         assert {"N", "N_total", "D", "C", "C_actual", "val_loss", "tasks", "vocab_size"} <= set(r)
@@ -134,7 +132,6 @@ def test_demo_predicts_before_it_runs(tmp_path, sweep_dir):
 
     from herd.scaling.demo import predict_and_run, report_markdown
     from herd.scaling.laws import ParametricLaw
-    from herd.scaling.sweep import _tokenizer, plan_runs  # noqa: F401
 
     out = tmp_path / "demo"
     shutil.copytree(sweep_dir / "data", out / "data")
