@@ -196,3 +196,38 @@ def test_config_validation() -> None:
         VisionLanguageConfig(text=text, cross_attention_before=(3, 3))
     with pytest.raises(ValueError, match="distinct"):
         VisionLanguageConfig(text=text, cross_attention_before=(8,))
+
+
+def test_image_tiles_and_cross_attention_mask_match_the_mllama_processor() -> None:
+    import numpy as np
+    from PIL import Image
+    from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+    from transformers.models.mllama.processing_mllama import (
+        convert_sparse_cross_attention_mask_to_dense,
+        get_cross_attention_token_mask,
+    )
+
+    from herd.multimodal.images import CLIP_MEAN, CLIP_STD, cross_attention_mask, prepare_images
+
+    rng = np.random.default_rng(0)
+    config = VisionConfig(dim=32, layers=2, global_layers=1, heads=4, ffn_dim=64, image_size=56, patch_size=14,
+                          intermediate_layers=(1,))
+    sizes = [(30, 100), (200, 60), (56, 56), (120, 130), (10, 300)]   # wide, tall, exact, 2x2, very wide
+    images = [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+    batch = [[images[0], images[1]], [images[2]], [images[3], images[4]]]
+    processor = MllamaImageProcessorPil(size={"height": 56, "width": 56}, image_mean=list(CLIP_MEAN),
+                                        image_std=list(CLIP_STD), max_image_tiles=4)
+    ref = processor(images=batch, return_tensors="pt")
+    ours = prepare_images(batch, config)
+    torch.testing.assert_close(ours.pixels, ref["pixel_values"], atol=1e-6, rtol=0)
+    assert ours.aspect_ratio_ids.tolist() == ref["aspect_ratio_ids"].tolist()
+    assert ours.tile_mask.tolist() == ref["aspect_ratio_mask"].tolist()
+    assert ours.num_tiles == ref["num_tiles"]
+
+    tokens = [[1, 9, 5, 6, 9, 9, 7, 8, 9, 3], [9, 4, 4], [2, 9, 3, 9, 9, 9, 5]]   # 9 = the image token
+    tiles = [[1, 2, 3, 4], [3], [1, 2, 3, 4]]
+    dense = convert_sparse_cross_attention_mask_to_dense(
+        [get_cross_attention_token_mask(t, 9) for t in tokens], tiles, 4, 10)
+    assert cross_attention_mask(tokens, 9, tiles, 4).tolist() == dense.tolist()
+    with pytest.raises(ValueError, match="2 image tokens but 1 images"):
+        cross_attention_mask([[9, 9]], 9, [[1]], 4)
