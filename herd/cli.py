@@ -18,7 +18,7 @@ COMMAND_MODULES = ("herd.infer.cli", "herd.serve.cli", "herd.commands.convert", 
                    "herd.data.curation.cli", "herd.train.cli", "herd.train.demo_cli", "herd.train.plan_cli",
                    "herd.eval.cli", "herd.post.cli", "herd.post.average_cli",
                    "herd.post.chatdata.cli", "herd.tools.cli", "herd.tools.tooldata_cli", "herd.safety.cli",
-                   "herd.scaling.cli")
+                   "herd.scaling.cli", "herd.multimodal.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

