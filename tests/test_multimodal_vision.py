@@ -231,3 +231,29 @@ def test_image_tiles_and_cross_attention_mask_match_the_mllama_processor() -> No
     assert cross_attention_mask(tokens, 9, tiles, 4).tolist() == dense.tolist()
     with pytest.raises(ValueError, match="2 image tokens but 1 images"):
         cross_attention_mask([[9, 9]], 9, [[1]], 4)
+
+
+def test_herd_convert_writes_the_vision_model_and_extracts_its_text_model(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from herd.checkpoint.hf import read_hf
+    from herd.cli import main
+    from herd.multimodal.io import load_vision_language_model
+
+    hf = _hf_model()
+    hf.save_pretrained(tmp_path / "mllama")
+    assert main(["convert", str(tmp_path / "mllama"), str(tmp_path / "vlm"), "--to", "herd-vlm"]) == 0
+    assert "herd-vlm" in capsys.readouterr().out
+    model = load_vision_language_model(tmp_path / "vlm")
+    tokens, pixels, ids, tile_mask, cross_mask = _inputs()
+    with torch.no_grad():
+        ref = hf(input_ids=tokens, pixel_values=pixels, aspect_ratio_ids=ids, aspect_ratio_mask=tile_mask,
+                 cross_attention_mask=cross_mask).logits
+        ours = model(tokens, images=model.image_context(model.image_states(pixels, ids, tile_mask), cross_mask))
+    assert (ours - ref).abs().max() < 1e-4
+
+    assert main(["convert", str(tmp_path / "mllama"), str(tmp_path / "text"), "--to", "hf"]) == 0
+    config, state = read_hf(tmp_path / "text")
+    text = Transformer(config).eval()
+    text.load_state_dict(state)
+    with torch.no_grad():
+        assert (text(tokens[:, 1:]) - hf(input_ids=tokens[:, 1:]).logits).abs().max() < 1e-4
+    assert main(["convert", "random:llama3-tiny", str(tmp_path / "x"), "--to", "herd-vlm"]) == 2

@@ -1,4 +1,7 @@
-"""`herd convert SRC DST --to hf|meta|gguf`: any checkpoint herd reads, written in any format it writes.
+"""`herd convert SRC DST --to hf|meta|gguf|herd-vlm`: any checkpoint herd reads, written in any format it writes.
+
+A Hugging Face mllama (Llama 3.2 Vision) directory converts to herd's vision-language format
+(`--to herd-vlm`) or gives its text model to any text format.
 
 SRC is a Meta or Hugging Face directory, a .gguf file, a built-in model name, or a training checkpoint
 (`step_XXXXXXXX`, or a checkpoints directory: its newest), single-process or distributed (a DCP
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from herd.cli_args import UsageError, add_dtype_arg
 
-FORMATS = ("hf", "meta", "gguf")
+FORMATS = ("hf", "meta", "gguf", "herd-vlm")
 GGUF_TYPES = ("f16", "q8_0")
 
 
@@ -85,10 +88,53 @@ def read_source(spec: str):  # type: ignore[no-untyped-def]  # -> herd.checkpoin
     return read_checkpoint(resolve_spec(spec))
 
 
+def is_mllama(path: Path) -> bool:
+    """A Hugging Face Llama 3.2 Vision (`mllama`) directory."""
+    import json
+
+    config = path / "config.json"
+    return path.is_dir() and config.is_file() and json.loads(config.read_text()).get("model_type") == "mllama"
+
+
+def _convert_mllama(path: Path, args: argparse.Namespace) -> int:
+    """`--to herd-vlm`: the whole vision model in herd's format; `--to hf|meta|gguf`: its frozen text model
+    (Llama 3.2 11B Vision holds Llama 3.1 8B unchanged), without the 8 new token rows."""
+    from herd.checkpoint.formats import Checkpoint, _directory_tokenizer, write_checkpoint
+    from herd.cli_args import torch_dtype
+    from herd.multimodal.hf_mllama import read_hf_mllama
+
+    dtype = torch_dtype(args.dtype) if args.dtype else None
+    config, state = read_hf_mllama(path)
+    if args.to == "herd-vlm":
+        from herd.multimodal.io import save_vision_language
+
+        out = save_vision_language(args.dst, config, state, dtype)
+        print(f"wrote herd-vlm checkpoint to {out} ({config.text.n_layers} text layers + cross-attention before "
+              f"{list(config.cross_attention_before)}, vision {config.vision.layers}+{config.vision.global_layers} "
+              f"layers, from mllama {path})")
+        return 0
+    text = {k.removeprefix("language_model."): v for k, v in state.items() if k.startswith("language_model.")}
+    try:
+        tokenizer = _directory_tokenizer(path, config.text)
+        if tokenizer is not None:
+            tokenizer.check_fits(config.text.vocab_size)
+    except Exception:  # noqa: BLE001 - mllama's tokenizer counts the image token past the text vocabulary
+        tokenizer = None
+    checkpoint = Checkpoint(config.text, text, tokenizer, "hf-mllama", path)
+    out = write_checkpoint(checkpoint, args.dst, args.to, dtype=dtype, gguf_type=args.gguf_type, num_shards=args.shards)
+    print(f"wrote {args.to} checkpoint of the text model to {out} ({config.text.n_layers} layers, dim "
+          f"{config.text.dim}, from mllama {path})")
+    return 0
+
+
 def run_convert(args: argparse.Namespace) -> int:
     from herd.checkpoint.formats import write_checkpoint
     from herd.cli_args import torch_dtype
 
+    if is_mllama(Path(args.src).expanduser()):
+        return _convert_mllama(Path(args.src).expanduser(), args)
+    if args.to == "herd-vlm":
+        raise UsageError("--to herd-vlm needs a vision-language source (a Hugging Face mllama directory)")
     checkpoint = read_source(args.src)
     if "score.weight" in checkpoint.state:  # a reward model's training checkpoint (herd rm train)
         return _convert_reward_model(checkpoint, args)
