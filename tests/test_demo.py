@@ -15,7 +15,7 @@ from pathlib import Path
 import herd
 from herd.cli import main
 
-ARGS = ["--scale", "0.02", "--max-docs", "40"]  # pretraining: 80K tokens (94% answer-only), 39 steps
+ARGS = ["--scale", "0.04", "--max-docs", "40"]
 WAIT_S = 900  # generous: an upper bound on a loaded 2-core box, never a synchronisation
 
 

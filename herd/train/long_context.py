@@ -15,8 +15,7 @@ stage that passes after k rounds is the same as a run planned for k rounds. A st
 `max_rounds` without passing is reported as not passed (never silently), and the next stage starts
 from it anyway only if `continue_on_fail`.
 
-Each stage mixes long documents (`niah_fraction` of the tokens) into the pretraining mix (or the stage's
-`text_mix`): by default
+Each stage mixes long documents (`niah_fraction` of the tokens) into the pretraining mix: by default
 synthetic NIAH documents of its length, or the token shards named by `long_data` (e.g. the demo's
 synthetic retrieval documents, herd.data.synthetic_retrieval). Small models learn long-range retrieval
 from such data, as the paper's synthetic long-context data teaches it.
@@ -57,10 +56,9 @@ class LongContextStage:
     niah_cases: int = 4                  # cases per depth at each gate check
     loss_tolerance: float = 0.05         # relative increase of short-context loss allowed
     long_data: str | None = None         # token shards mixed in at niah_fraction (None: synthetic NIAH docs)
-    # the text mix the long data is mixed into and the short-context loss is checked on (None: the
-    # pretraining mix); a pretraining mix that is mostly answer-only synthetic documents names its text
-    # sources here, so the stage keeps training the text and the check measures it, not the answers
-    text_mix: dict[str, float] | None = None
+    # weights for the short-context loss check (None: the pretraining mix); a mix with answer-only
+    # synthetic sources should name the text sources here, so the check measures the text, not the answers
+    short_eval_mix: dict[str, float] | None = None
 
 
 @dataclass
@@ -213,7 +211,7 @@ def run_long_context(
         long_dir = Path(stage.long_data) if stage.long_data else niah_source(out / "data", stage.seq_len,
                                                                                stage.niah_documents)
         baseline, checks = _load_state(stage_dir) if resume else (None, [])
-        eval_mix = stage.text_mix or base_mix
+        eval_mix = stage.short_eval_mix or base_mix
         if baseline is None:
             baseline = heldout_loss(_model_from_weights(base_config, current), sources, eval_mix, short_seq_len)
             _save_state(stage_dir, baseline, [])
@@ -228,7 +226,7 @@ def run_long_context(
             "stages": [{"after_tokens": 0, "batch_size": stage.batch_size, "seq_len": stage.seq_len}],
         }
         cfg["data"] = {**cfg["data"], "sources": {**sources, "niah": str(long_dir)},
-                       "mix": _stage_mix(eval_mix, sources, stage.niah_fraction)}
+                       "mix": _stage_mix(base_mix, sources, stage.niah_fraction)}
         cfg["eval"] = {"interval": 0}
         cfg["anneal"] = {"tokens": 0}
         cfg.setdefault("log", {})["progress"] = progress

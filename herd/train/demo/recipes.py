@@ -30,8 +30,7 @@ RETRIEVAL_SHORT = 128                # pretraining retrieval documents: tokens e
 RETRIEVAL_SHORT_FACTS = 3            # ... and facts (and questions) each
 LONG_TOKENS_PER_ROUND = 200_000      # the gate is checked after each round
 LONG_ROUNDS = 4
-LONG_SHARE = 0.9                     # retrieval documents' share of the long-context stage's tokens (the rest:
-                                     # curated text, which keeps the short-context loss gate honest)
+LONG_SHARE = 0.9                     # retrieval documents' share of the long-context stage's tokens
 ANNEAL_TOKENS = 30_000               # curated high-quality tokens; retrieval documents come on top
 ANNEAL_RETRIEVAL_SHARE = 0.5
 RETRIEVAL_FACTS = 20                 # facts (and questions) per long-context retrieval document
@@ -137,7 +136,7 @@ def long_context_stage(settings: DemoSettings) -> Any:
     from herd.train.long_context import LongContextStage
 
     return LongContextStage(seq_len=LONG_SEQ, tokens_per_round=settings.tokens(LONG_TOKENS_PER_ROUND),
-                            max_rounds=LONG_ROUNDS, batch_size=2, lr=2e-3, niah_fraction=LONG_SHARE,
+                            max_rounds=LONG_ROUNDS, batch_size=2, lr=3e-3, niah_fraction=LONG_SHARE,
                             niah_threshold=0.8, niah_depths=NIAH_DEPTHS, niah_cases=settings.niah_cases,
                             loss_tolerance=0.05)
 

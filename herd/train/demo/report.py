@@ -172,7 +172,7 @@ def write_report(out: Path, state: DemoState, entropy: float, losses: dict[str, 
     for name, value in losses.items():
         lines.append(f"| {name} | {value:.3f} | {value - entropy:+.3f} |")
     lines += ["", f"![losses]({curve.name})", "", f"## Long-context stage ({SHORT_SEQ} -> {LONG_SEQ})", "",
-              f"Mix: curation's mix and {LONG_SHARE:.0%} synthetic retrieval documents of {LONG_SEQ - 24} "
+              f"Mix: the pretraining mix and {LONG_SHARE:.0%} synthetic retrieval documents of {LONG_SEQ - 24} "
               "tokens (answer-only loss, word keys, never a NIAH key, in curated text). Gate after each round: "
               "short-context loss "
               f"within 5% of its pre-stage value and NIAH accuracy at {LONG_SEQ - 16} tokens >= 0.8. "

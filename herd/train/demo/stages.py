@@ -102,7 +102,7 @@ class _Demo:
         from herd.train.long_context import run_long_context
 
         stage = long_context_stage(self.settings)
-        stage.text_mix = self.data.pretrain_mix   # curated text (the short retrieval documents stay behind)
+        stage.short_eval_mix = self.data.pretrain_mix   # the curated text, not the retrieval answers
         steps_per_round = max(1, stage.tokens_per_round // (stage.batch_size * stage.seq_len))
         per_doc = LONG_SEQ - 24
         docs = max(64, int(stage.niah_fraction * steps_per_round * stage.batch_size * stage.seq_len
