@@ -7,11 +7,10 @@ Seven stages, each recorded in `<out>/state.json` when it finishes:
    dedup, quality and domain classifiers) with a fast recipe; its mix gives the token shards and the
    pretraining and annealing mixes;
 3. pretrain: a small Llama 3 (the real 128K tokenizer and architecture) with warmup + cosine and a
-   batch/sequence ramp, document-masked packing, on curation's mix plus synthetic retrieval documents
-   whose loss mask trains only their answers (most of the tokens, a fraction of the time: see recipes);
-4. long context: 4x the pretraining context with longer retrieval documents mixed in, gated on
+   batch/sequence ramp, document-masked packing;
+4. long context: 4x the pretraining context with synthetic retrieval documents mixed in, gated on
    short-context loss recovery and needle-in-a-haystack retrieval (herd.train.long_context);
-5. anneal: LR linearly to 0 on curation's high-quality annealing mix (retrieval documents on top);
+5. anneal: LR linearly to 0 on curation's high-quality annealing mix;
 6. average: Polyak average of the annealing checkpoints, saved in Hugging Face format;
 7. report: held-out losses, the NIAH grid (depth x length), plots, samples, each stage's cost.
 
