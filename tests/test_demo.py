@@ -101,33 +101,3 @@ def test_resume_needs_a_run_and_the_same_settings(tmp_path, capsys) -> None:
                                                 "stages": {}}))
     assert main(["demo", "--out", str(out), "--resume", "--scale", "0.5"]) == 2
     assert "was started with --scale 0.04 --max-docs 40" in capsys.readouterr().err
-
-
-def test_recipes_mix_answer_only_retrieval_documents_into_every_training_stage(tmp_path) -> None:
-    """The retrieval share is part of the pretraining and annealing mixes (the rest keeps curation's
-    proportions), the demo model can copy (tied, 64-dim heads) and the gate checks the text's loss."""
-    from herd.data.synthetic_retrieval import write_retrieval_shards
-    from herd.tokenizer import Llama3Tokenizer
-    from herd.train.demo import recipes
-    from herd.train.demo.state import DemoSettings
-
-    data = recipes.CuratedData({"general": "g", "code": "c", "general_hq": "gh"}, {"general": 0.75, "code": 0.25},
-                               {"general_hq": 1.0})
-    base = recipes.base_config(tmp_path, data, 1_000_000)
-    mix = base["data"]["mix"]
-    assert math.isclose(sum(mix.values()), 1.0) and mix["retrieval"] == recipes.RETRIEVAL_SHARE
-    assert math.isclose(mix["general"] / mix["code"], 3.0)
-    assert base["data"]["sources"]["retrieval"] == str(recipes.retrieval_dir(tmp_path))
-    from herd.model import get_config
-
-    shape = get_config(base["model"]["size"])
-    assert shape.tie_embeddings and shape.head_dim == 64 and shape.n_layers == 2
-    anneal = recipes.anneal_config(base, tmp_path, data, "init", 30_000)
-    assert anneal["anneal"]["mix"]["retrieval"] == recipes.ANNEAL_RETRIEVAL_SHARE
-    assert set(anneal["anneal"]["mix"]) <= set(anneal["data"]["sources"])
-    stage = recipes.long_context_stage(DemoSettings())
-    assert stage.niah_fraction == recipes.LONG_SHARE and stage.niah_threshold == 0.8
-    # the retrieval shards the recipes name train only answers
-    write_retrieval_shards(tmp_path / "r", Llama3Tokenizer(), ["Filler text for the haystack. " * 100], 4,
-                           recipes.RETRIEVAL_SHORT, recipes.RETRIEVAL_SHORT_FACTS, key_style="word")
-    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["loss_mask"] is True

@@ -56,9 +56,6 @@ class LongContextStage:
     niah_cases: int = 4                  # cases per depth at each gate check
     loss_tolerance: float = 0.05         # relative increase of short-context loss allowed
     long_data: str | None = None         # token shards mixed in at niah_fraction (None: synthetic NIAH docs)
-    # weights for the short-context loss check (None: the pretraining mix); a mix with answer-only
-    # synthetic sources should name the text sources here, so the check measures the text, not the answers
-    short_eval_mix: dict[str, float] | None = None
 
 
 @dataclass
@@ -211,9 +208,8 @@ def run_long_context(
         long_dir = Path(stage.long_data) if stage.long_data else niah_source(out / "data", stage.seq_len,
                                                                                stage.niah_documents)
         baseline, checks = _load_state(stage_dir) if resume else (None, [])
-        eval_mix = stage.short_eval_mix or base_mix
         if baseline is None:
-            baseline = heldout_loss(_model_from_weights(base_config, current), sources, eval_mix, short_seq_len)
+            baseline = heldout_loss(_model_from_weights(base_config, current), sources, base_mix, short_seq_len)
             _save_state(stage_dir, baseline, [])
         steps_per_round = max(1, stage.tokens_per_round // (stage.batch_size * stage.seq_len))
         cfg = copy.deepcopy(base_config)
@@ -246,7 +242,7 @@ def run_long_context(
                 result.stopped = True
                 break
             model = _model_from_weights(cfg, ckpt)
-            short = heldout_loss(model, sources, eval_mix, short_seq_len)
+            short = heldout_loss(model, sources, base_mix, short_seq_len)
             report = niah_report(model, niah_length(stage.seq_len), stage.niah_depths, stage.niah_cases, seed=round_)
             passed = short <= baseline * (1 + stage.loss_tolerance) and report.accuracy >= stage.niah_threshold
             result.checks.append(GateCheck(round_, run.tokens, short, baseline, report.accuracy, passed))

@@ -41,7 +41,6 @@ from herd.train.demo.recipes import (
     NIAH_LENGTHS,
     PRETRAIN_TOKENS,
     RETRIEVAL_FACTS,
-    RETRIEVAL_SHARE,
     SHORT_SEQ,
     CuratedData,
     anneal_config,
@@ -50,7 +49,6 @@ from herd.train.demo.recipes import (
     curated_data,
     long_context_stage,
     retrieval_data,
-    retrieval_dir,
 )
 from herd.train.demo.report import PROMPTS, plot_losses, samples, save_average, write_report
 from herd.train.demo.runner import run_demo
@@ -59,8 +57,8 @@ from herd.train.demo.stopping import StopRequested
 
 __all__ = [
     "ANNEAL_TOKENS", "LONG_ROUNDS", "LONG_SEQ", "LONG_TOKENS_PER_ROUND", "MODEL", "NIAH_DEPTHS", "NIAH_LENGTHS",
-    "PRETRAIN_TOKENS", "PROMPTS", "RETRIEVAL_FACTS", "RETRIEVAL_SHARE", "SHORT_SEQ", "SMOKE_BELOW", "STAGES",
+    "PRETRAIN_TOKENS", "PROMPTS", "RETRIEVAL_FACTS", "SHORT_SEQ", "SMOKE_BELOW", "STAGES",
     "CuratedData", "DemoError", "DemoResult", "DemoSettings", "DemoState", "Progress", "StopRequested",
     "anneal_config", "base_config", "curate_recipe", "curated_data", "long_context_stage", "plot_losses",
-    "retrieval_data", "retrieval_dir", "run_demo", "samples", "save_average", "write_report",
+    "retrieval_data", "run_demo", "samples", "save_average", "write_report",
 ]

@@ -10,17 +10,7 @@ from typing import Any
 import torch
 
 from herd.train.demo.progress import _clock
-from herd.train.demo.recipes import (
-    ANNEAL_RETRIEVAL_SHARE,
-    LONG_SEQ,
-    LONG_SHARE,
-    RETRIEVAL_FACTS,
-    RETRIEVAL_SHARE,
-    RETRIEVAL_SHORT,
-    RETRIEVAL_SHORT_FACTS,
-    SHORT_SEQ,
-    curated_data,
-)
+from herd.train.demo.recipes import LONG_SEQ, SHORT_SEQ, curated_data
 from herd.train.demo.state import SMOKE_BELOW, STAGES, DemoState
 
 PROMPTS = [
@@ -160,21 +150,13 @@ def write_report(out: Path, state: DemoState, entropy: float, losses: dict[str, 
     lines += ["", f"Unigram entropy of the pretraining mix: **{entropy:.3f} nats/token** "
               "(the loss of the best model that ignores context). Sources `<category>_hq` are curation's "
               "high-quality subsets, used by the annealing mix.", "",
-              f"Synthetic retrieval documents (herd.data.synthetic_retrieval) are {RETRIEVAL_SHARE:.0%} of the "
-              f"pretraining tokens ({RETRIEVAL_SHORT} tokens, {RETRIEVAL_SHORT_FACTS} facts each), "
-              f"{LONG_SHARE:.0%} of the long-context stage's ({LONG_SEQ - 24} tokens, {RETRIEVAL_FACTS} facts) and "
-              f"{ANNEAL_RETRIEVAL_SHARE:.0%} of annealing's: key -> value facts planted in curated text and asked "
-              "about at the end, keys are single-token English words (never a NIAH key), and a loss mask trains "
-              "only the answers, so they cost the model's body but not its 128K-vocabulary head. The table "
-              "above lists the curated sources; the weights are their share of the rest.", "",
               f"## Held-out loss (pretraining validation split, sequences of {SHORT_SEQ})", "",
               "| model | loss | vs unigram |", "|---|---:|---:|"]
     for name, value in losses.items():
         lines.append(f"| {name} | {value:.3f} | {value - entropy:+.3f} |")
     lines += ["", f"![losses]({curve.name})", "", f"## Long-context stage ({SHORT_SEQ} -> {LONG_SEQ})", "",
-              f"Mix: the pretraining mix and {LONG_SHARE:.0%} synthetic retrieval documents of {LONG_SEQ - 24} "
-              "tokens (answer-only loss, word keys, never a NIAH key, in curated text). Gate after each round: "
-              "short-context loss "
+              "Mix: the pretraining mix and 50% synthetic retrieval documents (herd.data.synthetic_retrieval: "
+              "made-up keys, never a NIAH key, in curated text). Gate after each round: short-context loss "
               f"within 5% of its pre-stage value and NIAH accuracy at {LONG_SEQ - 16} tokens >= 0.8. "
               f"**{'passed' if lc['passed'] else 'NOT passed within its token budget'}**"
               + (" (smoke scale)" if settings.smoke and not lc["passed"] else "") + ".", "",

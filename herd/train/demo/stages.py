@@ -14,10 +14,6 @@ from herd.train.demo.recipes import (
     NIAH_DEPTHS,
     NIAH_LENGTHS,
     PRETRAIN_TOKENS,
-    RETRIEVAL_FACTS,
-    RETRIEVAL_SHARE,
-    RETRIEVAL_SHORT,
-    RETRIEVAL_SHORT_FACTS,
     SHORT_SEQ,
     CuratedData,
     anneal_config,
@@ -26,7 +22,6 @@ from herd.train.demo.recipes import (
     curated_data,
     long_context_stage,
     retrieval_data,
-    retrieval_dir,
 )
 from herd.train.demo.report import plot_losses, report_card, report_card_lines, samples, save_average, write_report
 from herd.train.demo.state import DemoState
@@ -87,14 +82,9 @@ class _Demo:
     def pretrain(self) -> dict[str, Any]:
         base = self.base
         total = base["run"]["max_tokens"]
-        docs = int(RETRIEVAL_SHARE * total / RETRIEVAL_SHORT) + 64   # each document about once
-        self.progress.note(f"writing {docs:,} synthetic retrieval documents")
-        retrieval_data(self.out, retrieval_dir(self.out), docs, RETRIEVAL_SHORT, RETRIEVAL_SHORT_FACTS,
-                       self.settings.seed)
         run = _train(base, _TrainProgress(self.progress, total))
         return {"checkpoint": str(run.checkpoint), "tokens": run.tokens,
-                "result": f"{run.steps} steps ({RETRIEVAL_SHARE:.0%} of the tokens answer-only retrieval documents), "
-                          f"train loss {run.final_loss:.3f}, held-out loss "
+                "result": f"{run.steps} steps, train loss {run.final_loss:.3f}, held-out loss "
                           + (f"{run.val_loss:.3f}" if run.val_loss is not None else "-"),
                 "cost": f"{run.tokens:,} tokens"}
 
@@ -102,14 +92,12 @@ class _Demo:
         from herd.train.long_context import run_long_context
 
         stage = long_context_stage(self.settings)
-        stage.short_eval_mix = self.data.pretrain_mix   # the curated text, not the retrieval answers
         steps_per_round = max(1, stage.tokens_per_round // (stage.batch_size * stage.seq_len))
         per_doc = LONG_SEQ - 24
         docs = max(64, int(stage.niah_fraction * steps_per_round * stage.batch_size * stage.seq_len
                            * stage.max_rounds / per_doc) + 32)
         self.progress.note(f"writing {docs} synthetic retrieval documents")
-        stage.long_data = str(retrieval_data(self.out, self.out / "long_context" / "data" / "retrieval", docs,
-                                             per_doc, RETRIEVAL_FACTS, self.settings.seed + 1))
+        stage.long_data = str(retrieval_data(self.out, self.data, docs, self.settings.seed))
         total = steps_per_round * stage.batch_size * stage.seq_len * stage.max_rounds
         result = run_long_context(self.base, self.state.finished("pretrain")["checkpoint"], [stage],
                                   self.out / "long_context", short_seq_len=SHORT_SEQ, progress=False,
