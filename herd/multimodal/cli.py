@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--train", type=int, default=2048, help="training questions (default 2048)")
     v.add_argument("--steps", type=int, default=160, help="optimizer steps (default 160)")
     v.add_argument("--batch", type=int, default=16, help="questions per step (default 16)")
-    v.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    v.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3; the gates get 10x)")
     v.add_argument("--eval", type=int, default=300, help="test questions of each kind of scene (default 300)")
     v.add_argument("--image-size", type=int, default=160, help="scene size in pixels, a multiple of 32 (default 160)")
     v.add_argument("--cross-layers", type=int, default=8, help="cross-attention layers (default 8)")

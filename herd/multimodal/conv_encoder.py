@@ -51,9 +51,20 @@ class EfficientNetLiteEncoder(nn.Module):
         self.grid = image_size // 32
         self.patches = self.grid * self.grid
         self.output_dim = sum(self.net._blocks[i]._block_args.output_filters for i in STAGES)
+        # where each grid cell is: a CNN's pooled features barely say, and cross-attention has no other
+        # notion of position (the ViT adds its own position embeddings); trained with the adapter
+        self.position_embedding = nn.Parameter(0.02 * torch.randn(self.patches, self.output_dim))
+
+    def freeze_backbone(self) -> None:
+        """Freeze the pretrained network (its features can then be computed once and cached); the
+        position embedding stays trainable."""
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.net.eval()
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] normalised pixels -> [N, grid*grid, output_dim]."""
+        """[N, 3, H, W] normalised pixels -> [N, grid*grid, output_dim] from the backbone alone
+        (no position embedding: `forward` adds it)."""
         net = self.net
         x = net._swish(net._bn0(net._conv_stem(images)))
         kept = []
@@ -66,5 +77,5 @@ class EfficientNetLiteEncoder(nn.Module):
     def forward(self, pixels: torch.Tensor, aspect_ratio_ids: torch.Tensor | None = None,
                 tile_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, images, tiles = pixels.shape[:3]
-        out = self.features(pixels.reshape(-1, *pixels.shape[3:]))
+        out = self.features(pixels.reshape(-1, *pixels.shape[3:])) + self.position_embedding
         return out.reshape(batch, images, tiles, self.patches, self.output_dim)

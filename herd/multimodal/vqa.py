@@ -65,12 +65,16 @@ class VQAFormat:
 @torch.no_grad()
 def encode_questions(questions: Sequence[Question], fmt: VQAFormat, encoder: torch.nn.Module,
                      pixels_of: Callable[[Any], torch.Tensor], batch: int = 32) -> Encoded:
-    """Tokenise every question and run the frozen encoder once over every image."""
+    """Tokenise every question and run the frozen encoder once over every image (its `features`, the
+    frozen backbone only, when it has them: trainable parts are applied by `image_tokens`)."""
     ids, targets, image_at, feats = [], [], [], []
     for i in range(0, len(questions), batch):
         chunk = questions[i:i + batch]
         pixels = torch.stack([pixels_of(q.image) for q in chunk])[:, None, None]
-        feats.append(encoder(pixels))
+        if hasattr(encoder, "features"):
+            feats.append(encoder.features(pixels.flatten(0, 2)).reshape(*pixels.shape[:3], encoder.patches, -1))
+        else:
+            feats.append(encoder(pixels))
         for q in chunk:
             a, t, at = fmt.example(q.text, q.answer)
             ids.append(a)
@@ -92,10 +96,19 @@ def _cross_mask(image_at: Sequence[int], length: int) -> torch.Tensor:
     return mask
 
 
+def image_tokens(model: VisionLanguageModel, features: torch.Tensor) -> torch.Tensor:
+    """Cached backbone features [N, 1, 1, patches, D] -> projected image tokens [N, patches, text dim],
+    through the encoder's trainable position embedding when it has one."""
+    position = getattr(model.vision, "position_embedding", None)
+    if position is not None:
+        features = features + position
+    return model.projector(features).flatten(1, 3)
+
+
 def adapter_loss(model: VisionLanguageModel, data: Encoded, rows: Sequence[int]) -> torch.Tensor:
     ids = _pad([data.ids[i] for i in rows], 0)
     targets = _pad([data.targets[i] for i in rows], -100)
-    images = model.image_context(model.projector(data.features[list(rows)]).flatten(1, 3),
+    images = model.image_context(image_tokens(model, data.features[list(rows)]),
                                  _cross_mask([data.image_at[i] for i in rows], ids.shape[1]))
     trained = (targets != -100).any(0).nonzero().squeeze(-1)   # logits only where some row is trained
     logits = model(ids, images=images, select=trained)
@@ -111,10 +124,18 @@ class TrainResult:
 
 
 def train_adapter(model: VisionLanguageModel, data: Encoded, *, steps: int, batch: int = 16, lr: float = 1e-3,
-                  warmup: int = 10, seed: int = 0, progress: Callable[[int, float], None] | None = None) -> TrainResult:
-    """AdamW on the trainable (adapter) parameters, linear warm-up then cosine to 10%."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
+                  warmup: int = 10, seed: int = 0, gate_lr_scale: float = 10.0,
+                  progress: Callable[[int, float], None] | None = None) -> TrainResult:
+    """AdamW on the trainable (adapter) parameters, linear warm-up then cosine to 10%.
+
+    The tanh gates start at 0, so at first only they receive gradient and the layers they gate learn
+    only as they open; a short run gives them `gate_lr_scale` times the learning rate."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    gates = [p for n, p in named if n.rsplit(".", 1)[-1].startswith("gate")]
+    others = [p for n, p in named if not n.rsplit(".", 1)[-1].startswith("gate")]
+    groups = [{"params": others, "scale": 1.0}, {"params": gates, "scale": gate_lr_scale}]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     rng = np.random.default_rng(seed)
     order: list[int] = []
     losses = []
@@ -123,7 +144,7 @@ def train_adapter(model: VisionLanguageModel, data: Encoded, *, steps: int, batc
     for step in range(1, steps + 1):
         scale = min(1.0, step / max(1, warmup)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for group in opt.param_groups:
-            group["lr"] = lr * scale
+            group["lr"] = lr * scale * group["scale"]
         if len(order) < batch:
             order += rng.permutation(len(data.ids)).tolist()
         rows, order = order[:batch], order[batch:]
@@ -152,7 +173,7 @@ def answer(model: VisionLanguageModel, fmt: VQAFormat, data: Encoded, max_new: i
         for k in range(0, len(rows_all), batch):
             rows = rows_all[k:k + batch]
             ids = torch.tensor([prompts[r] for r in rows])
-            states = model.projector(data.features[rows]).flatten(1, 3)
+            states = image_tokens(model, data.features[rows])
             generated = torch.empty(len(rows), 0, dtype=torch.long)
             for _ in range(max_new):
                 images = model.image_context(states, _cross_mask([data.image_at[r] for r in rows], ids.shape[1]))
@@ -170,10 +191,11 @@ class VQASettings:
     train: int = 2048            # training questions (fresh scenes, no held-out pair)
     steps: int = 160
     batch: int = 16
-    lr: float = 1e-3
+    lr: float = 3e-3
     eval: int = 300              # fresh test scenes, and as many with a held-out colour-shape pair
     image_size: int = 160
     cross_layers: int = 8
+    gate_lr_scale: float = 10.0
     seed: int = 0
 
 
@@ -206,9 +228,8 @@ def run_vqa(out: Any, settings: VQASettings, model_spec: str = "smollm2-135m-ins
     torch.manual_seed(settings.seed)
     started = time.perf_counter()
     loaded = load_model(model_spec)
-    encoder = EfficientNetLiteEncoder(settings.image_size).eval()
-    for p in encoder.parameters():
-        p.requires_grad_(False)
+    encoder = EfficientNetLiteEncoder(settings.image_size)
+    encoder.freeze_backbone()
     config = VisionLanguageConfig(text=loaded.config,
                                   cross_attention_before=fusion_schedule(loaded.config.n_layers, settings.cross_layers))
     model = VisionLanguageModel(config, loaded.model, encoder)
@@ -238,7 +259,7 @@ def run_vqa(out: Any, settings: VQASettings, model_spec: str = "smollm2-135m-ins
 
     t0 = time.perf_counter()
     result = train_adapter(model, train, steps=settings.steps, batch=settings.batch, lr=settings.lr,
-                           seed=settings.seed, progress=progress)
+                           seed=settings.seed, gate_lr_scale=settings.gate_lr_scale, progress=progress)
     frozen = all(torch.equal(v, lm_before[k]) for k, v in model.language_model.state_dict().items())
     t0 = time.perf_counter()
     fresh_table = accuracy_table(answer(model, fmt, fresh), fresh)
@@ -247,7 +268,7 @@ def run_vqa(out: Any, settings: VQASettings, model_spec: str = "smollm2-135m-ins
     trainable = {k: v.detach().contiguous() for k, v in model.named_parameters() if v.requires_grad}
     save_file(trainable, str(out / "adapter.safetensors"))
     report = {
-        "model": model_spec, "encoder": "efficientnet-lite0 (frozen, ImageNet weights)", "settings": vars(settings),
+        "model": model_spec, "encoder": "efficientnet-lite0 (ImageNet weights, frozen; its position embedding trained)", "settings": vars(settings),
         "cross_attention_before": list(config.cross_attention_before),
         "trainable_parameters": sum(v.numel() for v in trainable.values()),
         "held_out_pairs": sorted(f"{c} {s}" for c, s in HELD_OUT),
