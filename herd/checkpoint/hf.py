@@ -175,13 +175,17 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     )
 
 
-def read_hf(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """Config and herd-named state dict from a Hugging Face model directory."""
-    directory = Path(directory)
-    config_path = directory / "config.json"
+def read_hf_config(directory: str | Path) -> dict[str, Any]:
+    """A Hugging Face model directory's `config.json` as a dict."""
+    config_path = Path(directory) / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{directory} has no config.json (not a Hugging Face model directory)")
-    config = config_from_hf(json.loads(config_path.read_text()))
+    return json.loads(config_path.read_text())
+
+
+def read_hf_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a Hugging Face directory under its own name (single file or sharded)."""
+    directory = Path(directory)
     if (directory / INDEX_FILE).is_file():
         weight_map = json.loads((directory / INDEX_FILE).read_text()).get("weight_map", {})
         files = sorted(set(weight_map.values()))
@@ -195,9 +199,15 @@ def read_hf(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]
         if not path.is_file():
             raise CheckpointError(f"shard {name} listed in {INDEX_FILE} is missing from {directory}")
         with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                 state[key] = f.get_tensor(key)
-    return config, hf_to_herd_state_dict(config, state)
+    return state
+
+
+def read_hf(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """Config and herd-named state dict from a Hugging Face model directory."""
+    config = config_from_hf(read_hf_config(directory))
+    return config, hf_to_herd_state_dict(config, read_hf_tensors(directory))
 
 
 def write_hf(

@@ -9,7 +9,6 @@ beside it. Everything else is a rename.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from herd.checkpoint.errors import CheckpointError
-from herd.checkpoint.hf import INDEX_FILE, SINGLE_FILE, config_from_hf, hf_to_herd_state_dict
+from herd.checkpoint.hf import config_from_hf, hf_to_herd_state_dict, read_hf_config, read_hf_tensors
 from herd.multimodal.config import NEW_TOKEN_ROWS, VisionConfig, VisionLanguageConfig, from_hf_layer_indices
 
 _VISION_BLOCK = {
@@ -140,22 +139,5 @@ def state_from_hf_mllama(config: VisionLanguageConfig, state: dict[str, torch.Te
 
 def read_hf_mllama(directory: str | Path) -> tuple[VisionLanguageConfig, dict[str, torch.Tensor]]:
     """Config and herd state dict from a Hugging Face mllama model directory."""
-    from safetensors import safe_open
-
-    directory = Path(directory)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        raise CheckpointError(f"{directory} has no config.json (not a Hugging Face model directory)")
-    config = config_from_hf_mllama(json.loads(config_path.read_text()))
-    if (directory / INDEX_FILE).is_file():
-        files = sorted(set(json.loads((directory / INDEX_FILE).read_text()).get("weight_map", {}).values()))
-    elif (directory / SINGLE_FILE).is_file():
-        files = [SINGLE_FILE]
-    else:
-        raise CheckpointError(f"{directory} has neither {SINGLE_FILE} nor {INDEX_FILE}")
-    state: dict[str, torch.Tensor] = {}
-    for name in files:
-        with safe_open(str(directory / name), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                state[key] = f.get_tensor(key)
-    return config, state_from_hf_mllama(config, state)
+    config = config_from_hf_mllama(read_hf_config(directory))
+    return config, state_from_hf_mllama(config, read_hf_tensors(directory))
