@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--steps", type=int, default=160, help="optimizer steps (default 160)")
     v.add_argument("--batch", type=int, default=16, help="questions per step (default 16)")
     v.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3; the gates get 10x)")
+    v.add_argument("--gate-lr-scale", type=float, default=10.0,
+                   help="learning-rate multiple for the tanh gates, which start closed (default 10)")
     v.add_argument("--eval", type=int, default=300, help="test questions of each kind of scene (default 300)")
     v.add_argument("--image-size", type=int, default=160, help="scene size in pixels, a multiple of 32 (default 160)")
     v.add_argument("--cross-layers", type=int, default=8, help="cross-attention layers (default 8)")
@@ -35,7 +37,8 @@ def run_vqa_cmd(args: argparse.Namespace) -> int:
     from herd.multimodal.vqa import VQASettings, run_vqa
 
     settings = VQASettings(train=args.train, steps=args.steps, batch=args.batch, lr=args.lr, eval=args.eval,
-                           image_size=args.image_size, cross_layers=args.cross_layers, seed=args.seed)
+                           image_size=args.image_size, cross_layers=args.cross_layers, seed=args.seed,
+                           gate_lr_scale=args.gate_lr_scale)
     report = run_vqa(args.out, settings, args.model, log=lambda m: print(m, file=sys.stderr, flush=True))
     summary = {"fresh": report["fresh"]["all"]["accuracy"], "held_out": report["held_out"]["all"]["accuracy"],
                "per_kind_fresh": {k: v["accuracy"] for k, v in report["fresh"].items() if k != "all"},
