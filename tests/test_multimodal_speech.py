@@ -18,8 +18,6 @@ from herd.multimodal.speech import (
     mel_filterbank,
 )
 
-transformers = pytest.importorskip("transformers")   # the [test] extra: the reference implementation
-
 
 def _tone(seconds: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)

@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+import transformers
 
 from herd.checkpoint.errors import CheckpointError
 from herd.model import Transformer
@@ -20,8 +21,6 @@ from herd.multimodal import (
     to_hf_layer_indices,
 )
 from herd.multimodal.hf_mllama import config_from_hf_mllama, read_hf_mllama, state_from_hf_mllama
-
-transformers = pytest.importorskip("transformers")   # the [test] extra: the reference implementation
 
 VOCAB = 300
 
