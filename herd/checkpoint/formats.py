@@ -73,7 +73,7 @@ def read_checkpoint(path: str | Path, *, require_tokenizer: bool = False) -> Che
 
             config, state = read_hf(path)
         check_state_dict(config, state, str(path))
-        tokenizer = _directory_tokenizer(path, config)
+        tokenizer = directory_tokenizer(path, config)
     if tokenizer is None and require_tokenizer:
         raise TokenizerError(f"{path} ships no tokenizer (tokenizer.model, tokenizer.json or GGUF vocabulary)")
     if tokenizer is not None:
@@ -81,7 +81,7 @@ def read_checkpoint(path: str | Path, *, require_tokenizer: bool = False) -> Che
     return Checkpoint(config, state, tokenizer, fmt, path)
 
 
-def _directory_tokenizer(path: Path, config: ModelConfig) -> Tokenizer | None:
+def directory_tokenizer(path: Path, config: ModelConfig) -> Tokenizer | None:
     from herd.tokenizer.files import tokenizer_from_directory
 
     if any((path / name).is_file() for name in ("tokenizer.model", "tokenizer.json")):

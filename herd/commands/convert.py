@@ -99,7 +99,7 @@ def is_mllama(path: Path) -> bool:
 def _convert_mllama(path: Path, args: argparse.Namespace) -> int:
     """`--to herd-vlm`: the whole vision model in herd's format; `--to hf|meta|gguf`: its frozen text model
     (Llama 3.2 11B Vision holds Llama 3.1 8B unchanged), without the 8 new token rows."""
-    from herd.checkpoint.formats import Checkpoint, _directory_tokenizer, write_checkpoint
+    from herd.checkpoint.formats import Checkpoint, directory_tokenizer, write_checkpoint
     from herd.cli_args import torch_dtype
     from herd.multimodal.hf_mllama import read_hf_mllama
 
@@ -115,7 +115,7 @@ def _convert_mllama(path: Path, args: argparse.Namespace) -> int:
         return 0
     text = {k.removeprefix("language_model."): v for k, v in state.items() if k.startswith("language_model.")}
     try:
-        tokenizer = _directory_tokenizer(path, config.text)
+        tokenizer = directory_tokenizer(path, config.text)
         if tokenizer is not None:
             tokenizer.check_fits(config.text.vocab_size)
     except Exception:  # noqa: BLE001 - mllama's tokenizer counts the image token past the text vocabulary

@@ -74,8 +74,13 @@ class EfficientNetLiteEncoder(nn.Module):
                 kept.append(F.adaptive_avg_pool2d(x, self.grid))
         return torch.cat(kept, dim=1).flatten(2).transpose(1, 2)
 
+    def add_position(self, features: torch.Tensor) -> torch.Tensor:
+        """Backbone features [..., patches, output_dim] plus the trained position embedding: `forward`
+        applies it, and so do callers that cached `features` (herd.multimodal.vqa)."""
+        return features + self.position_embedding
+
     def forward(self, pixels: torch.Tensor, aspect_ratio_ids: torch.Tensor | None = None,
                 tile_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, images, tiles = pixels.shape[:3]
-        out = self.features(pixels.reshape(-1, *pixels.shape[3:])) + self.position_embedding
+        out = self.add_position(self.features(pixels.reshape(-1, *pixels.shape[3:])))
         return out.reshape(batch, images, tiles, self.patches, self.output_dim)

@@ -59,7 +59,7 @@ class VQAFormat:
         answer_ids = self.tokenizer.encode(answer) + [self.end]
         ids = prompt + answer_ids
         targets = [-100] * (len(prompt) - 1) + answer_ids + [-100]
-        return ids, targets[:len(ids)], at
+        return ids, targets, at
 
 
 @torch.no_grad()
@@ -99,9 +99,9 @@ def _cross_mask(image_at: Sequence[int], length: int) -> torch.Tensor:
 def image_tokens(model: VisionLanguageModel, features: torch.Tensor) -> torch.Tensor:
     """Cached backbone features [N, 1, 1, patches, D] -> projected image tokens [N, patches, text dim],
     through the encoder's trainable position embedding when it has one."""
-    position = getattr(model.vision, "position_embedding", None)
-    if position is not None:
-        features = features + position
+    add_position = getattr(model.vision, "add_position", None)
+    if add_position is not None:
+        features = add_position(features)
     return model.projector(features).flatten(1, 3)
 
 
