@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import herd
-from herd.infer import cpu_kernels
-from herd.infer import prepare_for_inference
+from herd.infer import cpu_kernels, prepare_for_inference
 from herd.infer.quant_int4 import Int4Linear, quantize_groups
 
 pytestmark = pytest.mark.optional_extra(
@@ -89,6 +88,16 @@ def _host_has(flag: str) -> bool:
         return False
 
 
+def attention_problem(dtype: torch.dtype) -> tuple:
+    """A paged decode attention call (q, caches, slots, mask) with GQA, padding and head_dim 72."""
+    gen = torch.Generator().manual_seed(11)
+    key_cache = torch.randn(96, 2, 72, generator=gen).to(dtype)
+    value_cache = torch.randn(96, 2, 72, generator=gen).to(dtype)
+    slots = torch.randperm(96, generator=gen)[:3 * 29].view(3, 29)
+    mask = torch.arange(29)[None, :] < torch.tensor([29, 4, 17])[:, None]
+    return torch.randn(3, 6, 72, generator=gen).to(dtype), key_cache, value_cache, slots, mask
+
+
 def _build_outputs(path: str) -> dict:
     """The kernel built with HERD_INT4_PATH=`path` in a fresh process: its path name and SHAPES' outputs."""
     script = (
@@ -101,7 +110,11 @@ def _build_outputs(path: str) -> dict:
         "for n, k, m in SHAPES:\n"
         "    x, q, s, lo = problem(n, k, m)\n"
         "    out.append(K.int4_linear(x, *K.pack(q, s, lo), n).flatten().tolist())\n"
-        "print(json.dumps({'path': K.int4_path(), 'vnni': K.uses_vnni(), 'out': out}))\n"
+        "from tests.test_cpu_kernels import attention_problem\n"
+        "att = [K.paged_decode_attention(*attention_problem(dt)).float().flatten().tolist()\n"
+        "       for dt in (torch.float32, torch.bfloat16, torch.float16)]\n"
+        "print(json.dumps({'path': K.int4_path(), 'vnni': K.uses_vnni(), 'out': out, 'attention_path': K.attention_path(),\n"
+        "                  'attention': att}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("HERD_INT4_PORTABLE", "HERD_INT4_PATH")}
     env["HERD_INT4_PATH"] = path
@@ -122,6 +135,11 @@ def test_every_int4_path_is_exactly_its_arithmetic_and_equals_the_default(path: 
         pytest.skip("this CPU cannot run an AVX2 build")
     built = _build_outputs(path)
     assert built["path"] == path and built["vnni"] is False
+    assert built["attention_path"] == path  # the same build flags pick the attention's vector path
+    for dtype, got in zip((torch.float32, torch.bfloat16, torch.float16), built["attention"]):
+        mine = cpu_kernels.paged_decode_attention(*attention_problem(dtype)).float().flatten()
+        tolerance = 1e-5 if dtype == torch.float32 else 1e-2   # 16-bit outputs round
+        torch.testing.assert_close(torch.tensor(got), mine, rtol=tolerance, atol=tolerance)
     default = {"out": [cpu_kernels.int4_linear(x, *cpu_kernels.pack(q, s, lo), n).flatten().tolist()
                        for x, q, s, lo, n in ((*problem(n, k, m), n) for n, k, m in SHAPES)]}
     for (n, k, m), got, mine in zip(SHAPES, built["out"], default["out"]):
@@ -138,6 +156,9 @@ def test_default_path_follows_the_cpu_flags_and_a_bad_request_is_clear(monkeypat
                 if platform.machine().lower() in cpu_kernels.ARM64_MACHINES else "portable")
     if os.environ.get("HERD_INT4_PATH", "auto") in ("", "auto") and os.environ.get("HERD_INT4_PORTABLE") != "1":
         assert cpu_kernels.int4_path() == expected
+        attention = {"avx512_vnni": "avx512", "avx2": "avx512" if _host_has("avx512f") else "avx2",
+                     "neon_dotprod": "neon"}.get(expected, expected)
+        assert cpu_kernels.attention_path() == attention
     monkeypatch.setenv("HERD_INT4_PATH", "sse9")
     with pytest.raises(ValueError, match="auto, avx2, neon, portable"):
         cpu_kernels.int4_path_requested()
@@ -180,7 +201,7 @@ def test_smollm2_int4_keeps_its_perplexity() -> None:
     assert math.isfinite(nll["herd"])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("heads,kv_heads", [(9, 3), (4, 4)])
 def test_paged_decode_attention_equals_gather_and_sdpa(dtype: torch.dtype, heads: int, kv_heads: int) -> None:
     gen = torch.Generator().manual_seed(heads)

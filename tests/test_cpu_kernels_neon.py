@@ -23,6 +23,7 @@ from herd.infer import cpu_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = ROOT / "tests" / "kernels" / "int4_core_test.cpp"
+ATTENTION_DRIVER = ROOT / "tests" / "kernels" / "attention_core_test.cpp"
 CROSS_CXX, QEMU = "aarch64-linux-gnu-g++", "qemu-aarch64"
 NATIVE_CXX = os.environ.get("CXX", "g++")
 
@@ -35,8 +36,8 @@ native_compiler = pytest.mark.optional_extra(
 )
 
 
-def compile_driver(compiler: str, target_flags: list[str], output: Path, static: bool) -> Path:
-    command = [compiler, str(DRIVER), "-o", str(output), "-O2", "-std=c++17", *target_flags,
+def compile_driver(compiler: str, target_flags: list[str], output: Path, static: bool, driver: Path = DRIVER) -> Path:
+    command = [compiler, str(driver), "-o", str(output), "-O2", "-std=c++17", *target_flags,
                *(["-static"] if static else [])]
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stderr[-3000:]}"
@@ -105,6 +106,38 @@ def test_int4_core_natively(requested: str, expected: str, tmp_path: Path) -> No
     flags = cpu_kernels.int4_target_flags(requested, platform.machine(), _host_flags())
     binary = compile_driver(NATIVE_CXX, flags, tmp_path / "int4_core_test", static=False)
     run_driver([str(binary)], expected)
+
+
+# The attention core's path for each int4 path a build was asked for (the same flags build both).
+ATTENTION_ON_ARM = {"neon_dotprod": "neon", "neon": "neon", "portable": "portable"}
+
+
+@arm_emulation
+@pytest.mark.parametrize("requested,features,expected", ARM_BUILDS)
+def test_attention_neon_path_under_qemu(requested: str, features: list[str], expected: str, tmp_path: Path) -> None:
+    """The paged decode attention core (attention_core.h) built as each aarch64 library would be: the
+    NEON path (vector exp, bf16/fp16 widened in registers) is exact against float64 under emulation."""
+    flags = cpu_kernels.int4_target_flags(requested, "aarch64", features)
+    binary = compile_driver(CROSS_CXX, flags, tmp_path / "attention_core_test", static=True, driver=ATTENTION_DRIVER)
+    run_driver([QEMU, "-cpu", "max", str(binary)], ATTENTION_ON_ARM[expected])
+
+
+def _attention_path(int4_path: str, flags: set[str]) -> str:
+    if int4_path == "portable":
+        return "portable"
+    if int4_path.startswith("neon"):
+        return "neon"
+    return "avx512" if int4_path == "avx512_vnni" or "avx512f" in flags and int4_path != "avx2" else "avx2"
+
+
+@native_compiler
+@pytest.mark.parametrize("requested,expected", _native_builds())
+def test_attention_core_natively(requested: str, expected: str, tmp_path: Path) -> None:
+    """The attention core's driver on this host, built with each path's flags (AVX-512 where the CPU has
+    it, the -march=haswell AVX2 build, portable): exact against float64 and equal to the portable path."""
+    flags = cpu_kernels.int4_target_flags(requested, platform.machine(), _host_flags())
+    binary = compile_driver(NATIVE_CXX, flags, tmp_path / "attention_core_test", static=False, driver=ATTENTION_DRIVER)
+    run_driver([str(binary)], _attention_path(expected, set(_host_flags())))
 
 
 def test_aarch64_target_flags_follow_the_cpu_features() -> None:

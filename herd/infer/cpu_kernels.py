@@ -6,7 +6,8 @@
   weight to float first and is compute-bound at ~10 GB/s of weights per core, while batch-1 decode does
   nothing but read weights.
 - `paged_decode_attention`: decode attention read in place from the paged KV cache, instead of
-  gathering every sequence's keys and values into a copy each step.
+  gathering every sequence's keys and values into a copy each step; explicit SIMD per ISA (AVX-512,
+  AVX2, NEON, portable: `attention_path()`), bfloat16/float16 caches widened in registers, a vector exp.
 
 The library is compiled once per machine with the system C++ compiler and `-march=native` (on aarch64
 `-march=armv8.2-a+dotprod` where the CPU lists asimddp, else `-march=armv8-a`), into
@@ -163,6 +164,12 @@ def int4_path() -> str:
     """The int4 path the loaded library runs: "avx512_vnni", "avx2", "neon_dotprod", "neon" or "portable"
     ("" when not loaded)."""
     return str(torch.ops.herd_kernels.int4_path()) if available() else ""
+
+
+def attention_path() -> str:
+    """The paged decode attention's vector path in the loaded library: "avx512", "avx2", "neon" or
+    "portable" (the same build flags as int4_path; "" when not loaded)."""
+    return str(torch.ops.herd_kernels.attention_path()) if available() else ""
 
 
 def _register_fake() -> None:

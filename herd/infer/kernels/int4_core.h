@@ -29,6 +29,8 @@
 #include <string>
 #include <vector>
 
+#include "half.h"
+
 // One path per build, picked by what the compiler targets (-march=native, or -march=haswell when
 // HERD_INT4_PATH=avx2 asks for the AVX2 build on a bigger CPU; on aarch64 -march=armv8.2-a+dotprod
 // or -march=armv8-a, see cpu_kernels.py): AVX512-VNNI, else AVX2 (+FMA, F16C: every x86 CPU since
@@ -99,29 +101,7 @@ inline QuantizedActivations quantize_activations(const float* x, int64_t m_rows,
   return out;
 }
 
-// IEEE half bits -> float, exact (every half is a float), without c10::Half so the header stands
-// alone: the same bit trick as c10's fp16_ieee_to_fp32_value (from Marat Dukhan's FP16 library).
-inline float half_to_float(uint16_t h) {
-  const uint32_t w = static_cast<uint32_t>(h) << 16;
-  const uint32_t sign = w & 0x80000000u;
-  const uint32_t two_w = w + w;
-  const uint32_t exp_offset = 0xE0u << 23;
-  uint32_t bits = (two_w >> 4) + exp_offset;
-  float normalized;
-  std::memcpy(&normalized, &bits, sizeof bits);
-  normalized *= 0x1.0p-112f;
-  bits = (two_w >> 17) | (126u << 23);
-  float denormalized;
-  std::memcpy(&denormalized, &bits, sizeof bits);
-  denormalized -= 0.5f;
-  const float magnitude = two_w < (1u << 27) ? denormalized : normalized;
-  uint32_t result;
-  std::memcpy(&result, &magnitude, sizeof result);
-  result |= sign;
-  float out;
-  std::memcpy(&out, &result, sizeof out);
-  return out;
-}
+using herd_kernels_common::half_to_float;
 
 #if HERD_INT4_VNNI
 // One tile of 16 output rows for MB activation rows (MB <= kMBlock, a compile-time constant so the

@@ -10,6 +10,9 @@
 //   slots        [B, L] int64          cache slot of each sequence's j-th context token
 //   mask         [B, L] bool           false = padding (sequences shorter than L); may be empty
 //   -> out       [B, H, hd]            q's dtype
+// The arithmetic (explicit SIMD per ISA, a vector exp, K/V converted in registers) is in
+// attention_core.h, which has no ATen in it so a test can compile it alone for another architecture;
+// this file checks the tensors and spreads the work over threads.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
@@ -17,87 +20,50 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
+#include <string>
 #include <type_traits>
 #include <vector>
 
+#include "attention_core.h"
+
 namespace {
 
-// A cache row as float32: in place for a float cache, converted into `buffer` otherwise.
+static_assert(sizeof(c10::BFloat16) == 2 && sizeof(c10::Half) == 2, "16-bit cache elements");
+
+// The core's element type for a cache dtype (the same bits).
 template <typename T>
-inline const float* row_as_float(const T* src, float* buffer, int64_t n) {
-  if constexpr (std::is_same_v<T, float>) {
-    return src;
-  } else {
-    for (int64_t i = 0; i < n; ++i) buffer[i] = static_cast<float>(src[i]);
-    return buffer;
-  }
-}
+using CoreElement = std::conditional_t<std::is_same_v<T, c10::BFloat16>, herd_attention::bf16_bits,
+                                       std::conditional_t<std::is_same_v<T, c10::Half>, herd_attention::f16_bits, T>>;
 
-// 16 partial sums: vectorizes without -ffast-math (no reassociation of one running sum needed).
-inline float dot(const float* a, const float* b, int64_t n) {
-  float partial[16] = {0.f};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int t = 0; t < 16; ++t) partial[t] += a[i + t] * b[i + t];
-  float total = 0.f;
-  for (int t = 0; t < 16; ++t) total += partial[t];
-  for (; i < n; ++i) total += a[i] * b[i];
-  return total;
-}
-
-// One task per sequence, so each cache slot's row for all KV heads ([Hkv, hd], contiguous) is read
-// in one sweep: per-(sequence, head) tasks touched a third of each row at a time and ran at half the
-// memory bandwidth.
+// Tasks: one per sequence when there are at least as many sequences as threads (each cache slot's
+// row for all KV heads, [Hkv, hd] contiguous, is read in one sweep: per-(sequence, head) tasks touched
+// a third of each row at a time and ran at half the memory bandwidth); else one per (sequence, KV
+// head), so a single long sequence still uses every core.
 template <typename T>
 void attend(const T* q, const T* keys, const T* values, const int64_t* slots, const bool* mask, T* out, int64_t batch,
             int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t length, float scale) {
-  const int64_t group = heads / kv_heads;
-  const int64_t row = kv_heads * head_dim;  // one slot: every KV head
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> query(heads * head_dim), buffer(row), scores(heads * length), acc(heads * head_dim);
-    for (int64_t b = begin; b < end; ++b) {
+  using E = CoreElement<T>;
+  const E* k = reinterpret_cast<const E*>(keys);
+  const E* v = reinterpret_cast<const E*>(values);
+  const int64_t split = batch >= at::get_num_threads() ? 1 : kv_heads;  // tasks per sequence
+  const int64_t per_task = kv_heads / split, group = heads / kv_heads;
+  at::parallel_for(0, batch * split, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> query(heads * head_dim), scores(heads * length), acc(heads * head_dim);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / split, kv0 = (task % split) * per_task, kv1 = kv0 + per_task;
+      const int64_t h0 = kv0 * group * head_dim, h1 = kv1 * group * head_dim;
       const T* qb = q + b * heads * head_dim;
-      for (int64_t i = 0; i < heads * head_dim; ++i) query[i] = static_cast<float>(qb[i]) * scale;
-      const int64_t* seq_slots = slots + b * length;
-      const bool* seq_mask = mask ? mask + b * length : nullptr;
-      for (int64_t j = 0; j < length; ++j) {
-        if (seq_mask && !seq_mask[j]) {
-          for (int64_t hq = 0; hq < heads; ++hq) scores[hq * length + j] = -std::numeric_limits<float>::infinity();
-          continue;
-        }
-        const float* key = row_as_float(keys + seq_slots[j] * row, buffer.data(), row);
-        for (int64_t hq = 0; hq < heads; ++hq)
-          scores[hq * length + j] = dot(query.data() + hq * head_dim, key + (hq / group) * head_dim, head_dim);
-      }
-      for (int64_t hq = 0; hq < heads; ++hq) {  // softmax in place
-        float* s = scores.data() + hq * length;
-        const float top = *std::max_element(s, s + length);
-        float total = 0.f;
-        for (int64_t j = 0; j < length; ++j) {
-          s[j] = std::isinf(top) ? 0.f : std::exp(s[j] - top);
-          total += s[j];
-        }
-        const float inv = total > 0.f ? 1.f / total : 0.f;
-        for (int64_t j = 0; j < length; ++j) s[j] *= inv;
-      }
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t j = 0; j < length; ++j) {
-        if (seq_mask && !seq_mask[j]) continue;
-        const float* value = row_as_float(values + seq_slots[j] * row, buffer.data(), row);
-        for (int64_t hq = 0; hq < heads; ++hq) {
-          const float p = scores[hq * length + j];
-          const float* v = value + (hq / group) * head_dim;
-          float* a = acc.data() + hq * head_dim;
-          for (int64_t d = 0; d < head_dim; ++d) a[d] += p * v[d];
-        }
-      }
+      for (int64_t i = h0; i < h1; ++i) query[i] = static_cast<float>(qb[i]) * scale;
+      herd_attention::attend<herd_attention::Native>(query.data(), k, v, slots + b * length,
+                                                     mask ? mask + b * length : nullptr, heads, kv_heads, head_dim,
+                                                     length, kv0, kv1, scores.data(), acc.data());
       T* ob = out + b * heads * head_dim;
-      for (int64_t i = 0; i < heads * head_dim; ++i) ob[i] = static_cast<T>(acc[i]);
+      for (int64_t i = h0; i < h1; ++i) ob[i] = static_cast<T>(acc[i]);
     }
   });
 }
+
+std::string attention_path() { return herd_attention::path(); }
 
 at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& key_cache, const at::Tensor& value_cache,
                                   const at::Tensor& slots, const at::Tensor& mask, double scale) {
@@ -118,11 +84,18 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& key_cac
   const at::Tensor mc = masked ? mask.reshape({batch, length}).contiguous() : mask;
   at::Tensor out = at::empty_like(qc);
   if (batch == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_decode_attention", [&] {
-    attend<scalar_t>(qc.data_ptr<scalar_t>(), key_cache.data_ptr<scalar_t>(), value_cache.data_ptr<scalar_t>(),
-                     sc.data_ptr<int64_t>(), masked ? mc.data_ptr<bool>() : nullptr, out.data_ptr<scalar_t>(), batch,
-                     heads, kv_heads, head_dim, length, static_cast<float>(scale));
-  });
+  const auto run = [&](auto tag) {
+    using T = decltype(tag);
+    attend<T>(qc.data_ptr<T>(), key_cache.data_ptr<T>(), value_cache.data_ptr<T>(), sc.data_ptr<int64_t>(),
+              masked ? mc.data_ptr<bool>() : nullptr, out.data_ptr<T>(), batch, heads, kv_heads, head_dim, length,
+              static_cast<float>(scale));
+  };
+  switch (q.scalar_type()) {
+    case at::kFloat: run(float{}); break;
+    case at::kBFloat16: run(c10::BFloat16{}); break;
+    case at::kHalf: run(c10::Half{}); break;
+    default: TORCH_CHECK(false, "paged_decode_attention: float32, bfloat16 or float16 caches, got ", q.scalar_type());
+  }
   return out;
 }
 
@@ -130,6 +103,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& key_cac
 
 TORCH_LIBRARY_FRAGMENT(herd_kernels, m) {
   m.def("paged_decode_attention(Tensor q, Tensor key_cache, Tensor value_cache, Tensor slots, Tensor mask, float scale) -> Tensor");
+  m.def("attention_path() -> str", &attention_path);
 }
 
 TORCH_LIBRARY_IMPL(herd_kernels, CPU, m) { m.impl("paged_decode_attention", &paged_decode_attention); }
