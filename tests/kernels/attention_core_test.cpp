@@ -84,7 +84,7 @@ bool check(const Shape& s, std::mt19937& gen) {
   for (auto& x : query) x = normal(gen) * s.spread;
   const bool* m = s.valid == s.length ? nullptr : mask.get();
 
-  std::vector<float> scores(s.heads * s.length), native(s.heads * s.hd), portable(s.heads * s.hd);
+  std::vector<float> scores(s.heads * herd_attention::kBlock), native(s.heads * s.hd), portable(s.heads * s.hd);
   herd_attention::attend<herd_attention::Native>(query.data(), keys.data(), values.data(), slots.data(), m, s.heads,
                                                  s.kv_heads, s.hd, s.length, 0, s.kv_heads, scores.data(),
                                                  native.data());

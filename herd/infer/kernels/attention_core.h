@@ -5,8 +5,10 @@
 // Why explicit SIMD: the first version relied on the compiler auto-vectorizing a 16-partial-sum dot
 // product and converted every bfloat16/float16 cache row to float32 in a scalar loop first, and its
 // softmax called std::exp once per score (at 16 sequences x 540 tokens x 9 heads that is 78K scalar
-// exps per layer). Here every ISA gets the same three vector pieces: a dot product that converts K in
-// registers as it loads it, a multiply-add of V rows into the output (same), and a vector exp. One
+// exps per layer), and it kept a [heads, length] score matrix that outgrows L2 at 32 heads x 4K tokens.
+// Here every ISA gets the same vector pieces: a dot product that converts K in registers as it loads
+// it, a multiply-add of V rows into the output (same), and a vector exp, in one sweep over the context
+// with an online softmax (blocks of 64 tokens: keys, then the block's softmax update, then values). One
 // algorithm is written once over an `Isa` type (the vector width, loads, FMA, reduce, exp), so the
 // portable path is the same algorithm with a width of 1.
 //
@@ -15,7 +17,8 @@
 // (HERD_INT4_PATH=portable) forces the portable path here too.
 //
 // Layout: keys/values [slots, Hkv, hd] (one slot = every KV head's row, contiguous); `slots` [L] is the
-// sequence's cache slot of its j-th context token; `mask` [L] (false = padding) may be null.
+// sequence's cache slot of its j-th context token; `mask` [L] (false = padding) may be null. At most
+// 256 query heads (the op checks).
 #pragma once
 
 #include <algorithm>
@@ -220,60 +223,96 @@ inline void add_scaled(float* acc, float p, const E* v, int64_t hd) {
   for (; i < hd; ++i) acc[i] = std::fma(p, Portable::load(v + i), acc[i]);
 }
 
-// s[0:n] = softmax(s[0:n]) in place; all -inf (every token masked) gives zeros.
+// Context tokens per block of the one-pass (online) softmax: a block's scores for every head stay in
+// L1 (32 heads x 64 floats = 8 KB) between the key and the value sweep.
+constexpr int64_t kBlock = 64;
+
+// max over s[0:n]
 template <class Isa>
-inline void softmax(float* s, int64_t n) {
+inline float block_max(const float* s, int64_t n) {
   typename Isa::vec top_v = Isa::set1(-std::numeric_limits<float>::infinity());
   int64_t i = 0;
   for (; i + Isa::W <= n; i += Isa::W) top_v = Isa::max(top_v, Isa::load(s + i));
   float top = Isa::reduce_max(top_v);
   for (; i < n; ++i) top = std::max(top, s[i]);
-  if (std::isinf(top)) {
-    std::fill(s, s + n, 0.f);
-    return;
-  }
+  return top;
+}
+
+// s[0:n] = exp(s[0:n] - top) in place; returns their sum (masked scores, -inf, become 0)
+template <class Isa>
+inline float exp_shifted(float* s, int64_t n, float top) {
   const typename Isa::vec shift = Isa::set1(-top);
   typename Isa::vec sum_v = Isa::zero();
-  for (i = 0; i + Isa::W <= n; i += Isa::W) {
+  int64_t i = 0;
+  for (; i + Isa::W <= n; i += Isa::W) {
     const typename Isa::vec e = Isa::exp(Isa::add(Isa::load(s + i), shift));
     Isa::store(s + i, e);
     sum_v = Isa::add(sum_v, e);
   }
   float total = Isa::reduce_add(sum_v);
-  for (; i < n; ++i) {
-    s[i] = Portable::exp(s[i] - top);
-    total += s[i];
-  }
-  const typename Isa::vec inv = Isa::set1(total > 0.f ? 1.f / total : 0.f);
-  for (i = 0; i + Isa::W <= n; i += Isa::W) Isa::store(s + i, Isa::mul(Isa::load(s + i), inv));
-  for (; i < n; ++i) s[i] *= total > 0.f ? 1.f / total : 0.f;
+  for (; i < n; ++i) total += (s[i] = Portable::exp(s[i] - top));
+  return total;
 }
 
-// One sequence, KV heads [kv0, kv1) and the query heads that share them (GQA groups):
+// x[0:n] *= c
+template <class Isa>
+inline void scale_row(float* x, int64_t n, float c) {
+  const typename Isa::vec cv = Isa::set1(c);
+  int64_t i = 0;
+  for (; i + Isa::W <= n; i += Isa::W) Isa::store(x + i, Isa::mul(Isa::load(x + i), cv));
+  for (; i < n; ++i) x[i] *= c;
+}
+
+// One sequence, KV heads [kv0, kv1) and the query heads that share them (GQA groups), in one sweep
+// over the context: each block of kBlock tokens gets its scores (keys), then an online-softmax update
+// (running maximum and sum per head, the output rescaled when the maximum grows), then its values, so
+// every cache row is read once and no [heads, length] score matrix leaves the cache.
 //   query   [H, hd] float, already multiplied by the softmax scale
 //   keys / values   the whole cache [slots, Hkv, hd]
-//   scores  scratch [H, length] floats;  out [H, hd] float (only the heads of [kv0, kv1) are written)
+//   scores  scratch [H, kBlock] floats;  out [H, hd] float (only the heads of [kv0, kv1) are written)
 template <class Isa, typename E>
 void attend(const float* query, const E* keys, const E* values, const int64_t* slots, const bool* mask,
             int64_t heads, int64_t kv_heads, int64_t hd, int64_t length, int64_t kv0, int64_t kv1, float* scores,
             float* out) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const int64_t group = heads / kv_heads, row = kv_heads * hd;
   const int64_t h0 = kv0 * group, h1 = kv1 * group;
-  for (int64_t j = 0; j < length; ++j) {
-    if (mask && !mask[j]) {
-      for (int64_t h = h0; h < h1; ++h) scores[h * length + j] = -std::numeric_limits<float>::infinity();
-      continue;
-    }
-    const E* key = keys + slots[j] * row;
-    for (int64_t h = h0; h < h1; ++h) scores[h * length + j] = dot<Isa>(query + h * hd, key + (h / group) * hd, hd);
-  }
-  for (int64_t h = h0; h < h1; ++h) softmax<Isa>(scores + h * length, length);
+  float running_max[256], running_sum[256];  // per head of the task (heads <= 256, checked by the op)
+  std::fill(running_max, running_max + (h1 - h0), kNegInf);
+  std::fill(running_sum, running_sum + (h1 - h0), 0.f);
   std::fill(out + h0 * hd, out + h1 * hd, 0.f);
-  for (int64_t j = 0; j < length; ++j) {
-    if (mask && !mask[j]) continue;
-    const E* value = values + slots[j] * row;
-    for (int64_t h = h0; h < h1; ++h) add_scaled<Isa>(out + h * hd, scores[h * length + j], value + (h / group) * hd, hd);
+  for (int64_t j0 = 0; j0 < length; j0 += kBlock) {
+    const int64_t n = std::min(kBlock, length - j0);
+    for (int64_t jj = 0; jj < n; ++jj) {
+      const int64_t j = j0 + jj;
+      if (mask && !mask[j]) {
+        for (int64_t h = h0; h < h1; ++h) scores[h * kBlock + jj] = kNegInf;
+        continue;
+      }
+      const E* key = keys + slots[j] * row;
+      for (int64_t h = h0; h < h1; ++h) scores[h * kBlock + jj] = dot<Isa>(query + h * hd, key + (h / group) * hd, hd);
+    }
+    for (int64_t h = h0; h < h1; ++h) {
+      float* s = scores + h * kBlock;
+      const float top = std::max(running_max[h - h0], block_max<Isa>(s, n));
+      if (std::isinf(top)) {  // nothing unmasked yet: weights 0
+        std::fill(s, s + n, 0.f);
+        continue;
+      }
+      const float correction = std::isinf(running_max[h - h0]) ? 0.f : Portable::exp(running_max[h - h0] - top);
+      if (correction != 1.f) scale_row<Isa>(out + h * hd, hd, correction);
+      running_sum[h - h0] = running_sum[h - h0] * correction + exp_shifted<Isa>(s, n, top);
+      running_max[h - h0] = top;
+    }
+    for (int64_t jj = 0; jj < n; ++jj) {
+      const int64_t j = j0 + jj;
+      if (mask && !mask[j]) continue;
+      const E* value = values + slots[j] * row;
+      for (int64_t h = h0; h < h1; ++h) add_scaled<Isa>(out + h * hd, scores[h * kBlock + jj], value + (h / group) * hd, hd);
+    }
   }
+  for (int64_t h = h0; h < h1; ++h)
+    scale_row<Isa>(out + h * hd, hd, running_sum[h - h0] > 0.f ? 1.f / running_sum[h - h0] : 0.f);
 }
 
 // The path this build runs ("avx512", "avx2", "neon", "portable"), as cpu_kernels.attention_path() reports.

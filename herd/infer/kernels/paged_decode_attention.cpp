@@ -37,20 +37,23 @@ using CoreElement = std::conditional_t<std::is_same_v<T, c10::BFloat16>, herd_at
 
 // Tasks: one per sequence when there are at least as many sequences as threads (each cache slot's
 // row for all KV heads, [Hkv, hd] contiguous, is read in one sweep: per-(sequence, head) tasks touched
-// a third of each row at a time and ran at half the memory bandwidth); else one per (sequence, KV
-// head), so a single long sequence still uses every core.
+// a third of each row at a time and ran at half the memory bandwidth); else each sequence's KV heads
+// in `split` contiguous ranges, one per thread, so a single long sequence still uses every core and
+// each task reads one contiguous piece of every row.
 template <typename T>
 void attend(const T* q, const T* keys, const T* values, const int64_t* slots, const bool* mask, T* out, int64_t batch,
             int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t length, float scale) {
   using E = CoreElement<T>;
   const E* k = reinterpret_cast<const E*>(keys);
   const E* v = reinterpret_cast<const E*>(values);
-  const int64_t split = batch >= at::get_num_threads() ? 1 : kv_heads;  // tasks per sequence
-  const int64_t per_task = kv_heads / split, group = heads / kv_heads;
+  const int64_t threads = at::get_num_threads();
+  const int64_t split = batch >= threads ? 1 : std::min<int64_t>(kv_heads, (threads + batch - 1) / batch);
+  const int64_t group = heads / kv_heads;
   at::parallel_for(0, batch * split, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> query(heads * head_dim), scores(heads * length), acc(heads * head_dim);
+    std::vector<float> query(heads * head_dim), scores(heads * herd_attention::kBlock), acc(heads * head_dim);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / split, kv0 = (task % split) * per_task, kv1 = kv0 + per_task;
+      const int64_t b = task / split, part = task % split;
+      const int64_t kv0 = part * kv_heads / split, kv1 = (part + 1) * kv_heads / split;
       const int64_t h0 = kv0 * group * head_dim, h1 = kv1 * group * head_dim;
       const T* qb = q + b * heads * head_dim;
       for (int64_t i = h0; i < h1; ++i) query[i] = static_cast<float>(qb[i]) * scale;
@@ -74,6 +77,7 @@ at::Tensor paged_decode_attention(const at::Tensor& q, const at::Tensor& key_cac
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "paged_decode_attention: contiguous caches");
   const int64_t batch = q.size(0), heads = q.size(1), head_dim = q.size(2), kv_heads = key_cache.size(1);
   TORCH_CHECK(key_cache.size(2) == head_dim && heads % kv_heads == 0, "paged_decode_attention: head shapes disagree");
+  TORCH_CHECK(heads <= 256, "paged_decode_attention: at most 256 query heads, got ", heads);
   TORCH_CHECK(slots.dim() == 2 && slots.size(0) == batch && slots.scalar_type() == at::kLong,
               "paged_decode_attention: slots must be int64 [B, L]");
   const int64_t length = slots.size(1);
