@@ -39,7 +39,7 @@ using CoreElement = std::conditional_t<std::is_same_v<T, c10::BFloat16>, herd_at
 // row for all KV heads, [Hkv, hd] contiguous, is read in one sweep: per-(sequence, head) tasks touched
 // a third of each row at a time and ran at half the memory bandwidth); else each sequence's KV heads
 // in `split` contiguous ranges, one per thread, so a single long sequence still uses every core and
-// each task reads one contiguous piece of every row.
+// each task reads one contiguous piece of every row (when the context is long enough to pay for it).
 template <typename T>
 void attend(const T* q, const T* keys, const T* values, const int64_t* slots, const bool* mask, T* out, int64_t batch,
             int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t length, float scale) {
@@ -47,7 +47,9 @@ void attend(const T* q, const T* keys, const T* values, const int64_t* slots, co
   const E* k = reinterpret_cast<const E*>(keys);
   const E* v = reinterpret_cast<const E*>(values);
   const int64_t threads = at::get_num_threads();
-  const int64_t split = batch >= threads ? 1 : std::min<int64_t>(kv_heads, (threads + batch - 1) / batch);
+  // a short context is a few microseconds of work: splitting it costs more in thread wake-ups than it saves
+  const bool small = length * heads * head_dim < (int64_t{1} << 17);
+  const int64_t split = batch >= threads || small ? 1 : std::min<int64_t>(kv_heads, (threads + batch - 1) / batch);
   const int64_t group = heads / kv_heads;
   at::parallel_for(0, batch * split, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> query(heads * head_dim), scores(heads * herd_attention::kBlock), acc(heads * head_dim);
