@@ -67,6 +67,12 @@ def _logz(vocab: int, k: int, s: float) -> float:
     return math.log(k * math.exp(s) + vocab - k)
 
 
+# The engine's float32 log-softmax sums ~128K exponentials; the float32 rounding of that sum depends on
+# the CPU's vector width (ATen's AVX2 kernel lands 1.5e-4 from the exact value where AVX-512 is within
+# 1e-5), so the constructed values are checked to 5e-4: still far below the 4-nat gap they test.
+FLOAT32_LOGSUMEXP = 5e-4
+
+
 def test_score_has_the_constructed_log_likelihoods(tiny, tokenizer):
     yes = tokenizer.encode(" yes", bos=False)
     loaded = boosted_model(tiny, yes, 4.0)
@@ -77,8 +83,8 @@ def test_score_has_the_constructed_log_likelihoods(tiny, tokenizer):
     ctx = tokenizer.encode("Is it?", bos=True)
     no = tokenizer.encode(" no no", bos=False)
     got = engine.score(ctx, [yes, no])
-    assert got[0].logprob == pytest.approx(s - logz, abs=1e-5)
-    assert got[1].logprob == pytest.approx(-2 * logz, abs=1e-5)
+    assert got[0].logprob == pytest.approx(s - logz, abs=FLOAT32_LOGSUMEXP)
+    assert got[1].logprob == pytest.approx(-2 * logz, abs=FLOAT32_LOGSUMEXP)
     assert got[0].greedy and not got[1].greedy
 
 
@@ -98,7 +104,7 @@ def test_mc_task_with_known_answers(tiny, tokenizer, tmp_path):
     assert [s["correct"] for s in samples] == [True, True, True, False, False]
     s = _effective(tiny, 6.0)
     logz = _logz(tiny.config.vocab_size, 1, s)
-    assert samples[0]["loglikelihoods"] == pytest.approx([s - logz, -logz], abs=1e-5)
+    assert samples[0]["loglikelihoods"] == pytest.approx([s - logz, -logz], abs=FLOAT32_LOGSUMEXP)
 
 
 def test_generate_kind_extracts_and_matches(tiny, tokenizer, tmp_path):
@@ -217,7 +223,7 @@ def test_score_rejects_bad_items(tiny):
 
 
 def _builder(tokenizer, **settings) -> PromptBuilder:
-    task = Task("t", "1", "mc", "test", "n/a", "", lambda: [])
+    task = Task("t", "1", "mc", "test", "n/a", "", list)
     return PromptBuilder(task, [], tokenizer, None, PromptSettings(**settings))
 
 
@@ -341,10 +347,10 @@ def test_kill_9_then_resume_writes_the_same_samples(tmp_path):
 def test_cli_errors_are_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run([sys.executable, "-m", "herd", "eval", "run", "--task", "nope", "--out", str(tmp_path)],
-                       env=env, capture_output=True, text=True, timeout=120)
+                       check=False, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown task 'nope'" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "-m", "herd", "eval", "run", "--out", str(tmp_path)],
-                       env=env, capture_output=True, text=True, timeout=120)
+                       check=False, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no task given" in r.stderr
 
 
