@@ -15,6 +15,8 @@ from herd.experts import (
     BTMEnsemble,
     StitchedModel,
     StitchLayer,
+    build_btx,
+    load_balancing_loss,
     model_soup,
     stitch_parameter_count,
     stitch_plan,
@@ -108,7 +110,7 @@ def test_gates_softmax_sums_to_one_and_sigmoid_lies_in_zero_one() -> None:
     into_hub = StitchLayer(16, 3, E2H).eval()
     into_experts = StitchLayer(16, 3, H2E).eval()
     for stitch in (into_hub, into_experts):
-        torch.nn.init.normal_(stitch.gate.weight, std=1.0)
+        torch.nn.init.normal_(stitch.gate.weight, std=0.1)
     g = into_hub.gates(h)
     assert g.shape == (4, 6, 4, 16)
     torch.testing.assert_close(g.sum(dim=-2), torch.ones(4, 6, 16))
@@ -209,3 +211,60 @@ def test_btm_ensemble_mixes_probabilities() -> None:
         torch.testing.assert_close(mixed.exp().sum(-1), torch.ones(2, 9))
     with pytest.raises(ValueError, match="non-negative"):
         BTMEnsemble([seed], weights=[-1.0])
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 3])
+def test_btx_from_identical_experts_is_the_seed(top_k: int) -> None:
+    seed = tiny_model()
+    btx = build_btx([copy.deepcopy(seed) for _ in range(3)], top_k=top_k)
+    with torch.no_grad():
+        torch.testing.assert_close(btx(TOKENS), seed(TOKENS), atol=1e-5, rtol=1e-5)
+
+
+def test_btx_averages_all_but_the_ffns_and_routes_each_token_to_top_k() -> None:
+    seed = tiny_model()
+    experts = [perturbed(seed, i) for i in range(3)]
+    btx = build_btx(experts, top_k=2)
+    soup = model_soup([e.state_dict() for e in experts])
+    state = btx.state_dict()
+    for key, value in soup.items():
+        if ".feed_forward." not in key:
+            torch.testing.assert_close(state[key], value)
+    for index, block in enumerate(btx.blocks()):
+        for i, ffn in enumerate(block.feed_forward.experts):
+            torch.testing.assert_close(ffn.w1.weight, experts[i].blocks()[index].feed_forward.w1.weight)
+    mixture = btx.blocks()[0].feed_forward
+    _, weights = mixture.routing(torch.randn(10, 32))
+    assert ((weights > 0).sum(-1) == 2).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(10))
+    # the routed output is the weighted sum of the chosen experts' outputs
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        _, w = mixture.routing(x)
+        expected = sum(w[:, i, None] * ffn(x) for i, ffn in enumerate(mixture.experts))
+        torch.testing.assert_close(mixture(x), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_btx_load_balancing_loss_is_one_when_uniform_and_trains_the_router() -> None:
+    seed = tiny_model()
+    btx = build_btx([perturbed(seed, i) for i in range(4)], top_k=4)
+    for block in btx.blocks():
+        torch.nn.init.zeros_(block.feed_forward.router.weight)  # uniform routing
+    with torch.no_grad():
+        btx(TOKENS)
+    torch.testing.assert_close(load_balancing_loss(btx), torch.tensor(float(len(btx.blocks()))))
+    skewed = build_btx([perturbed(seed, i) for i in range(4)], top_k=1)
+    mixture = skewed.blocks()[0].feed_forward
+    with torch.no_grad():
+        mixture.router.weight.zero_()
+        mixture.router.weight[0] = 1.0  # positive inputs all go to expert 0
+        mixture(torch.rand(16, 32) + 0.5)
+    torch.testing.assert_close(mixture.aux_loss, torch.tensor(4.0))  # n * (1 * P_0), P_0 ~ 1
+    logits = skewed(TOKENS)
+    (logits.logsumexp(-1).mean() + load_balancing_loss(skewed)).backward()
+    # everything trains (an expert FFN that no token was routed to this step has no gradient yet)
+    assert all(p.requires_grad for p in skewed.parameters())
+    assert all(p.grad is not None for name, p in skewed.named_parameters() if ".feed_forward.experts." not in name)
+    assert mixture.router.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="top_k"):
+        build_btx([seed], top_k=2)
