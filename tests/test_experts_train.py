@@ -60,8 +60,11 @@ def test_stitch_training_changes_only_the_stitches_and_lowers_the_loss(sources, 
     assert len(losses) == 6 and all(math.isfinite(loss) for loss in losses)
 
 
-def test_stitch_training_refuses_missing_checkpoints(sources, tmp_path):
+def test_stitch_training_refuses_missing_checkpoints_and_torchrun(sources, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         train_stitches(config(sources, tmp_path / "s"), tmp_path / "nope", [tmp_path / "nope2"], n_stitches=1)
     with pytest.raises(ValueError, match="at least one expert"):
         train_stitches(config(sources, tmp_path / "s"), tmp_path, [], n_stitches=1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="one process"):
+        train_stitches(config(sources, tmp_path / "s"), tmp_path, [tmp_path], n_stitches=1)

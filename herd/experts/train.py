@@ -11,6 +11,7 @@ for now (the sharded plans initialise parameters by name from one model's layout
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,9 @@ def stitch_trainer(
         raise ValueError("stitch training needs at least one expert checkpoint")
     if config.run.init_from:
         raise ValueError("stitch training loads the hub and experts itself; leave run.init_from empty")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("stitch training runs in one process for now (the sharded plans initialise one model's "
+                         "layout); launch it without torchrun")
     paths = [Path(p) for p in (hub_from, *experts_from)]
     for path in paths:
         if not path.exists():
