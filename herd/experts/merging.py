@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from herd.checkpoint.averaging import average_state_dicts
-from herd.checkpoint.errors import CheckpointError
 
 
 def model_soup(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -26,34 +25,16 @@ def model_soup(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, t
 def task_arithmetic(
     seed: Mapping[str, torch.Tensor], experts: Sequence[Mapping[str, torch.Tensor]], scale: float,
 ) -> dict[str, torch.Tensor]:
-    """theta0 + scale * sum_i (theta_i - theta0), computed in float32 and cast to the seed's dtypes.
+    """theta0 + scale * sum_i (theta_i - theta0), in float32, cast to the seed's dtypes.
 
-    Non-float tensors (counters, masks) must equal the seed's in every expert and are copied.
+    That is the weighted average of (seed, experts...) with weights (1 - scale * n, scale, ..., scale),
+    which sum to 1, so `average_state_dicts` computes it and checks keys, shapes and non-float tensors
+    (those must equal the seed's and are copied).
     """
     if not experts:
         raise ValueError("task arithmetic needs at least one expert")
-    out: dict[str, torch.Tensor] = {}
-    for index, expert in enumerate(experts):
-        if set(expert) != set(seed):
-            missing, extra = sorted(set(seed) - set(expert)), sorted(set(expert) - set(seed))
-            raise CheckpointError(f"expert {index} differs from the seed: missing {missing[:5]}, extra {extra[:5]}")
-    for key, base in seed.items():
-        for index, expert in enumerate(experts):
-            if expert[key].shape != base.shape:
-                raise CheckpointError(f"expert {index}: {key} has shape {tuple(expert[key].shape)}, "
-                                      f"the seed has {tuple(base.shape)}")
-        if not base.is_floating_point():
-            for index, expert in enumerate(experts):
-                if not torch.equal(expert[key], base):
-                    raise CheckpointError(f"expert {index}: non-float tensor {key} differs from the seed")
-            out[key] = base.detach().clone()
-            continue
-        theta0 = base.detach().to(torch.float32)
-        delta = torch.zeros_like(theta0)
-        for expert in experts:
-            delta += expert[key].detach().to(torch.float32) - theta0
-        out[key] = (theta0 + scale * delta).to(base.dtype)
-    return out
+    weights = [1.0 - scale * len(experts)] + [scale] * len(experts)
+    return average_state_dicts([seed, *experts], weights=weights)
 
 
 class BTMEnsemble(nn.Module):
