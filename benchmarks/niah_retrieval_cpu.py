@@ -10,12 +10,16 @@ at 256 and 1,008 tokens: the teacher-forced loss on the value's tokens (uniform 
 greedy exact match.
 
 `--phases` is a curriculum "step:length:facts:batch,...": from each step on, documents of `length` tokens
-with `facts` facts, `batch` documents a step. The haystacks are Python's own standard-library sources
-(`--filler code`, the first 120 files of the running interpreter's lib directory: never the pydoc prose
-the evaluation uses) or a text file. Results: benchmarks/RESULTS.md, "Demo NIAH gate".
+with `facts` facts, `batch` documents a step. `--lengths` (from step `--mix-from` on) instead draws each
+step's document length from a list, single-fact documents, `--tokens-per-step` tokens a step. The
+haystacks are Python's own standard-library sources (`--filler code`, the first 120 files of the running
+interpreter's lib directory: never the pydoc prose the evaluation uses) or a text file. Results: benchmarks/RESULTS.md, "Demo NIAH gate".
 
     .venv/bin/python -u benchmarks/niah_retrieval_cpu.py --steps 2500 --seed 2 --emb-std 0.05 \\
         --phases 0:128:1:32,900:256:1:16,1400:512:2:8,1900:1024:2:4
+    # the eighth round's L1: single-fact 128-token documents at LR 3e-3
+    .venv/bin/python -u benchmarks/niah_retrieval_cpu.py --steps 3000 --seed 2 --emb-std 0.05 --lr 3e-3 \\
+        --phases 0:128:1:32
 """
 
 from __future__ import annotations
@@ -88,6 +92,11 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--kv-heads", type=int, default=8)
     parser.add_argument("--phases", default="0:128:1:32,900:256:1:16,1400:512:2:8,1900:1024:2:4")
+    parser.add_argument("--lengths", default="",
+                        help="instead of --phases: single-fact documents whose length is drawn per step from "
+                             "this list (e.g. 128,256,512,1024), --tokens-per-step tokens a step")
+    parser.add_argument("--tokens-per-step", type=int, default=4096)
+    parser.add_argument("--mix-from", type=int, default=0, help="--phases before this step, --lengths from it")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--filler", default="code", help="'code' (stdlib sources) or a text file")
     parser.add_argument("--threads", type=int, default=1)
@@ -105,6 +114,7 @@ def main() -> None:
     filler = tok.encode(filler_text(args.filler))
     keys = word_keys(tok)
     phases = parse_phases(args.phases)
+    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else []
     rng = random.Random(args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     cases = {length: [build_case(tok, length, (d,), seed=100 + i) for i, d in enumerate(DEPTHS)]
@@ -118,7 +128,11 @@ def main() -> None:
 
     start, seen = time.time(), 0
     for step in range(args.steps + 1):
-        _, length, facts, batch = [p for p in phases if p[0] <= step][-1]
+        if lengths and step >= args.mix_from:
+            length = rng.choice(lengths)
+            facts, batch = 1, max(1, args.tokens_per_step // length)
+        else:
+            _, length, facts, batch = [p for p in phases if p[0] <= step][-1]
         if step % args.eval_every == 0 or step == args.steps:
             result = evaluate(model, tok, cases)
             print(f"step {step} len {length} | " + " | ".join(f"{k}: {loss:.2f} ({exact:.1f})"

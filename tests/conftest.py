@@ -12,6 +12,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (`make test` runs `-n $(TEST_WORKERS)`), give each worker its share of the cores.
+
+    Two workers that each start OpenMP on every core oversubscribe a 2-core box (spinning threads slow both
+    far more than they gain); the share also reaches the herd commands a test starts (OMP_NUM_THREADS)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+_share_the_cores_between_workers()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
