@@ -8,7 +8,6 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from herd.checkpoint.hf import config_to_hf, herd_to_hf_state_dict
-from herd.model.attention import sdpa
 from herd.model import (
     DocumentMask,
     ModelConfig,
@@ -19,6 +18,7 @@ from herd.model import (
     init_weights,
     param_counts,
 )
+from herd.model.attention import sdpa
 
 VOCAB = 512
 
@@ -100,6 +100,49 @@ def test_repeated_doc_id_is_still_a_new_document() -> None:
         packed = model(torch.cat([a, b, a])[None], documents.positions, documents)[0]
         alone = model(a[None])[0]
     assert (packed[12:] - alone).abs().max().item() < 1e-5
+
+
+def _packed_doc_ids(lengths_per_row: list[list[int]]) -> torch.Tensor:
+    return torch.stack([torch.cat([torch.full((n,), i) for i, n in enumerate(row)]) for row in lengths_per_row])
+
+
+def test_document_mask_blocks_equal_one_full_masked_call_with_gradients() -> None:
+    """Short documents packed into long rows run per query block against only the keys they may see;
+    outputs and gradients equal one full masked SDPA call (which the test also runs)."""
+    gen = torch.Generator().manual_seed(0)
+    rows = [[100, 140, 90, 150, 64, 120, 97, 263], [200, 60, 128, 128, 100, 80, 140, 188]]  # 1,024 each
+    documents = DocumentMask(_packed_doc_ids(rows))
+    blocks = documents.key_blocks()
+    assert blocks is not None and len(blocks) == 8 and blocks[0] == (0, 128, 0)
+    assert sum((q1 - q0) * (q1 - k0) for q0, q1, k0 in blocks) < 0.5 * 1024 * 1024  # the work it saves
+    q = torch.randn(2, 4, 1024, 16, generator=gen, requires_grad=True)
+    k = torch.randn(2, 2, 1024, 16, generator=gen, requires_grad=True)
+    v = torch.randn(2, 2, 1024, 16, generator=gen, requires_grad=True)
+    blocked = documents.attend(0, q, k, v)
+    grads = torch.autograd.grad(blocked.square().sum(), (q, k, v))
+    full = sdpa(q, k, v, documents.mask)
+    full_grads = torch.autograd.grad(full.square().sum(), (q, k, v))
+    assert (blocked - full).abs().max().item() < 1e-5
+    for got, want in zip(grads, full_grads):
+        assert (got - want).abs().max().item() < 1e-4
+
+
+def test_document_mask_keeps_one_call_for_long_documents_and_short_rows() -> None:
+    assert DocumentMask(_packed_doc_ids([[1000, 24]])).key_blocks() is None      # keys reach back to 0
+    assert DocumentMask(_packed_doc_ids([[120, 80]])).key_blocks() is None  # under two blocks long
+
+
+def test_packed_short_documents_through_the_model_equal_separate_documents() -> None:
+    config = get_config("llama3-tiny", vocab_size=VOCAB)
+    model = random_model(config)
+    lengths = [150, 97, 200, 65, 100, 100, 44]  # 756 tokens: blocks of 128 queries
+    docs = [torch.randint(0, VOCAB, (n,), generator=torch.Generator().manual_seed(n)) for n in lengths]
+    with torch.no_grad():
+        documents = DocumentMask(_packed_doc_ids([lengths]))
+        assert documents.key_blocks() is not None
+        together = model(torch.cat(docs)[None], documents.positions, documents)[0]
+        apart = torch.cat([model(d[None])[0] for d in docs])
+    assert (together - apart).abs().max().item() < 1e-4
 
 
 class AppendingCache:

@@ -56,13 +56,48 @@ class DocumentMask(Masked):
 
     `positions` restart at 0 in each document (pass them to the model with this state), so a
     document packed after others is computed exactly as if it were alone.
+
+    On CPU, when the documents are short, attention runs per block of `QUERY_BLOCK` queries against only
+    the keys from the start of the block's first document: a row of 128-token documents packed into
+    1,024 tokens then costs about a quarter of the full masked 1,024 x 1,024 attention, with the same
+    result (the skipped keys are masked anyway). Long documents, GPUs and compiled graphs (where the
+    blocks' data-dependent bounds would recompile) take the one full masked call.
     """
+
+    QUERY_BLOCK = 128
+    MAX_WORK = 0.5   # use the blocks only when they compute at most this share of the full attention
 
     def __init__(self, doc_ids: torch.Tensor) -> None:
         if doc_ids.dim() != 2:
             raise ValueError(f"doc_ids must be [batch, seq], got shape {tuple(doc_ids.shape)}")
         segments, self.positions = document_positions(doc_ids)
         super().__init__(block_causal_mask(segments))
+        self._blocks: list[tuple[int, int, int]] | None = None
+        self._decided = False
+
+    def key_blocks(self) -> list[tuple[int, int, int]] | None:
+        """(first query, end query, first key) per query block, or None when one full call is cheaper."""
+        if not self._decided:
+            self._decided = True
+            seqlen, step = self.positions.shape[1], self.QUERY_BLOCK
+            if seqlen >= 2 * step:
+                firsts = torch.arange(0, seqlen, step, device=self.positions.device)
+                # the earliest key any query of a block may see: the start of its first token's document
+                starts = (firsts - self.positions[:, firsts]).amin(dim=0).tolist()
+                blocks = [(q0, min(q0 + step, seqlen), k0) for q0, k0 in zip(firsts.tolist(), starts)]
+                work = sum((q1 - q0) * (q1 - k0) for q0, q1, k0 in blocks)
+                if work <= self.MAX_WORK * seqlen * seqlen:
+                    self._blocks = blocks
+        return self._blocks
+
+    def attend(self, layer_id: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if q.device.type != "cpu" or q.shape[2] != k.shape[2] or torch.compiler.is_compiling():
+            return sdpa(q, k, v, self.mask)
+        blocks = self.key_blocks()
+        if blocks is None:
+            return sdpa(q, k, v, self.mask)
+        return torch.cat([sdpa(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1], self.mask[:, :, q0:q1, k0:q1])
+                          for q0, q1, k0 in blocks], dim=2)
 
 
 def document_positions(doc_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
