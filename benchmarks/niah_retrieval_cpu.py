@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--emb-std", type=float, default=0.0, help="re-initialise the (tied) embedding with this std")
     parser.add_argument("--save", default="", help="write the model's state_dict here at every evaluation")
+    parser.add_argument("--init", default="", help="start from this state_dict (a --save of an earlier run)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -111,6 +112,8 @@ def main() -> None:
     init_weights(model, generator=torch.Generator().manual_seed(args.seed))
     if args.emb_std:
         torch.nn.init.normal_(model.tok_embeddings.weight, std=args.emb_std)
+    if args.init:
+        model.load_state_dict(torch.load(args.init, map_location="cpu"))
     filler = tok.encode(filler_text(args.filler))
     keys = word_keys(tok)
     phases = parse_phases(args.phases)
