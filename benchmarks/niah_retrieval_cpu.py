@@ -13,7 +13,8 @@ greedy exact match.
 with `facts` facts, `batch` documents a step. `--lengths` (from step `--mix-from` on) instead draws each
 step's document length from a list, single-fact documents, `--tokens-per-step` tokens a step. The
 haystacks are Python's own standard-library sources (`--filler code`, the first 120 files of the running
-interpreter's lib directory: never the pydoc prose the evaluation uses) or a text file. Results: benchmarks/RESULTS.md, "Demo NIAH gate".
+interpreter's lib directory: never the pydoc prose the evaluation uses) or a text file. Results:
+benchmarks/RESULTS.md, "Demo NIAH gate".
 
     .venv/bin/python -u benchmarks/niah_retrieval_cpu.py --steps 2500 --seed 2 --emb-std 0.05 \\
         --phases 0:128:1:32,900:256:1:16,1400:512:2:8,1900:1024:2:4

@@ -91,9 +91,8 @@ class DocumentMask(Masked):
         return self._blocks
 
     def attend(self, layer_id: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if q.device.type != "cpu" or q.shape[2] != k.shape[2] or torch.compiler.is_compiling():
-            return sdpa(q, k, v, self.mask)
-        blocks = self.key_blocks()
+        plain = q.device.type != "cpu" or q.shape[2] != k.shape[2] or torch.compiler.is_compiling()
+        blocks = None if plain else self.key_blocks()
         if blocks is None:
             return sdpa(q, k, v, self.mask)
         return torch.cat([sdpa(q[:, :, q0:q1], k[:, :, k0:q1], v[:, :, k0:q1], self.mask[:, :, q0:q1, k0:q1])
